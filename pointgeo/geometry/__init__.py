@@ -1,0 +1,41 @@
+"""Pure tensor geometry shared by every pointgeo model: rotations, neighbour search, sampling, frames, normals.
+
+Nothing here knows about parameters, training, files or Lightning. Every model uses these functions; none
+re-implements them.
+"""
+
+from pointgeo.geometry.checks import check_features, check_points
+from pointgeo.geometry.neighbors import ball_query, index_points, knn
+from pointgeo.geometry.rotations import (
+    RotationMode,
+    angle_sweep,
+    axis_angle_to_matrix,
+    axis_index,
+    quaternion_to_matrix,
+    random_rotations,
+    random_rotations_about_axis,
+    rotate,
+    rotations_about_axis,
+    sample_rotations,
+)
+from pointgeo.geometry.sampling import farthest_from_centroid, farthest_point_sampling
+
+__all__ = [
+    "RotationMode",
+    "angle_sweep",
+    "axis_angle_to_matrix",
+    "axis_index",
+    "ball_query",
+    "check_features",
+    "check_points",
+    "farthest_from_centroid",
+    "farthest_point_sampling",
+    "index_points",
+    "knn",
+    "quaternion_to_matrix",
+    "random_rotations",
+    "random_rotations_about_axis",
+    "rotate",
+    "rotations_about_axis",
+    "sample_rotations",
+]

@@ -1,0 +1,108 @@
+"""Neighbour search: batched k-nearest neighbours and ball query, plus gathering neighbour features.
+
+All functions take dense batches ``(B, N, 3)`` and never build a ``(B, M, N)`` distance matrix larger than
+``max_elements``: queries are processed in chunks. Distances returned are recomputed exactly from the chosen
+neighbours (``||q - p||^2`` in the input dtype), so they are differentiable and free of the cancellation error of
+the matrix-product formula used for the search itself.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from pointgeo.geometry.checks import check_points
+
+MAX_ELEMENTS = 1 << 25
+"""Largest number of entries of one chunk of the query-by-point distance matrix (128 MiB in float32)."""
+
+
+def index_points(x: Tensor, idx: Tensor) -> Tensor:
+    """Gather per-point rows by index, batched.
+
+    Args:
+        x: ``(B, N, C)`` per-point values.
+        idx: ``(B, *S)`` integer indices into ``N``.
+
+    Returns:
+        ``(B, *S, C)`` with ``out[b, s] = x[b, idx[b, s]]``.
+    """
+    b, n, c = x.shape
+    flat = idx.reshape(b, -1)
+    out = torch.gather(x, 1, flat.unsqueeze(-1).expand(-1, -1, c))
+    return out.reshape(idx.shape + (c,))
+
+
+def _pairwise_sqdist(query: Tensor, points: Tensor) -> Tensor:
+    """``(B, M, N)`` squared distances by ``|q|^2 + |p|^2 - 2 q.p`` (fast; used only to rank candidates)."""
+    d = torch.baddbmm(
+        (points * points).sum(-1).unsqueeze(1), query, points.transpose(1, 2), beta=1.0, alpha=-2.0
+    )
+    return d.add_((query * query).sum(-1, keepdim=True))
+
+
+def knn(
+    query: Tensor,
+    points: Tensor,
+    k: int,
+    *,
+    max_elements: int = MAX_ELEMENTS,
+) -> tuple[Tensor, Tensor]:
+    """The ``k`` nearest ``points`` of every query point, batched, nearest first.
+
+    Args:
+        query: ``(B, M, 3)`` query positions.
+        points: ``(B, N, 3)`` candidate positions, ``N >= k``.
+        k: number of neighbours.
+        max_elements: bound on the entries of one chunk of the distance matrix.
+
+    Returns:
+        ``(idx, sqdist)``: ``idx (B, M, k)`` long indices into ``N`` sorted by increasing distance, and
+        ``sqdist (B, M, k)`` the exact squared distances (differentiable w.r.t. both inputs).
+    """
+    check_points(points, "points", min_points=k)
+    check_points(query, "query")
+    if query.shape[0] != points.shape[0]:
+        raise ValueError(f"query and points must have the same batch size; got {query.shape[0]} and {points.shape[0]}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1; got {k}")
+    b, m, _ = query.shape
+    n = points.shape[1]
+    chunk = max(1, max_elements // max(1, b * n))
+    with torch.no_grad():
+        q, p = query.detach(), points.detach()
+        idx = torch.cat(
+            [_pairwise_sqdist(q[:, s : s + chunk], p).topk(k, dim=-1, largest=False, sorted=True).indices
+             for s in range(0, m, chunk)],
+            dim=1,
+        )
+    sqdist = ((index_points(points, idx) - query.unsqueeze(2)) ** 2).sum(-1)
+    # Re-sort by the exact distances so ordering never depends on the rounding of the ranking formula.
+    sqdist, order = sqdist.sort(dim=-1, stable=True)
+    return torch.gather(idx, -1, order), sqdist
+
+
+def ball_query(
+    query: Tensor,
+    points: Tensor,
+    radius: float,
+    k: int,
+    *,
+    max_elements: int = MAX_ELEMENTS,
+) -> tuple[Tensor, Tensor]:
+    """Up to ``k`` neighbours within ``radius`` of every query, nearest first, padded with the nearest one.
+
+    Unlike the PointNet++ CUDA kernel (the first ``k`` points *by index* inside the ball), the neighbours kept are
+    the ``k`` nearest inside the ball, so the result does not depend on the order of the points.
+
+    Returns:
+        ``(idx, mask)``: ``idx (B, M, k)`` indices, ``mask (B, M, k)`` true where the neighbour is inside the
+        ball. Padded entries repeat the nearest neighbour (which is inside the ball when the query is a point
+        of the cloud).
+    """
+    if radius <= 0:
+        raise ValueError(f"radius must be > 0; got {radius}")
+    idx, sqdist = knn(query, points, k, max_elements=max_elements)
+    mask = sqdist <= radius * radius
+    idx = torch.where(mask, idx, idx[..., :1].expand_as(idx))
+    return idx, mask

@@ -1,0 +1,80 @@
+"""Registry of networks by name (timm's pattern): ``@register_model`` on builder functions, ``create_model(name)``.
+
+Every network in the registry declares the task it solves and what it guarantees under rotation
+(``invariant``, ``equivariant``, ``approximate`` or ``none``); :mod:`pointgeo.testing` checks exactly that for
+every entry. Networks register themselves when :mod:`pointgeo.nn` is imported.
+
+Network call conventions (dense batches, see :mod:`pointgeo.datamodules`):
+
+* ``classification``: ``net(pos (B, N, 3), normal (B, N, 3) | None) -> logits (B, num_classes)``
+* ``segmentation``: ``net(pos, normal, category (B,)) -> logits (B, N, num_parts)``
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import nn
+
+Invariance = Literal["invariant", "equivariant", "approximate", "none"]
+TaskKind = Literal["classification", "segmentation"]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One registered network: its name, builder, task and rotation guarantee."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    task: TaskKind
+    invariance: Invariance
+    description: str
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    name: str, *, task: TaskKind, invariance: Invariance
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering a builder ``fn(**kwargs) -> nn.Module`` under ``name``."""
+
+    def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        doc = (fn.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = ModelEntry(name, fn, task, invariance, doc[0] if doc else "")
+        return fn
+
+    return decorate
+
+
+def _populate() -> None:
+    import pointgeo.nn  # noqa: F401  (registers the built-in networks)
+
+
+def get_model_entry(name: str) -> ModelEntry:
+    """The registry entry of ``name``; an unknown name raises ``KeyError`` listing close matches."""
+    _populate()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise KeyError(f"unknown model {name!r}{hint} Available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, **kwargs: object) -> nn.Module:
+    """Build the registered network ``name`` with the builder's keyword arguments."""
+    return get_model_entry(name).builder(**kwargs)
+
+
+def list_models(pattern: str = "*", *, task: TaskKind | None = None) -> list[str]:
+    """Sorted names matching a shell-style ``pattern``, optionally only those of one ``task``."""
+    _populate()
+    return sorted(
+        n for n, e in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (task is None or e.task == task)
+    )
