@@ -15,8 +15,8 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from torch import nn
 
@@ -33,21 +33,40 @@ class ModelEntry:
     task: TaskKind
     invariance: Invariance
     description: str
+    test_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Small constructor kwargs that build the network quickly for tests (e.g. fewer channels)."""
+    test_num_points: int = 64
+    """Points per cloud large enough for the network's largest neighbourhood, used by tests."""
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name: str, *, task: TaskKind, invariance: Invariance
+    name: str,
+    *,
+    task: TaskKind,
+    invariance: Invariance,
+    test_kwargs: dict[str, Any] | None = None,
+    test_num_points: int = 64,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering a builder ``fn(**kwargs) -> nn.Module`` under ``name``."""
+    """Decorator registering a builder ``fn(**kwargs) -> nn.Module`` under ``name``.
+
+    Args:
+        name: registry name (snake_case family name, e.g. ``"tinvnn_pointnet"``).
+        task: ``"classification"`` or ``"segmentation"`` (see the call conventions above).
+        invariance: what the network guarantees under rotation; the shared harness checks exactly that.
+        test_kwargs: small constructor kwargs for fast tests.
+        test_num_points: points per cloud the tests use for this network.
+    """
 
     def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
         doc = (fn.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = ModelEntry(name, fn, task, invariance, doc[0] if doc else "")
+        _REGISTRY[name] = ModelEntry(
+            name, fn, task, invariance, doc[0] if doc else "", dict(test_kwargs or {}), test_num_points
+        )
         return fn
 
     return decorate
