@@ -10,6 +10,19 @@ cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 INSTALLER="${INSTALLER:-uv}"
 TORCH_INDEX_URL="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
+# System libraries Open3D needs (libusb to import it; a Vulkan loader and Mesa's lavapipe for offscreen rendering).
+SYSTEM_PKGS=(libusb-1.0-0 libvulkan1 mesa-vulkan-drivers)
+missing=()
+for pkg in "${SYSTEM_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "note: install the system packages ${missing[*]} (Debian/Ubuntu names) for Open3D's viewer and snapshots" >&2
+  fi
+fi
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 PY="$VENV/bin/python"
 
