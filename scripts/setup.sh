@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Create ./.venv with CPU-only PyTorch 2.13.0 and pointgeo[dev]; safe to re-run.
+# Create ./.venv with CPU-only PyTorch 2.13.0 and pointgeo; safe to re-run.
+#   bash scripts/setup.sh        pointgeo with its fast optional backends (extra "fast")
+#   bash scripts/setup.sh dev    the same plus the test tools (extra "dev")
 #
 # torch is installed first and pinned through constraints-cpu.txt, so nothing later can swap it for a CUDA
 # build. Where pip is configured with a find-links folder that holds the torch 2.13.0 CPU wheel, that wheel is
@@ -7,6 +9,7 @@
 # INSTALLER=pip uses plain pip instead of uv (slower, same result).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+EXTRAS="${1:-fast}"
 VENV="${VENV:-.venv}"
 INSTALLER="${INSTALLER:-uv}"
 TORCH_INDEX_URL="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
@@ -36,10 +39,10 @@ if [ "$INSTALLER" = uv ]; then
   "$PY" -m pip install -q uv
   UV=("$VENV/bin/uv" pip install -q --compile-bytecode --python "$PY")
   "${UV[@]}" "${TORCH_SRC[@]}" torch==2.13.0
-  "${UV[@]}" -c constraints-cpu.txt -e ".[dev]"
+  "${UV[@]}" -c constraints-cpu.txt -e ".[$EXTRAS]"
 else
   "$PY" -m pip install -q "${TORCH_SRC[@]}" torch==2.13.0
-  "$PY" -m pip install -q -c constraints-cpu.txt -e ".[dev]"
+  "$PY" -m pip install -q -c constraints-cpu.txt -e ".[$EXTRAS]"
 fi
 "$PY" - <<'PY'
 import importlib.metadata as md
