@@ -6,8 +6,10 @@ import torch
 from torch import Tensor
 
 
-def check_points(pos: Tensor, name: str = "pos", *, min_points: int = 1) -> None:
-    """Check that ``pos`` is a batch of point clouds ``(B, N, 3)`` of finite floats with ``N >= min_points``.
+def check_points(pos: Tensor, name: str = "pos", *, min_points: int = 1, dim: int | None = 3) -> None:
+    """Check that ``pos`` is a batch of point clouds ``(B, N, dim)`` of finite floats with ``N >= min_points``.
+
+    ``dim=None`` accepts any number of coordinates (e.g. kNN in a feature space).
 
     Raises:
         TypeError: ``pos`` is not a floating-point tensor.
@@ -17,8 +19,8 @@ def check_points(pos: Tensor, name: str = "pos", *, min_points: int = 1) -> None
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, N, 3); got {type(pos).__name__}")
     if not pos.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor (float32 or float64); got dtype {pos.dtype}")
-    if pos.dim() != 3 or pos.shape[-1] != 3:
-        raise ValueError(f"{name} must have shape (B, N, 3); got {tuple(pos.shape)}")
+    if pos.dim() != 3 or (dim is not None and pos.shape[-1] != dim):
+        raise ValueError(f"{name} must have shape (B, N, {dim if dim is not None else 'D'}); got {tuple(pos.shape)}")
     if pos.shape[1] < min_points:
         raise ValueError(
             f"{name} has {pos.shape[1]} points per cloud but at least {min_points} are needed "

@@ -51,8 +51,8 @@ def knn(
     """The ``k`` nearest ``points`` of every query point, batched, nearest first.
 
     Args:
-        query: ``(B, M, 3)`` query positions.
-        points: ``(B, N, 3)`` candidate positions, ``N >= k``.
+        query: ``(B, M, D)`` query positions (``D = 3`` for clouds; any ``D`` for feature-space kNN).
+        points: ``(B, N, D)`` candidate positions, ``N >= k``.
         k: number of neighbours.
         max_elements: bound on the entries of one chunk of the distance matrix.
 
@@ -60,8 +60,8 @@ def knn(
         ``(idx, sqdist)``: ``idx (B, M, k)`` long indices into ``N`` sorted by increasing distance, and
         ``sqdist (B, M, k)`` the exact squared distances (differentiable w.r.t. both inputs).
     """
-    check_points(points, "points", min_points=k)
-    check_points(query, "query")
+    check_points(points, "points", min_points=k, dim=None)
+    check_points(query, "query", dim=points.shape[-1])
     if query.shape[0] != points.shape[0]:
         raise ValueError(f"query and points must have the same batch size; got {query.shape[0]} and {points.shape[0]}")
     if k < 1:

@@ -1,0 +1,277 @@
+"""The base of every fixed-size point-cloud datamodule: splits, rotation protocols, batching.
+
+Subclasses provide the raw arrays of each split through :meth:`PointCloudDataModule.load_split`; this class
+normalises the clouds, carves the validation split out of the training split, applies the rotation protocols and
+builds the loaders. Batches are dicts (see ``ARCHITECTURE.md``).
+"""
+
+from __future__ import annotations
+
+import zlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from pointgeo.geometry import RotationMode, rotate, sample_rotations
+
+ROTATION_MODES = ("none", "z", "so3")
+
+
+@dataclass
+class CloudArrays:
+    """The arrays of one split: ``pos (S, N, 3)``, optional ``normal (S, N, 3)``, ``label (S,)``."""
+
+    pos: np.ndarray
+    label: np.ndarray
+    normal: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.pos.ndim != 3 or self.pos.shape[-1] != 3:
+            raise ValueError(f"pos must have shape (S, N, 3); got {self.pos.shape}")
+        if self.label.shape != self.pos.shape[:1]:
+            raise ValueError(f"label must have shape ({self.pos.shape[0]},); got {self.label.shape}")
+        if self.normal is not None and self.normal.shape != self.pos.shape:
+            raise ValueError(f"normal must have the shape of pos {self.pos.shape}; got {self.normal.shape}")
+
+    def subset(self, index: np.ndarray) -> CloudArrays:
+        """The rows ``index`` of every array."""
+        return CloudArrays(self.pos[index], self.label[index], None if self.normal is None else self.normal[index])
+
+
+def normalize_unit_sphere(pos: np.ndarray) -> np.ndarray:
+    """Centre every cloud ``(S, N, 3)`` at its centroid and scale it into the unit sphere."""
+    centred = pos - pos.mean(axis=1, keepdims=True)
+    radius = np.linalg.norm(centred, axis=-1).max(axis=1)
+    return centred / np.maximum(radius, 1e-12)[:, None, None]
+
+
+def sample_seed(*parts: int) -> int:
+    """A 63-bit seed derived deterministically from integers (the same on every machine and worker)."""
+    return zlib.crc32(np.asarray(parts, dtype=np.int64).tobytes()) | (len(parts) << 32)
+
+
+class RotatedCloudDataset(Dataset):
+    """Samples of one split with a rotation protocol applied to positions and normals together.
+
+    Args:
+        arrays: the split's clouds, already normalised.
+        rotation: ``none``, ``z`` (about ``up_axis``) or ``so3``.
+        up_axis: the dataset's up axis.
+        fixed_seed: ``None`` draws a fresh rotation at every access (training); an int fixes the rotation of
+            sample ``i`` from ``(fixed_seed, i)`` (validation and test), identical across runs and workers.
+        num_points: points per sample; training takes a random subset, evaluation the first ``num_points``.
+        use_normals: include the ``normal`` key.
+        scale_range: random anisotropic scale ``U(lo, hi)`` per axis in training (``None``: off).
+        jitter: standard deviation of Gaussian noise added in training (0: off).
+    """
+
+    def __init__(
+        self,
+        arrays: CloudArrays,
+        rotation: RotationMode,
+        up_axis: str,
+        *,
+        fixed_seed: int | None,
+        num_points: int,
+        use_normals: bool,
+        scale_range: tuple[float, float] | None = None,
+        jitter: float = 0.0,
+    ) -> None:
+        if rotation not in ROTATION_MODES:
+            raise ValueError(f"rotation must be one of {ROTATION_MODES}; got {rotation!r}")
+        if use_normals and arrays.normal is None:
+            raise ValueError("use_normals=True but this dataset has no normals")
+        if num_points > arrays.pos.shape[1]:
+            raise ValueError(f"num_points={num_points} but the clouds have only {arrays.pos.shape[1]} points")
+        self.arrays = arrays
+        self.rotation = rotation
+        self.up_axis = up_axis
+        self.fixed_seed = fixed_seed
+        self.num_points = num_points
+        self.use_normals = use_normals
+        self.scale_range = scale_range
+        self.jitter = jitter
+
+    def __len__(self) -> int:
+        return len(self.arrays.label)
+
+    def _generator(self, index: int) -> torch.Generator:
+        seed = sample_seed(self.fixed_seed, index) if self.fixed_seed is not None else int(torch.randint(2**62, ()))
+        return torch.Generator().manual_seed(seed)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        gen = self._generator(index)
+        train = self.fixed_seed is None
+        n_total = self.arrays.pos.shape[1]
+        if train and self.num_points < n_total:
+            keep = torch.randperm(n_total, generator=gen)[: self.num_points]
+        else:
+            keep = torch.arange(self.num_points)
+        pos = torch.from_numpy(self.arrays.pos[index]).float()[keep]
+        normal = torch.from_numpy(self.arrays.normal[index]).float()[keep] if self.use_normals else None
+        if train and self.scale_range is not None:
+            lo, hi = self.scale_range
+            scale = lo + (hi - lo) * torch.rand(3, generator=gen)
+            pos = pos * scale
+            if normal is not None:  # normals transform by the inverse transpose of the scaling
+                normal = normal / scale
+                normal = normal / normal.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        if train and self.jitter > 0:
+            pos = pos + self.jitter * torch.randn(pos.shape, generator=gen)
+        rot = sample_rotations(self.rotation, 1, up_axis=self.up_axis, generator=gen)[0]
+        sample = {
+            "pos": rotate(pos.double(), rot).float(),
+            "label": torch.tensor(int(self.arrays.label[index]), dtype=torch.long),
+            "index": torch.tensor(index, dtype=torch.long),
+            "rotation": rot.float(),
+        }
+        if normal is not None:
+            sample["normal"] = rotate(normal.double(), rot).float()
+        return sample
+
+
+class PointCloudDataModule(pl.LightningDataModule, ABC):
+    """Base datamodule for fixed-size labelled clouds.
+
+    Args:
+        root: folder of the raw and processed files (subclasses default it into the pointgeo cache).
+        num_points: points per sample.
+        use_normals: include normals in the batches.
+        batch_size: samples per batch.
+        num_workers: loader worker processes.
+        train_rotation: rotation protocol of the training (and validation) split: ``none``, ``z``, ``so3``.
+        test_rotation: rotation protocol of the test split.
+        val_fraction: fraction of the training split held out for validation (stratified, seeded). The test
+            split is never used for model selection.
+        seed: seed of the split and of the fixed evaluation rotations.
+        scale_augment: random anisotropic scale range for training, e.g. ``[0.8, 1.25]`` (``None``: off).
+        jitter: Gaussian jitter for training (0: off).
+    """
+
+    name = "pointclouds"
+    up_axis = "z"
+
+    def __init__(
+        self,
+        root: str | None = None,
+        num_points: int = 1024,
+        use_normals: bool = False,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        train_rotation: RotationMode = "z",
+        test_rotation: RotationMode = "so3",
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        scale_augment: tuple[float, float] | None = None,
+        jitter: float = 0.0,
+    ) -> None:
+        super().__init__()
+        for key, mode in (("train_rotation", train_rotation), ("test_rotation", test_rotation)):
+            if mode not in ROTATION_MODES:
+                raise ValueError(f"{key} must be one of {ROTATION_MODES}; got {mode!r}")
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction}")
+        self.root = Path(root).expanduser() if root is not None else None
+        self.num_points = num_points
+        self.use_normals = use_normals
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.train_rotation = train_rotation
+        self.test_rotation = test_rotation
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.scale_augment = tuple(scale_augment) if scale_augment is not None else None
+        self.jitter = jitter
+        self._splits: dict[str, CloudArrays] = {}
+
+    # --- what subclasses provide -------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def class_names(self) -> list[str]:
+        """Names of the classes, indexed by label."""
+
+    @abstractmethod
+    def load_split(self, split: str) -> CloudArrays:
+        """Raw arrays of the official ``"train"`` or ``"test"`` split (before normalisation)."""
+
+    # --- shared behaviour ----------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.class_names)
+
+    def set_test_rotation(self, mode: RotationMode) -> None:
+        """Switch the test split's rotation protocol (used to test one model under several protocols)."""
+        if mode not in ROTATION_MODES:
+            raise ValueError(f"test_rotation must be one of {ROTATION_MODES}; got {mode!r}")
+        self.test_rotation = mode
+
+    def _load_normalized(self, split: str) -> CloudArrays:
+        arrays = self.load_split(split)
+        return CloudArrays(normalize_unit_sphere(arrays.pos).astype(np.float32), arrays.label, arrays.normal)
+
+    def _train_val_indices(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(self.seed)
+        val = []
+        for c in np.unique(labels):
+            members = rng.permutation(np.flatnonzero(labels == c))
+            val.append(members[: int(round(len(members) * self.val_fraction))])
+        val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=np.int64)
+        train_idx = np.setdiff1d(np.arange(len(labels)), val_idx)
+        return train_idx, val_idx
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the splits a stage needs (``fit``/``validate`` → train and val, ``test``/``predict`` → test)."""
+        if stage in (None, "fit", "validate") and "train" not in self._splits:
+            full = self._load_normalized("train")
+            train_idx, val_idx = self._train_val_indices(full.label)
+            self._splits["train"] = full.subset(train_idx)
+            self._splits["val"] = full.subset(val_idx)
+        if stage in (None, "test", "predict") and "test" not in self._splits:
+            self._splits["test"] = self._load_normalized("test")
+
+    def dataset(self, split: str) -> RotatedCloudDataset:
+        """The dataset of ``train``, ``val`` or ``test`` with its rotation protocol applied."""
+        if split not in self._splits:
+            self.setup("fit" if split in ("train", "val") else "test")
+        train = split == "train"
+        rotation = self.test_rotation if split == "test" else self.train_rotation
+        return RotatedCloudDataset(
+            self._splits[split],
+            rotation,
+            self.up_axis,
+            fixed_seed=None if train else sample_seed(self.seed, {"val": 1, "test": 2}[split]),
+            num_points=self.num_points,
+            use_normals=self.use_normals,
+            scale_range=self.scale_augment if train else None,
+            jitter=self.jitter if train else 0.0,
+        )
+
+    def _loader(self, split: str) -> DataLoader:
+        dataset = self.dataset(split)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=split == "train",
+            drop_last=split == "train" and len(dataset) > self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")

@@ -1,0 +1,80 @@
+"""Principal-axis (PCA / classical MDS) canonical frames with deterministic sign rules.
+
+Classical MDS of a cloud ``X (N, 3)`` double-centres the squared distances, ``B = -1/2 J D J = X_c X_c^T``, and
+embeds with the top eigenvectors of ``B``: ``Y = U Λ^{1/2}``. The non-zero spectrum of the ``N × N`` matrix ``B``
+equals that of the ``3 × 3`` scatter ``X_c^T X_c = V Λ V^T``, and ``Y = X_c V`` (up to column signs), so everything
+here works on the ``3 × 3`` problem in ``O(N)``.
+
+Guarantees (given eigenvalues that are pairwise distinct): the frame ``V`` of a rotated cloud ``X R^T`` is
+``R V S`` with ``S`` a diagonal sign matrix, so the canonical coordinates ``X_c V`` change only by column signs.
+:func:`canonical_frame` removes those signs by the third-moment rule; :func:`sign_flips` enumerates them for frame
+averaging, which is exact whatever the third moments are. Repeated eigenvalues (rotationally symmetric clouds) leave
+the frame arbitrary inside the eigenspace; no sign rule fixes that.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+_PROPER_FLIPS = ((1, 1, 1), (1, -1, -1), (-1, 1, -1), (-1, -1, 1))
+
+
+def centre(pos: Tensor, weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Subtract the (weighted) centroid: ``pos (..., N, 3) -> (centred (..., N, 3), centroid (..., 1, 3))``."""
+    if weights is None:
+        c = pos.mean(dim=-2, keepdim=True)
+    else:
+        w = weights.unsqueeze(-1)
+        c = (w * pos).sum(-2, keepdim=True) / w.sum(-2, keepdim=True).clamp_min(torch.finfo(pos.dtype).tiny)
+    return pos - c, c
+
+
+def principal_axes(centred: Tensor, weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Eigen-decomposition of the scatter matrix ``X_c^T W X_c`` of centred points ``(..., N, 3)``.
+
+    Returns:
+        ``(eigenvalues (..., 3), axes (..., 3, 3))``: eigenvalues in descending order and the matching unit
+        eigenvectors as the **columns** of ``axes``.
+    """
+    xw = centred if weights is None else centred * weights.unsqueeze(-1)
+    scatter = xw.transpose(-1, -2) @ centred
+    evals, evecs = torch.linalg.eigh(scatter)
+    return evals.flip(-1), evecs.flip(-1)
+
+
+def third_moment_signs(coords: Tensor, weights: Tensor | None = None) -> Tensor:
+    """``(..., 3)`` signs ``s_k = sign(sum_i w_i y_ik^3)`` of canonical coordinates ``(..., N, 3)`` (0 → +1)."""
+    cubed = coords**3 if weights is None else coords**3 * weights.unsqueeze(-1)
+    return torch.where(cubed.sum(-2) < 0, -1.0, 1.0).to(coords.dtype)
+
+
+def canonical_frame(pos: Tensor, weights: Tensor | None = None, *, proper: bool = True) -> tuple[Tensor, Tensor]:
+    """The principal-axis frame of each cloud with the third-moment sign rule.
+
+    Args:
+        pos: ``(..., N, 3)`` points (any leading batch shape, e.g. ``(B, S, K, 3)`` neighbourhoods).
+        weights: optional ``(..., N)`` non-negative point weights.
+        proper: make the frame a rotation (``det = +1``): the first two axes take the third-moment signs and the
+            third is their cross product. ``False`` signs all three axes independently (an O(3) frame).
+
+    Returns:
+        ``(frame (..., 3, 3), centroid (..., 1, 3))``; the canonical coordinates are
+        ``(pos - centroid) @ frame``. Degenerate clouds (all points equal, collinear, planar) give finite frames.
+    """
+    centred, c = centre(pos, weights)
+    _, axes = principal_axes(centred, weights)
+    axes = axes * third_moment_signs(centred @ axes, weights).unsqueeze(-2)
+    if proper:
+        axes = torch.cat([axes[..., :2], torch.linalg.cross(axes[..., 0], axes[..., 1]).unsqueeze(-1)], -1)
+    return axes, c
+
+
+def sign_flips(frame: Tensor) -> Tensor:
+    """The 4 proper sign-flipped copies of frames ``(..., 3, 3) -> (..., 4, 3, 3)`` (columns negated in pairs).
+
+    They form a group, so averaging any function over them removes the sign ambiguity of a proper principal
+    frame exactly (frame averaging; Puny et al., ICLR 2022).
+    """
+    flips = torch.tensor(_PROPER_FLIPS, dtype=frame.dtype, device=frame.device)  # (4, 3)
+    return frame.unsqueeze(-3) * flips[:, None, :]
