@@ -1,0 +1,5 @@
+"""LightningModules, one per task. A task builds its network by registry name and adds only the training logic."""
+
+from pointgeo.tasks.classification import ClassificationTask
+
+__all__ = ["ClassificationTask"]

@@ -1,0 +1,60 @@
+"""LightningCLI wiring: data → model argument links, checkpoint defaults, and testing under several rotations."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+import pointgeo.datamodules  # noqa: F401  (short class names in configs)
+import pointgeo.tasks  # noqa: F401
+
+
+class PointGeoCLI(LightningCLI):
+    """LightningCLI with pointgeo's defaults.
+
+    * ``data.num_classes`` and ``data.use_normals`` are linked into the model's arguments.
+    * A :class:`ModelCheckpoint` (configurable as ``checkpoint``) keeps the best ``val/acc`` and ``last.ckpt``, so
+      ``--ckpt_path .../last.ckpt`` resumes an interrupted run.
+    """
+
+    def __init__(self, args: list[str]) -> None:
+        super().__init__(
+            pl.LightningModule,
+            pl.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({
+            "checkpoint.monitor": "val/acc",
+            "checkpoint.mode": "max",
+            "checkpoint.save_last": True,
+            "checkpoint.filename": "best-{epoch:03d}",
+        })
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.init_args.use_normals", "model.init_args.use_normals", apply_on="parse")
+
+
+def test_under_rotations(cli: LightningCLI, modes: tuple[str, ...]) -> dict[str, float]:
+    """Test the best checkpoint of a finished fit under each rotation protocol and print a small table."""
+    trainer, model, data = cli.trainer, cli.model, cli.datamodule
+    if trainer.interrupted or not hasattr(data, "set_test_rotation"):
+        return {}
+    ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    results = {}
+    for mode in modes:
+        data.set_test_rotation(mode)
+        metrics = trainer.test(model, datamodule=data, ckpt_path=ckpt or None, verbose=False)
+        results[mode] = float(metrics[0]["test/acc"])
+    if trainer.is_global_zero:
+        print(f"\nbest checkpoint: {ckpt or '(current weights)'}")
+        print("test rotation | accuracy")
+        for mode, acc in results.items():
+            print(f"{mode:>13} | {100 * acc:6.2f} %")
+    return results
