@@ -30,8 +30,14 @@ def centre(pos: Tensor, weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
     return pos - c, c
 
 
-def principal_axes(centred: Tensor, weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def principal_axes(
+    centred: Tensor, weights: Tensor | None = None, directions: Tensor | None = None, direction_weight: float = 1e-3
+) -> tuple[Tensor, Tensor]:
     """Eigen-decomposition of the scatter matrix ``X_c^T W X_c`` of centred points ``(..., N, 3)``.
+
+    ``directions`` (e.g. normals, ``(..., N, 3)``) add ``ε tr(S) / 3 · D^T D`` to the scatter ``S``: a rotation
+    equivariant term that leaves ordinary clouds' axes practically unchanged and fixes the axes that positions
+    alone leave undetermined (collinear clouds, or all points equal).
 
     Returns:
         ``(eigenvalues (..., 3), axes (..., 3, 3))``: eigenvalues in descending order and the matching unit
@@ -39,6 +45,10 @@ def principal_axes(centred: Tensor, weights: Tensor | None = None) -> tuple[Tens
     """
     xw = centred if weights is None else centred * weights.unsqueeze(-1)
     scatter = xw.transpose(-1, -2) @ centred
+    if directions is not None:
+        trace = scatter.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None]
+        scale = torch.where(trace > 0, direction_weight * trace / 3, torch.ones_like(trace))
+        scatter = scatter + scale * (directions.transpose(-1, -2) @ directions) / directions.shape[-2]
     evals, evecs = torch.linalg.eigh(scatter)
     return evals.flip(-1), evecs.flip(-1)
 
@@ -49,7 +59,9 @@ def third_moment_signs(coords: Tensor, weights: Tensor | None = None) -> Tensor:
     return torch.where(cubed.sum(-2) < 0, -1.0, 1.0).to(coords.dtype)
 
 
-def canonical_frame(pos: Tensor, weights: Tensor | None = None, *, proper: bool = True) -> tuple[Tensor, Tensor]:
+def canonical_frame(
+    pos: Tensor, weights: Tensor | None = None, *, proper: bool = True, directions: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """The principal-axis frame of each cloud with the third-moment sign rule.
 
     Args:
@@ -57,13 +69,15 @@ def canonical_frame(pos: Tensor, weights: Tensor | None = None, *, proper: bool 
         weights: optional ``(..., N)`` non-negative point weights.
         proper: make the frame a rotation (``det = +1``): the first two axes take the third-moment signs and the
             third is their cross product. ``False`` signs all three axes independently (an O(3) frame).
+        directions: optional unit vectors ``(..., N, 3)`` (normals) that break ties between vanishing
+            eigenvalues (see :func:`principal_axes`).
 
     Returns:
         ``(frame (..., 3, 3), centroid (..., 1, 3))``; the canonical coordinates are
         ``(pos - centroid) @ frame``. Degenerate clouds (all points equal, collinear, planar) give finite frames.
     """
     centred, c = centre(pos, weights)
-    _, axes = principal_axes(centred, weights)
+    _, axes = principal_axes(centred, weights, directions)
     axes = axes * third_moment_signs(centred @ axes, weights).unsqueeze(-2)
     if proper:
         axes = torch.cat([axes[..., :2], torch.linalg.cross(axes[..., 0], axes[..., 1]).unsqueeze(-1)], -1)

@@ -12,8 +12,8 @@ What is guaranteed, and what is not (``frame_averaging=True``, the default):
   eigenvalues of the scatter matrix are pairwise distinct** (any shape without rotational symmetry, mirror
   symmetric ones included: frame averaging over the four proper sign flips makes zero third moments harmless).
 * Planar clouds (λ3 = 0) are covered: the third axis is the cross product of the first two. Collinear clouds and
-  all-equal points are covered for positions (the undetermined coordinates are zero); normals of such clouds are
-  then expressed in an arbitrary frame.
+  all-equal points are covered too: the undetermined coordinates are zero, and when normals are given their
+  scatter (with a tiny weight) fixes the axes that positions leave undetermined.
 * Near-equal eigenvalues (bottles, bowls, cones sampled almost symmetrically) make the axes ill-conditioned: the
   output is still a deterministic function of the cloud, but its invariance error grows like (rounding error) /
   (eigenvalue gap). Exactly repeated eigenvalues leave the axes arbitrary: invariance is then not guaranteed.
@@ -62,7 +62,7 @@ class TinvNN(nn.Module):
         """Canonical coordinates ``(B, F, N, 3)`` (``F = 4`` frames with averaging, else 1) and normals alike."""
         check_points(pos, "pos")
         with torch.no_grad():
-            frame, centroid = canonical_frame(pos)
+            frame, centroid = canonical_frame(pos, directions=normal)
             frames = sign_flips(frame) if self.frame_averaging else frame.unsqueeze(1)  # (B, F, 3, 3)
         coords = (pos - centroid).unsqueeze(1) @ frames
         if self.scale != "none":
