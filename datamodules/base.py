@@ -221,7 +221,10 @@ class PointCloudDataModule(pl.LightningDataModule, ABC):
         val = []
         for c in np.unique(labels):
             members = rng.permutation(np.flatnonzero(labels == c))
-            val.append(members[: int(round(len(members) * self.val_fraction))])
+            size = int(round(len(members) * self.val_fraction))
+            if self.val_fraction > 0 and len(members) > 1:
+                size = max(1, size)  # every class is validated, even in small sets
+            val.append(members[:size])
         val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=np.int64)
         train_idx = np.setdiff1d(np.arange(len(labels)), val_idx)
         return train_idx, val_idx
