@@ -1,0 +1,197 @@
+"""The one download routine of pointgeo (datasets and pretrained checkpoints): cache, verify, resume, never half.
+
+``download(url, dest, sha256=...)`` goes through :func:`pooch.retrieve`, which writes into a temporary file beside
+``dest``, checks the full sha256 and moves the file into place atomically. pooch does not resume interrupted
+transfers, so its downloader is :class:`ResumableDownloader`: it streams into a stable ``<dest>.part`` file, resumes
+it with an HTTP ``Range`` request on the next run (restarting when the server ignores ranges), shows a progress bar,
+and hands the finished file to pooch. A wrong checksum removes the file and raises :class:`ChecksumError` with both
+hashes; an unreachable host, or ``POINTGEO_OFFLINE=1``, raises :class:`DownloadError` naming the URL and the exact
+path where the file can be placed by hand. A local path or ``file://`` URL is accepted wherever a URL is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import pooch
+import requests
+from tqdm.auto import tqdm
+
+CHUNK = 1 << 16  # small enough that an interrupted transfer keeps nearly all it received
+
+
+class DownloadError(RuntimeError):
+    """A file could not be downloaded (offline mode, unreachable host, HTTP error)."""
+
+
+class ChecksumError(RuntimeError):
+    """A file's sha256 differs from the expected one; the file has been removed."""
+
+
+def cache_dir() -> Path:
+    """The pointgeo cache root: ``$POINTGEO_HOME``, else ``~/.cache/pointgeo``."""
+    return Path(os.environ.get("POINTGEO_HOME", "~/.cache/pointgeo")).expanduser()
+
+
+def is_offline() -> bool:
+    """Whether ``POINTGEO_OFFLINE`` forbids network access (``1``, ``true``, ``yes``)."""
+    return os.environ.get("POINTGEO_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def sha256sum(path: Path) -> str:
+    """The full sha256 hex digest of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def local_path(url: str) -> Path | None:
+    """The filesystem path of a local path or ``file://`` URL, ``None`` for a remote URL."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return Path(url2pathname(parsed.path))
+    if len(parsed.scheme) <= 1:  # a plain path (a one-letter scheme is a Windows drive)
+        return Path(url).expanduser()
+    return None
+
+
+class ResumableDownloader:
+    """A pooch downloader that resumes ``part_path`` with HTTP ``Range`` requests.
+
+    Args:
+        part_path: the stable partial file kept between runs (beside the destination).
+        progress: show a progress bar.
+        timeout: seconds to wait for the server.
+    """
+
+    def __init__(self, part_path: Path, progress: bool = True, timeout: float = 30.0) -> None:
+        self.part_path = part_path
+        self.progress = progress
+        self.timeout = timeout
+
+    def __call__(self, url: str, output_file: str, pooch_obj: object, check_only: bool = False) -> bool | None:
+        if check_only:
+            return requests.head(url, timeout=self.timeout, allow_redirects=True).ok
+        done = self.part_path.stat().st_size if self.part_path.exists() else 0
+        headers = {"Range": f"bytes={done}-"} if done else {}
+        with requests.get(url, stream=True, timeout=self.timeout, headers=headers) as response:
+            if response.status_code == 416:  # nothing left to fetch: the part file is complete
+                response.close()
+            else:
+                response.raise_for_status()
+                resumed = done > 0 and response.status_code == 206
+                if not resumed:
+                    done = 0  # the server ignored the range: start over
+                total = int(response.headers.get("Content-Length", 0)) + done or None
+                with open(self.part_path, "ab" if resumed else "wb") as fh, tqdm(
+                    total=total, initial=done, unit="B", unit_scale=True, desc=Path(urlparse(url).path).name,
+                    disable=not self.progress,
+                ) as bar:
+                    for block in response.iter_content(CHUNK):
+                        fh.write(block)
+                        bar.update(len(block))
+        os.replace(self.part_path, output_file)
+        return None
+
+
+def _manual_hint(urls: Sequence[str], dest: Path) -> str:
+    return f"download {' or '.join(urls)} yourself and place it at {dest}"
+
+
+def download(
+    url: str,
+    dest: str | os.PathLike,
+    *,
+    sha256: str | None = None,
+    mirrors: Sequence[str] = (),
+    progress: bool = True,
+) -> Path:
+    """Fetch ``url`` (or a mirror) into ``dest``, verified against ``sha256``; return the file's path.
+
+    A present ``dest`` with the right hash is returned without any request. A local path or ``file://`` URL is
+    verified and returned in place (not copied). ``sha256=None`` skips verification (documented per caller).
+
+    Raises:
+        DownloadError: offline mode, or every URL failed; the message says where to place the file by hand.
+        ChecksumError: the file's sha256 is not ``sha256`` (the bad file is removed).
+    """
+    dest = Path(dest).expanduser()
+    expected = sha256.lower() if sha256 else None
+    source = local_path(url)
+    if source is not None:
+        if not source.is_file():
+            raise DownloadError(f"no such file: {source}")
+        _verify(source, expected, remove=False)
+        return source
+    if dest.is_file():
+        if expected is None or sha256sum(dest) == expected:
+            return dest
+        dest.unlink()  # a stale or corrupt cached copy: fetch it again
+    urls = [url, *mirrors]
+    if is_offline():
+        raise DownloadError(f"POINTGEO_OFFLINE is set, so {dest.name} cannot be downloaded: {_manual_hint(urls, dest)}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    errors = []
+    for candidate in urls:
+        try:
+            pooch.retrieve(
+                candidate, known_hash=f"sha256:{expected}" if expected else None, fname=dest.name, path=dest.parent,
+                downloader=ResumableDownloader(part, progress=progress),
+            )
+            return dest
+        except ValueError as exc:  # pooch's hash mismatch; it has removed the file
+            raise ChecksumError(f"{candidate}: {exc}. The file was removed; run again to retry.") from exc
+        except (requests.RequestException, OSError) as exc:
+            errors.append(f"{candidate}: {exc}")
+    raise DownloadError(f"could not download {dest.name} ({'; '.join(errors)}); {_manual_hint(urls, dest)}")
+
+
+def _verify(path: Path, expected: str | None, *, remove: bool) -> None:
+    if expected is None:
+        return
+    actual = sha256sum(path)
+    if actual != expected:
+        if remove:
+            path.unlink()
+        raise ChecksumError(f"sha256 of {path} is {actual}, expected {expected}")
+
+
+def extract_archive(archive: Path, dest: Path, *, progress: bool = True) -> Path:
+    """Extract a ``.zip`` or ``.tar(.gz)`` into ``dest`` atomically: into a temp folder beside it, then renamed.
+
+    An existing ``dest`` is left alone and returned. A corrupt archive raises ``ValueError`` and leaves nothing.
+    """
+    if dest.exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                for member in tqdm(zf.infolist(), desc=f"extracting {archive.name}", disable=not progress):
+                    zf.extract(member, tmp)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as tf:
+                for member in tqdm(tf.getmembers(), desc=f"extracting {archive.name}", disable=not progress):
+                    tf.extract(member, tmp, filter="data")
+        else:
+            raise ValueError(f"{archive} is not a zip or tar archive (corrupt or truncated download?)")
+        os.replace(tmp, dest)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+        raise ValueError(f"{archive} is corrupt or truncated: {exc}") from exc
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
