@@ -1,6 +1,22 @@
 """LightningDataModules shared by every pointgeo model, and readers of the official dataset formats."""
 
 from pointgeo.datamodules.base import CloudArrays, PointCloudDataModule
+from pointgeo.datamodules.modelnet import (
+    DatasetNotFoundError,
+    ModelNet10DataModule,
+    ModelNet40DataModule,
+    ModelNetDataModule,
+)
+from pointgeo.datamodules.readers import DatasetFileError
 from pointgeo.datamodules.synthetic import SyntheticShapesDataModule
 
-__all__ = ["CloudArrays", "PointCloudDataModule", "SyntheticShapesDataModule"]
+__all__ = [
+    "CloudArrays",
+    "DatasetFileError",
+    "DatasetNotFoundError",
+    "ModelNet10DataModule",
+    "ModelNet40DataModule",
+    "ModelNetDataModule",
+    "PointCloudDataModule",
+    "SyntheticShapesDataModule",
+]

@@ -1,0 +1,256 @@
+"""ModelNet40 and ModelNet10 (Wu et al., "3D ShapeNets", CVPR 2015) from any of the three official formats.
+
+| ``format`` | release | up axis | normals |
+|---|---|---|---|
+| ``normal_resampled`` | ``modelnet40_normal_resampled`` (PointNet++; 10 000 points per shape, txt) | y | yes |
+| ``hdf5`` | ``modelnet40_ply_hdf5_2048`` (PointNet; 2048 points per shape) | y | if the shards have them |
+| ``mesh`` | the original ``ModelNet40.zip`` / ``ModelNet10.zip`` ``.off`` meshes, sampled here | z | face normals |
+
+ModelNet10 is a 10-class subset with the same shape ids: from ``normal_resampled`` it uses the official
+``modelnet10_*`` lists, from ``hdf5`` the ModelNet40 shards restricted to its classes, from ``mesh`` its own zip.
+
+Raw files are downloaded into ``root`` (default ``$POINTGEO_HOME/datasets/<name>``) and extracted atomically;
+preprocessed arrays go to ``root/processed/`` under a name keyed by every preprocessing setting, written atomically,
+with a progress bar. The hosts publish no checksums and the Stanford host is often down: the archives are fetched
+without a hash check, and an unreachable host gives one message with the URL and the folder to put the data in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pointgeo.datamodules.base import CloudArrays, PointCloudDataModule, sample_seed
+from pointgeo.datamodules.readers import DatasetFileError, read_h5_arrays, read_off, read_txt_cloud, sample_mesh
+from pointgeo.download import DownloadError, cache_dir, download, extract_archive
+from pointgeo.geometry import RotationMode, farthest_point_sampling
+
+ModelNetFormat = Literal["normal_resampled", "hdf5", "mesh"]
+Sampling = Literal["fps", "first"]
+
+STANFORD = "https://shapenet.cs.stanford.edu/media"
+RELEASES: dict[tuple[int, str], dict[str, str]] = {
+    (40, "normal_resampled"): {"url": f"{STANFORD}/modelnet40_normal_resampled.zip",
+                               "folder": "modelnet40_normal_resampled"},
+    (10, "normal_resampled"): {"url": f"{STANFORD}/modelnet40_normal_resampled.zip",
+                               "folder": "modelnet40_normal_resampled"},
+    (40, "hdf5"): {"url": f"{STANFORD}/modelnet40_ply_hdf5_2048.zip", "folder": "modelnet40_ply_hdf5_2048"},
+    (10, "hdf5"): {"url": f"{STANFORD}/modelnet40_ply_hdf5_2048.zip", "folder": "modelnet40_ply_hdf5_2048"},
+    (40, "mesh"): {"url": "http://modelnet.cs.princeton.edu/ModelNet40.zip", "folder": "ModelNet40"},
+    (10, "mesh"): {"url": "http://vision.princeton.edu/projects/2014/3DShapeNets/ModelNet10.zip",
+                   "folder": "ModelNet10"},
+}
+UP_AXIS = {"normal_resampled": "y", "hdf5": "y", "mesh": "z"}
+PREPROCESS_VERSION = 1
+MODELNET40_CLASSES = [
+    "airplane", "bathtub", "bed", "bench", "bookshelf", "bottle", "bowl", "car", "chair", "cone", "cup", "curtain",
+    "desk", "door", "dresser", "flower_pot", "glass_box", "guitar", "keyboard", "lamp", "laptop", "mantel", "monitor",
+    "night_stand", "person", "piano", "plant", "radio", "range_hood", "sink", "sofa", "stairs", "stool", "table",
+    "tent", "toilet", "tv_stand", "vase", "wardrobe", "xbox",
+]
+MODELNET10_CLASSES = ["bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand", "sofa", "table", "toilet"]
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset is not on disk and could not be downloaded."""
+
+
+def _read_list(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DatasetFileError(f"missing list file {path}")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class ModelNetDataModule(PointCloudDataModule):
+    """ModelNet classification (``variant`` 40 or 10); use :class:`ModelNet40DataModule` / :class:`ModelNet10DataModule`.
+
+    Args:
+        format: ``normal_resampled``, ``hdf5`` or ``mesh`` (see the module docstring).
+        root: data folder; default ``$POINTGEO_HOME/datasets/modelnet<variant>``.
+        download: fetch the release when it is not in ``root``.
+        sampling: how ``num_points`` are chosen from the txt clouds: farthest point sampling (``fps``, as
+            PointNet++'s ``uniform`` option) or the first rows (``first``). Meshes are always sampled by area.
+        Other arguments: see :class:`~pointgeo.datamodules.base.PointCloudDataModule`.
+    """
+
+    variant = 40
+
+    def __init__(
+        self,
+        format: ModelNetFormat = "normal_resampled",
+        root: str | None = None,
+        download: bool = True,
+        sampling: Sampling = "fps",
+        num_points: int = 1024,
+        use_normals: bool = False,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        train_rotation: RotationMode = "z",
+        test_rotation: RotationMode = "so3",
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        scale_augment: tuple[float, float] | None = None,
+        jitter: float = 0.0,
+    ) -> None:
+        if format not in UP_AXIS:
+            raise ValueError(f"format must be one of {list(UP_AXIS)}; got {format!r}")
+        if sampling not in ("fps", "first"):
+            raise ValueError(f"sampling must be 'fps' or 'first'; got {sampling!r}")
+        root = root if root is not None else str(cache_dir() / "datasets" / f"modelnet{self.variant}")
+        super().__init__(root, num_points, use_normals, batch_size, num_workers, train_rotation, test_rotation,
+                         val_fraction, seed, scale_augment, jitter)
+        self.save_hyperparameters()
+        self.format = format
+        self.download = download
+        self.sampling = sampling
+        self.name = f"modelnet{self.variant}"
+        self.up_axis = UP_AXIS[format]
+        self.release = RELEASES[(self.variant, format)]
+
+    # --- locations ------------------------------------------------------------------------------------------
+    @property
+    def raw_dir(self) -> Path:
+        """The extracted release folder."""
+        return self.root / self.release["folder"]
+
+    def _cache_path(self, split: str) -> Path:
+        key = json.dumps([PREPROCESS_VERSION, self.variant, self.format, split, self.num_points, self.sampling,
+                          self.seed], sort_keys=True)
+        return self.root / "processed" / f"{self.name}_{self.format}_{split}_{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
+
+    # --- download and preprocessing ----------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Download and extract the release if needed, then preprocess both splits into the cache (rank 0)."""
+        if not self.raw_dir.is_dir():
+            url = self.release["url"]
+            hint = (f"{self.name} ({self.format}) is not in {self.raw_dir}. Download {url} and extract it into "
+                    f"{self.root} (so that {self.raw_dir} exists)")
+            if not self.download:
+                raise DatasetNotFoundError(hint + ", or pass download=True.")
+            try:
+                archive = download(url, self.root / "raw" / Path(url).name)
+            except DownloadError as exc:
+                raise DatasetNotFoundError(f"{hint}. ({exc})") from exc
+            extracted = extract_archive(archive, self.root / ".extracted")
+            os.replace(extracted / self.release["folder"], self.raw_dir)
+        for split in ("train", "test"):
+            if not self._cache_path(split).is_file():
+                _save_atomic(self._cache_path(split), self._preprocess(split))
+
+    def load_split(self, split: str) -> CloudArrays:
+        path = self._cache_path(split)
+        if not path.is_file():
+            self.prepare_data()
+        with np.load(path) as data:
+            return CloudArrays(data["pos"], data["label"], data["normal"] if "normal" in data else None)
+
+    @property
+    def class_names(self) -> list[str]:
+        if self.format == "normal_resampled":
+            return _read_list(self.raw_dir / f"modelnet{self.variant}_shape_names.txt")
+        if self.format == "hdf5":
+            names = _read_list(self.raw_dir / "shape_names.txt")
+            return names if self.variant == 40 else MODELNET10_CLASSES
+        return MODELNET40_CLASSES if self.variant == 40 else MODELNET10_CLASSES
+
+    def _preprocess(self, split: str) -> dict[str, np.ndarray]:
+        reader = {"normal_resampled": self._txt_split, "hdf5": self._h5_split, "mesh": self._mesh_split}[self.format]
+        return reader(split)
+
+    def _txt_split(self, split: str) -> dict[str, np.ndarray]:
+        classes = {name: i for i, name in enumerate(self.class_names)}
+        ids = _read_list(self.raw_dir / f"modelnet{self.variant}_{split}.txt")
+        pos, normal, label = [], [], []
+        for shape_id in tqdm(ids, desc=f"{self.name} {split}: reading txt"):
+            cls = shape_id.rsplit("_", 1)[0]
+            if cls not in classes:
+                raise DatasetFileError(f"{shape_id} in modelnet{self.variant}_{split}.txt names an unknown class {cls!r}")
+            path = self.raw_dir / cls / f"{shape_id}.txt"
+            if not path.is_file():
+                raise DatasetFileError(f"modelnet{self.variant}_{split}.txt names {shape_id}, but {path} is missing")
+            rows = read_txt_cloud(path)
+            if len(rows) < self.num_points:
+                raise DatasetFileError(f"{path} has {len(rows)} points; num_points={self.num_points} are needed")
+            pos.append(rows[:, :3])
+            normal.append(rows[:, 3:])
+            label.append(classes[cls])
+        return self._subsample(pos, normal, np.asarray(label, dtype=np.int64))
+
+    def _subsample(self, pos: list[np.ndarray], normal: list[np.ndarray], label: np.ndarray) -> dict[str, np.ndarray]:
+        if self.sampling == "first":
+            return {"pos": np.stack([p[: self.num_points] for p in pos]),
+                    "normal": np.stack([n[: self.num_points] for n in normal]), "label": label}
+        out_pos, out_normal = [], []
+        for start in tqdm(range(0, len(pos), 64), desc=f"{self.name}: farthest point sampling"):
+            p = torch.from_numpy(np.stack(pos[start : start + 64]))
+            idx = farthest_point_sampling(p, self.num_points).numpy()
+            out_pos.append(np.take_along_axis(p.numpy(), idx[..., None], 1))
+            out_normal.append(np.take_along_axis(np.stack(normal[start : start + 64]), idx[..., None], 1))
+        return {"pos": np.concatenate(out_pos), "normal": np.concatenate(out_normal), "label": label}
+
+    def _h5_split(self, split: str) -> dict[str, np.ndarray]:
+        shards = [self.raw_dir / Path(line).name for line in _read_list(self.raw_dir / f"{split}_files.txt")]
+        parts = [read_h5_arrays(s) for s in tqdm(shards, desc=f"{self.name} {split}: reading h5")]
+        arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if all(k in p for p in parts)}
+        names40 = _read_list(self.raw_dir / "shape_names.txt")
+        if arrays["label"].max() >= len(names40):
+            raise DatasetFileError(f"labels in {self.raw_dir} exceed the {len(names40)} names of shape_names.txt")
+        if self.variant == 10:
+            remap = np.full(len(names40), -1)
+            for i, name in enumerate(MODELNET10_CLASSES):
+                remap[names40.index(name)] = i
+            keep = remap[arrays["label"]] >= 0
+            arrays = {k: v[keep] for k, v in arrays.items()}
+            arrays["label"] = remap[arrays["label"]]
+        if arrays["pos"].shape[1] < self.num_points:
+            raise DatasetFileError(f"the shards have {arrays['pos'].shape[1]} points per shape; "
+                                   f"num_points={self.num_points} requested")
+        return {k: (v[:, : self.num_points] if v.ndim == 3 else v) for k, v in arrays.items()}
+
+    def _mesh_split(self, split: str) -> dict[str, np.ndarray]:
+        classes = self.class_names
+        files = [(c, p) for c, name in enumerate(classes) for p in sorted((self.raw_dir / name / split).glob("*.off"))]
+        if not files:
+            raise DatasetFileError(f"no .off meshes in {self.raw_dir}/<class>/{split}/")
+        pos, normal = [], []
+        for i, (_, path) in enumerate(tqdm(files, desc=f"{self.name} {split}: sampling meshes")):
+            vertices, triangles = read_off(path)
+            p, n = sample_mesh(vertices, triangles, self.num_points, seed=sample_seed(self.seed, i) % 2**32)
+            pos.append(p)
+            normal.append(n)
+        return {"pos": np.stack(pos), "normal": np.stack(normal),
+                "label": np.asarray([c for c, _ in files], dtype=np.int64)}
+
+
+
+
+class ModelNet40DataModule(ModelNetDataModule):
+    """ModelNet40: 40 classes, 9843 train / 2468 test shapes."""
+
+    variant = 40
+
+
+class ModelNet10DataModule(ModelNetDataModule):
+    """ModelNet10: 10 classes, 3991 train / 908 test shapes."""
+
+    variant = 10
