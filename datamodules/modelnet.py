@@ -166,18 +166,20 @@ class ModelNetDataModule(PointCloudDataModule):
 
     @property
     def class_names(self) -> list[str]:
-        if self.format == "normal_resampled":
-            return _read_list(self.raw_dir / f"modelnet{self.variant}_shape_names.txt")
-        if self.format == "hdf5":
-            names = _read_list(self.raw_dir / "shape_names.txt")
-            return names if self.variant == 40 else MODELNET10_CLASSES
+        """The official class names (alphabetical); the release's own list file is checked against them."""
         return MODELNET40_CLASSES if self.variant == 40 else MODELNET10_CLASSES
+
+    def _check_names(self, list_file: Path, expected: list[str]) -> None:
+        names = _read_list(list_file)
+        if names != expected:
+            raise DatasetFileError(f"{list_file} does not list the {len(expected)} official class names in order")
 
     def _preprocess(self, split: str) -> dict[str, np.ndarray]:
         reader = {"normal_resampled": self._txt_split, "hdf5": self._h5_split, "mesh": self._mesh_split}[self.format]
         return reader(split)
 
     def _txt_split(self, split: str) -> dict[str, np.ndarray]:
+        self._check_names(self.raw_dir / f"modelnet{self.variant}_shape_names.txt", self.class_names)
         classes = {name: i for i, name in enumerate(self.class_names)}
         ids = _read_list(self.raw_dir / f"modelnet{self.variant}_{split}.txt")
         pos, normal, label = [], [], []
@@ -212,9 +214,10 @@ class ModelNetDataModule(PointCloudDataModule):
         shards = [self.raw_dir / Path(line).name for line in _read_list(self.raw_dir / f"{split}_files.txt")]
         parts = [read_h5_arrays(s) for s in tqdm(shards, desc=f"{self.name} {split}: reading h5")]
         arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if all(k in p for p in parts)}
-        names40 = _read_list(self.raw_dir / "shape_names.txt")
+        self._check_names(self.raw_dir / "shape_names.txt", MODELNET40_CLASSES)
+        names40 = MODELNET40_CLASSES
         if arrays["label"].max() >= len(names40):
-            raise DatasetFileError(f"labels in {self.raw_dir} exceed the {len(names40)} names of shape_names.txt")
+            raise DatasetFileError(f"labels in {self.raw_dir} exceed the {len(names40)} classes")
         if self.variant == 10:
             remap = np.full(len(names40), -1)
             for i, name in enumerate(MODELNET10_CLASSES):

@@ -18,7 +18,7 @@ class PointGeoCLI(LightningCLI):
       ``--ckpt_path .../last.ckpt`` resumes an interrupted run.
     """
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], run: bool = True) -> None:
         super().__init__(
             pl.LightningModule,
             pl.LightningDataModule,
@@ -27,6 +27,7 @@ class PointGeoCLI(LightningCLI):
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
             args=args,
+            run=run,
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:

@@ -78,35 +78,40 @@ def test_h5_fixture_loads_for_both_variants(tmp_path: Path) -> None:
 
 
 def test_txt_fixture_and_its_bad_inputs(tmp_path: Path) -> None:
-    folder = write_modelnet_txt(tmp_path / "modelnet40_normal_resampled", ["cone", "cup"], {"train": 4, "test": 2})
+    folder = write_modelnet_txt(tmp_path / "modelnet40_normal_resampled", MODELNET40_CLASSES, {"train": 4, "test": 2})
     dm = ModelNet40DataModule(root=str(tmp_path), num_points=16, sampling="fps", **SMALL)
     dm.prepare_data()
     assert dm.load_split("test").pos.shape == (2, 16, 3)
 
     bad = tmp_path / "bad"
     def fresh() -> tuple[Path, ModelNet40DataModule]:
-        f = write_modelnet_txt(bad / "modelnet40_normal_resampled", ["cone"], {"train": 2, "test": 1}, points=20)
+        f = write_modelnet_txt(bad / "modelnet40_normal_resampled", MODELNET40_CLASSES, {"train": 2, "test": 1},
+                               points=20)
         return f, ModelNet40DataModule(root=str(bad), num_points=16, **SMALL)
 
     f, dm = fresh()
-    (f / "cone" / "cone_0003.txt").write_text("")
-    with pytest.raises(DatasetFileError, match="cone_0003.txt is empty"):
+    (f / "airplane" / "airplane_0003.txt").write_text("")
+    with pytest.raises(DatasetFileError, match="airplane_0003.txt is empty"):
         dm.prepare_data()
     f, dm = fresh()
-    (f / "cone" / "cone_0003.txt").write_text("1,2,3\n4,5,6\n")
+    (f / "airplane" / "airplane_0003.txt").write_text("1,2,3\n4,5,6\n")
     with pytest.raises(DatasetFileError, match="3 columns per row; expected 6"):
         dm.prepare_data()
     f, dm = fresh()
-    (f / "cone" / "cone_0003.txt").write_text("1,2,3,0,0,1\n1,2,nan,0,0,1\n")
+    (f / "airplane" / "airplane_0003.txt").write_text("1,2,3,0,0,1\n1,2,nan,0,0,1\n")
     with pytest.raises(DatasetFileError, match="NaN"):
         dm.prepare_data()
     f, dm = fresh()
-    (f / "modelnet40_test.txt").write_text("vase_0001\n")
-    with pytest.raises(DatasetFileError, match="unknown class 'vase'"):
+    (f / "modelnet40_test.txt").write_text("vaze_0001\n")
+    with pytest.raises(DatasetFileError, match="unknown class 'vaze'"):
         dm.prepare_data()
     f, dm = fresh()
     (f / "modelnet40_test.txt").write_text("cone_0099\n")
     with pytest.raises(DatasetFileError, match="cone_0099.txt is missing"):
+        dm.prepare_data()
+    f, dm = fresh()
+    (f / "modelnet40_shape_names.txt").write_text("cone\ncup\n")
+    with pytest.raises(DatasetFileError, match="official class names"):
         dm.prepare_data()
     assert not list((bad / "processed").glob("*test*")), "a failed preprocessing left a cache file"
 
