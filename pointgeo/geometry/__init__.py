@@ -5,7 +5,9 @@ re-implements them.
 """
 
 from pointgeo.geometry.checks import check_features, check_points
+from pointgeo.geometry.frames import canonical_frame, principal_axes, sign_flips
 from pointgeo.geometry.neighbors import ball_query, index_points, knn
+from pointgeo.geometry.normals import estimate_normals
 from pointgeo.geometry.rotations import (
     RotationMode,
     angle_sweep,
@@ -27,15 +29,19 @@ __all__ = [
     "axis_index",
     "ball_query",
     "check_features",
+    "canonical_frame",
     "check_points",
+    "estimate_normals",
     "farthest_from_centroid",
     "farthest_point_sampling",
     "index_points",
     "knn",
+    "principal_axes",
     "quaternion_to_matrix",
     "random_rotations",
     "random_rotations_about_axis",
     "rotate",
     "rotations_about_axis",
     "sample_rotations",
+    "sign_flips",
 ]
