@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pointgeo.geometry.backends import Backend, choose, open3d_ops
 from pointgeo.geometry.checks import check_points
 
 MAX_ELEMENTS = 1 << 25
@@ -41,12 +42,34 @@ def _pairwise_sqdist(query: Tensor, points: Tensor) -> Tensor:
     return d.add_((query * query).sum(-1, keepdim=True))
 
 
+def _knn_torch(query: Tensor, points: Tensor, k: int, max_elements: int) -> Tensor:
+    b, m, _ = query.shape
+    chunk = max(1, max_elements // max(1, b * points.shape[1]))
+    return torch.cat(
+        [_pairwise_sqdist(query[:, s : s + chunk], points).topk(k, dim=-1, largest=False, sorted=True).indices
+         for s in range(0, m, chunk)],
+        dim=1,
+    )
+
+
+def _knn_open3d(query: Tensor, points: Tensor, k: int) -> Tensor:
+    b, m, _ = query.shape
+    n = points.shape[1]
+    result = open3d_ops().knn_search(
+        points.reshape(-1, 3).contiguous(), query.reshape(-1, 3).contiguous(), k,
+        torch.arange(b + 1, dtype=torch.int64) * n, torch.arange(b + 1, dtype=torch.int64) * m,
+    )
+    offsets = (torch.arange(b) * n).view(b, 1, 1)
+    return result.neighbors_index.long().view(b, m, k) - offsets
+
+
 def knn(
     query: Tensor,
     points: Tensor,
     k: int,
     *,
     max_elements: int = MAX_ELEMENTS,
+    backend: Backend = "auto",
 ) -> tuple[Tensor, Tensor]:
     """The ``k`` nearest ``points`` of every query point, batched, nearest first.
 
@@ -54,7 +77,8 @@ def knn(
         query: ``(B, M, D)`` query positions (``D = 3`` for clouds; any ``D`` for feature-space kNN).
         points: ``(B, N, D)`` candidate positions, ``N >= k``.
         k: number of neighbours.
-        max_elements: bound on the entries of one chunk of the distance matrix.
+        max_elements: bound on the entries of one chunk of the distance matrix (torch backend).
+        backend: ``auto`` uses Open3D's kernel for float32 CPU clouds in 3D when it loads, else pure torch.
 
     Returns:
         ``(idx, sqdist)``: ``idx (B, M, k)`` long indices into ``N`` sorted by increasing distance, and
@@ -66,16 +90,10 @@ def knn(
         raise ValueError(f"query and points must have the same batch size; got {query.shape[0]} and {points.shape[0]}")
     if k < 1:
         raise ValueError(f"k must be >= 1; got {k}")
-    b, m, _ = query.shape
-    n = points.shape[1]
-    chunk = max(1, max_elements // max(1, b * n))
+    use = choose(backend, query, points) if points.shape[-1] == 3 else "torch"
     with torch.no_grad():
         q, p = query.detach(), points.detach()
-        idx = torch.cat(
-            [_pairwise_sqdist(q[:, s : s + chunk], p).topk(k, dim=-1, largest=False, sorted=True).indices
-             for s in range(0, m, chunk)],
-            dim=1,
-        )
+        idx = _knn_open3d(q, p, k) if use == "open3d" else _knn_torch(q, p, k, max_elements)
     sqdist = ((index_points(points, idx) - query.unsqueeze(2)) ** 2).sum(-1)
     # Re-sort by the exact distances so ordering never depends on the rounding of the ranking formula.
     sqdist, order = sqdist.sort(dim=-1, stable=True)
@@ -89,6 +107,7 @@ def ball_query(
     k: int,
     *,
     max_elements: int = MAX_ELEMENTS,
+    backend: Backend = "auto",
 ) -> tuple[Tensor, Tensor]:
     """Up to ``k`` neighbours within ``radius`` of every query, nearest first, padded with the nearest one.
 
@@ -102,7 +121,7 @@ def ball_query(
     """
     if radius <= 0:
         raise ValueError(f"radius must be > 0; got {radius}")
-    idx, sqdist = knn(query, points, k, max_elements=max_elements)
+    idx, sqdist = knn(query, points, k, max_elements=max_elements, backend=backend)
     mask = sqdist <= radius * radius
     idx = torch.where(mask, idx, idx[..., :1].expand_as(idx))
     return idx, mask

@@ -99,3 +99,31 @@ def test_degenerate_clouds_are_handled() -> None:
     assert idx.shape == (1, 8)
     i, d = knn(same, same, 4)
     assert (d == 0).all() and i.shape == (1, 32, 4)
+
+
+open3d_loaded = pytest.mark.skipif(
+    __import__("pointgeo.geometry.backends", fromlist=["open3d_ops"]).open3d_ops() is None,
+    reason="open3d.ml.torch does not load with this torch build (it needs open3d-cpu built for it)",
+)
+
+
+@open3d_loaded
+def test_open3d_backends_equal_the_torch_reference() -> None:
+    pos = torch.rand(3, 1500, 3)
+    for start in (None, 7, torch.tensor([0, 10, 1499])):
+        assert torch.equal(farthest_point_sampling(pos, 200, start=start, backend="open3d"),
+                           farthest_point_sampling(pos, 200, start=start, backend="torch"))
+    query = pos[:, :300]
+    i_o3d, d_o3d = knn(query, pos, 12, backend="open3d")
+    i_ref, d_ref = knn(query, pos, 12, backend="torch")
+    assert torch.equal(i_o3d, i_ref) and torch.allclose(d_o3d, d_ref)
+
+
+def test_backend_selection() -> None:
+    from pointgeo.geometry.backends import choose
+
+    assert choose("auto", torch.zeros(1, 3, dtype=torch.float64)) == "torch"  # float64 always uses torch
+    with pytest.raises(ValueError, match="backend must be"):
+        choose("cuda-magic", torch.zeros(1, 3))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="float32 CPU"):
+        choose("open3d", torch.zeros(1, 3, dtype=torch.float64))

@@ -1,0 +1,74 @@
+"""Shared helpers of the benchmarks: timing (median of repeats) and peak memory (sampled RSS, or CUDA's counter)."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psutil
+import torch
+
+
+@dataclass
+class Measurement:
+    """Median wall time in seconds and peak extra memory in MiB of a callable."""
+
+    seconds: float
+    peak_mib: float
+
+
+class PeakRSS:
+    """Peak resident memory above the level at entry, sampled every millisecond in a thread (CPU runs)."""
+
+    def __enter__(self) -> PeakRSS:
+        self.process = psutil.Process()
+        self.base = self.process.memory_info().rss
+        self.peak = self.base
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.001)
+
+    def __exit__(self, *exc: object) -> None:
+        self.running = False
+        self.thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+    @property
+    def mib(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def measure(fn: Callable[[], object], repeats: int = 3, device: str = "cpu") -> Measurement:
+    """Run ``fn`` once to warm up, then ``repeats`` times; median time and peak memory of the timed runs."""
+    fn()
+    times = []
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    with PeakRSS() as rss:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            if cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if cuda else rss.mib
+    return Measurement(statistics.median(times), peak)
+
+
+def device_name(device: str) -> str:
+    """A readable name of the device the benchmark runs on."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    return f"CPU, {torch.get_num_threads()} torch threads"
