@@ -3,7 +3,7 @@
 References, run in the same process on the same clouds: a brute-force version (full distance matrix, skipped when it
 would not fit in memory), and scipy's cKDTree, fpsample and Open3D where they are installed. Ratios are
 ``reference time / pointgeo time`` (above 1: pointgeo is faster). Memory is the peak resident memory above the
-level before the timed runs (sampled every millisecond; on GPU, CUDA's peak allocation).
+level before the first (warm-up) run (sampled every millisecond; on GPU, CUDA's peak allocation).
 
     python benchmarks/bench_geometry.py [--quick] [--device cuda]
 """

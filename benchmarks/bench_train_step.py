@@ -1,6 +1,6 @@
 """One training step (forward + backward + Adam step) of every registered classification network.
 
-Prints time per step, samples/s, peak memory (sampled resident memory above the level before the timed steps; on
+Prints time per step, samples/s, peak memory (sampled resident memory above the level before the warm-up step; on
 GPU, CUDA's peak allocation) and parameter count, with the ratio of samples/s against the named reference network
 (plain PointNet by default) measured in the same process.
 

@@ -48,8 +48,8 @@ class PeakRSS:
 
 
 def measure(fn: Callable[[], object], repeats: int = 3, device: str = "cpu") -> Measurement:
-    """Run ``fn`` once to warm up, then ``repeats`` times; median time and peak memory of the timed runs."""
-    fn()
+    """Run ``fn`` once to warm up, then ``repeats`` times: median time of the timed runs, and peak memory above
+    the level before the first run (the warm-up's allocations count: the allocator keeps them for later runs)."""
     times = []
     cuda = device.startswith("cuda")
     if cuda:
@@ -57,6 +57,7 @@ def measure(fn: Callable[[], object], repeats: int = 3, device: str = "cpu") -> 
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     with PeakRSS() as rss:
+        fn()
         for _ in range(repeats):
             start = time.perf_counter()
             fn()
