@@ -25,7 +25,9 @@ training and evaluation (LightningCLI; `pointgeo <command> --help` lists every o
   predict     run prediction of a config and checkpoint
 
 other commands:
-  models      list the registered networks and what they guarantee under rotation
+  models      list the registered networks (or, with --pretrained, the published checkpoints)
+  download    download pretrained checkpoints by name (or 'all') and verify their sha256
+  cache       show, list or clear the checkpoint cache ($POINTGEO_HOME, default ~/.cache/pointgeo)
 
 A --config may be a path or the name of a shipped config, e.g. synthetic/cls-pointnet-z.
 """.format(default=DEFAULT_CONFIG)
@@ -67,10 +69,14 @@ def run_lightning(command: str, args: list[str]) -> None:
 
 
 def list_models_command(args: list[str]) -> None:
-    """``pointgeo models [PATTERN]``: the registered networks with their task and rotation guarantee."""
+    """``pointgeo models [PATTERN] [--pretrained]``: networks with their task and guarantee, or checkpoints."""
     parser = argparse.ArgumentParser(prog="pointgeo models", description="List the registered networks.")
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'tinvnn*'")
+    parser.add_argument("--pretrained", action="store_true", help="list the published checkpoints instead")
     ns = parser.parse_args(args)
+    if ns.pretrained:
+        list_checkpoints(ns.pattern)
+        return
     from pointgeo.registry import get_model_entry, list_models
 
     names = list_models(ns.pattern)
@@ -81,6 +87,53 @@ def list_models_command(args: list[str]) -> None:
     for name in names:
         e = get_model_entry(name)
         print(f"{name:<{width}}  {e.task:<14}  {e.invariance:<11}  {e.description}")
+
+
+def list_checkpoints(pattern: str) -> None:
+    """Print the published checkpoints matching ``pattern`` with their data, rotation and test metrics."""
+    import fnmatch
+
+    from pointgeo.hub import CHECKPOINTS
+
+    names = [n for n in sorted(CHECKPOINTS) if fnmatch.fnmatch(n, pattern)]
+    if not names:
+        print(f"no pretrained checkpoint matches {pattern!r}")
+    for name in names:
+        c = CHECKPOINTS[name]
+        metrics = ", ".join(f"{k} {100 * v:.1f} %" for k, v in c.metrics.items())
+        print(f"{name:<30} {c.dataset:<10} train rotation {c.train_rotation:<4} {c.size / 1024:7.0f} KiB  {metrics}")
+
+
+def download_command(args: list[str]) -> None:
+    """``pointgeo download NAME [NAME ...] | all``: fetch and verify checkpoints into the cache."""
+    parser = argparse.ArgumentParser(prog="pointgeo download", description="Download pretrained checkpoints.")
+    parser.add_argument("names", nargs="+", help="checkpoint names (see `pointgeo models --pretrained`) or 'all'")
+    ns = parser.parse_args(args)
+    from pointgeo.download import ChecksumError, DownloadError
+    from pointgeo.hub import CHECKPOINTS, fetch
+
+    names = sorted(CHECKPOINTS) if ns.names == ["all"] else ns.names
+    for name in names:
+        try:
+            print(f"{name}: {fetch(name)}")
+        except (KeyError, DownloadError, ChecksumError, FileNotFoundError) as exc:
+            raise SystemExit(f"pointgeo download: {exc.args[0] if exc.args else exc}") from exc
+
+
+def cache_command(args: list[str]) -> None:
+    """``pointgeo cache path|list|clear``."""
+    parser = argparse.ArgumentParser(prog="pointgeo cache", description="Inspect or clear the checkpoint cache.")
+    parser.add_argument("action", choices=["path", "list", "clear"])
+    ns = parser.parse_args(args)
+    from pointgeo.hub import cache_entries, checkpoint_dir, clear_cache
+
+    if ns.action == "path":
+        print(checkpoint_dir())
+    elif ns.action == "list":
+        for path in cache_entries():
+            print(f"{path.stat().st_size / 1024:9.0f} KiB  {path}")
+    else:
+        print(f"removed {clear_cache()} checkpoint(s) from {checkpoint_dir()}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -94,6 +147,10 @@ def main(argv: list[str] | None = None) -> None:
         run_lightning(command, rest)
     elif command == "models":
         list_models_command(rest)
+    elif command == "download":
+        download_command(rest)
+    elif command == "cache":
+        cache_command(rest)
     else:
         print(f"pointgeo: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         raise SystemExit(2)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from local_server import RangeServer
 
 from pointgeo.download import ChecksumError, DownloadError, download, extract_archive
 
@@ -16,56 +15,15 @@ PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
-class Server:
-    """Serves PAYLOAD at /file.bin with Range support; can cut one response short or corrupt it."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, str]] = []
-        self.cut_after: int | None = None
-        self.corrupt = False
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                owner.requests.append(dict(self.headers))
-                body = bytearray(PAYLOAD)
-                if owner.corrupt:
-                    body[1000] ^= 0xFF
-                start = 0
-                if rng := self.headers.get("Range"):
-                    start = int(rng.split("=")[1].split("-")[0])
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                chunk = bytes(body[start:])
-                self.send_header("Content-Length", str(len(chunk)))
-                self.end_headers()
-                if owner.cut_after is not None:
-                    self.wfile.write(chunk[: owner.cut_after])
-                    owner.cut_after = None
-                    self.wfile.flush()
-                    self.connection.shutdown(2)  # drop the connection mid-body
-                    return
-                self.wfile.write(chunk)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/file.bin"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[RangeServer]:
     monkeypatch.delenv("POINTGEO_OFFLINE", raising=False)
-    srv = Server()
+    srv = RangeServer(PAYLOAD)
     yield srv
-    srv.httpd.shutdown()
+    srv.close()
 
 
-def test_good_download_and_cache_hit_without_request(server: Server, tmp_path: Path) -> None:
+def test_good_download_and_cache_hit_without_request(server: RangeServer, tmp_path: Path) -> None:
     dest = tmp_path / "cache" / "file.bin"
     assert download(server.url, dest, sha256=SHA, progress=False).read_bytes() == PAYLOAD
     count = len(server.requests)
@@ -74,7 +32,7 @@ def test_good_download_and_cache_hit_without_request(server: Server, tmp_path: P
     assert not list(dest.parent.glob("*.part"))
 
 
-def test_corrupted_download_is_removed_and_reports_both_hashes(server: Server, tmp_path: Path) -> None:
+def test_corrupted_download_is_removed_and_reports_both_hashes(server: RangeServer, tmp_path: Path) -> None:
     server.corrupt = True
     dest = tmp_path / "file.bin"
     with pytest.raises(ChecksumError, match=SHA):
@@ -82,7 +40,7 @@ def test_corrupted_download_is_removed_and_reports_both_hashes(server: Server, t
     assert not dest.exists() and not list(tmp_path.iterdir())
 
 
-def test_interrupted_download_resumes_with_a_range_request(server: Server, tmp_path: Path) -> None:
+def test_interrupted_download_resumes_with_a_range_request(server: RangeServer, tmp_path: Path) -> None:
     server.cut_after = 300_000
     dest = tmp_path / "file.bin"
     with pytest.raises((DownloadError, ChecksumError)):
@@ -96,7 +54,7 @@ def test_interrupted_download_resumes_with_a_range_request(server: Server, tmp_p
     assert server.requests[-1].get("Range") == f"bytes={kept}-"
 
 
-def test_offline_mode_makes_no_request_and_names_the_manual_path(server: Server, tmp_path: Path,
+def test_offline_mode_makes_no_request_and_names_the_manual_path(server: RangeServer, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POINTGEO_OFFLINE", "1")
     dest = tmp_path / "file.bin"

@@ -121,6 +121,12 @@ class ClassificationTask(pl.LightningModule):
         conf, pred = prob.max(dim=-1)
         return {"index": batch["index"], "pred": pred, "confidence": conf, "prob": prob}
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record which pointgeo version and task wrote the checkpoint (checked by :mod:`pointgeo.hub`)."""
+        from pointgeo import __version__
+
+        checkpoint["pointgeo"] = {"version": __version__, "task": "classification"}
+
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         opt = build_optimizer(self.parameters(), hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)

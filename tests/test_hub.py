@@ -1,0 +1,130 @@
+"""Pretrained checkpoints: served from 127.0.0.1 (good, corrupted, interrupted, cached, offline), local paths,
+head replacement, bad input, and the shipped checkpoints reproducing their published figures."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from local_server import RangeServer
+
+from pointgeo import hub
+from pointgeo.cli import main
+from pointgeo.datamodules import SyntheticShapesDataModule
+from pointgeo.download import ChecksumError, DownloadError
+
+NAME = "tinvnn_pointnet.synthetic_z"
+SHIPPED = hub.get_checkpoint(NAME)
+PAYLOAD = Path(hub.fetch(NAME)).read_bytes()
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[RangeServer]:
+    """The shipped checkpoint served over HTTP under a registry entry that points at the local server."""
+    monkeypatch.delenv("POINTGEO_OFFLINE", raising=False)
+    server = RangeServer(PAYLOAD)
+    monkeypatch.setitem(hub.CHECKPOINTS, "test.remote", dataclasses.replace(SHIPPED, name="test.remote", url=server.url))
+    yield server
+    server.close()
+
+
+def test_shipped_files_match_their_registry_entries() -> None:
+    for entry in hub.CHECKPOINTS.values():
+        path = hub.fetch(entry.name)
+        assert path.stat().st_size == entry.size and hub.sha256sum(path) == entry.sha256
+
+
+def test_good_download_then_cache_hit_without_request(served: RangeServer) -> None:
+    task = hub.from_pretrained("test.remote", progress=False)
+    assert task.hparams.network == "tinvnn_pointnet" and not task.training
+    requests = len(served.requests)
+    hub.from_pretrained("test.remote", progress=False)
+    assert len(served.requests) == requests
+    assert [p.name for p in hub.cache_entries()] == ["test-remote-6d116047.ckpt"]
+
+
+def test_corrupted_download_is_rejected_and_removed(served: RangeServer) -> None:
+    served.corrupt = True
+    with pytest.raises(ChecksumError, match=SHIPPED.sha256):
+        hub.fetch("test.remote", progress=False)
+    assert hub.cache_entries() == [] and not list(hub.checkpoint_dir().glob("*.part"))
+
+
+def test_interrupted_download_resumes(served: RangeServer) -> None:
+    served.cut_after = 80_000  # more than one 64 KiB block arrives before the cut
+    with pytest.raises((DownloadError, ChecksumError)):
+        hub.fetch("test.remote", progress=False)
+    assert hub.cache_entries() == []  # no partial file is ever taken for a good one
+    path = hub.fetch("test.remote", progress=False)
+    assert path.read_bytes() == PAYLOAD and served.requests[-1].get("Range", "").startswith("bytes=")
+
+
+def test_offline_mode_makes_no_request(served: RangeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POINTGEO_OFFLINE", "1")
+    with pytest.raises(DownloadError, match="POINTGEO_OFFLINE"):
+        hub.fetch("test.remote", progress=False)
+    assert served.requests == []
+
+
+def test_local_paths_and_file_urls_load(tmp_path: Path) -> None:
+    path = tmp_path / "mine.ckpt"
+    path.write_bytes(PAYLOAD)
+    for spec in (str(path), path.as_uri()):
+        assert hub.from_pretrained(spec).hparams.num_classes == 8
+
+
+def test_a_different_number_of_classes_replaces_the_head_and_says_so() -> None:
+    with pytest.warns(UserWarning, match="head replaced for 5 classes"):
+        task = hub.from_pretrained(NAME, num_classes=5)
+    assert task(dict(pos=torch.randn(2, 64, 3))).shape == (2, 5)
+    original = hub.from_pretrained(NAME)
+    kept = [k for k in original.state_dict() if "head.4" not in k and not k.startswith("metrics.")]
+    assert all(torch.equal(original.state_dict()[k], task.state_dict()[k]) for k in kept)
+
+
+def test_bad_names_and_files_get_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="did you mean 'tinvnn_pointnet.synthetic_z'"):
+        hub.from_pretrained("tinvnn_pointnet.synthetic")
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(PAYLOAD[:1000])
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        hub.from_pretrained(str(broken))
+    other = tmp_path / "other.ckpt"
+    ckpt = torch.load(hub.fetch(NAME), weights_only=True)
+    ckpt["pointgeo"]["task"] = "segmentation"
+    torch.save(ckpt, other)
+    with pytest.raises(ValueError, match="is a segmentation checkpoint"):
+        hub.from_pretrained(str(other))
+    with pytest.raises(FileNotFoundError, match="no checkpoint file"):
+        hub.from_pretrained(str(tmp_path / "missing.ckpt"))
+
+
+@pytest.mark.parametrize("name", sorted(hub.CHECKPOINTS))
+def test_shipped_checkpoints_reproduce_their_published_accuracies(name: str) -> None:
+    task = hub.from_pretrained(name)
+    settings = {k: v for k, v in torch.load(hub.fetch(name), weights_only=True)["datamodule_hyper_parameters"].items()
+                if not k.startswith("_")}
+    dm = SyntheticShapesDataModule(**settings)
+    accuracy = {}
+    for mode in ("none", "so3"):
+        dm.set_test_rotation(mode)
+        with torch.no_grad():
+            hits = [(task(b).argmax(-1) == b["label"]).float() for b in dm.test_dataloader()]
+        accuracy[f"test/acc/{mode}"] = torch.cat(hits).mean().item()
+    for key, value in hub.get_checkpoint(name).metrics.items():
+        assert accuracy[key] == pytest.approx(value, abs=0.006)
+
+
+def test_cli_download_models_and_cache(capsys: pytest.CaptureFixture, served: RangeServer) -> None:
+    main(["download", "test.remote"])
+    main(["models", "--pretrained", "tinvnn*"])
+    main(["cache", "list"])
+    out = capsys.readouterr().out
+    assert "test-remote-6d116047.ckpt" in out and "test/acc/so3 99.2 %" in out
+    main(["cache", "clear"])
+    assert hub.cache_entries() == []
+    with pytest.raises(SystemExit, match="did you mean"):
+        main(["download", "pointnet.synthetic"])
