@@ -61,10 +61,12 @@ class TinvNN(nn.Module):
     def canonicalize(self, pos: Tensor, normal: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Canonical coordinates ``(B, F, N, 3)`` (``F = 4`` frames with averaging, else 1) and normals alike."""
         check_points(pos, "pos")
+        # The 3x3 problem is solved in float64 whatever the input dtype: float32 eigenvectors would add their own
+        # rounding error (~1e-7 / eigenvalue gap) to the canonical coordinates.
         with torch.no_grad():
-            frame, centroid = canonical_frame(pos, directions=normal)
-            frames = sign_flips(frame) if self.frame_averaging else frame.unsqueeze(1)  # (B, F, 3, 3)
-        coords = (pos - centroid).unsqueeze(1) @ frames
+            frame, centroid = canonical_frame(pos.double(), directions=None if normal is None else normal.double())
+            frames = (sign_flips(frame) if self.frame_averaging else frame.unsqueeze(1)).to(pos.dtype)  # (B, F, 3, 3)
+        coords = ((pos.double() - centroid).unsqueeze(1) @ frames.double()).to(pos.dtype)
         if self.scale != "none":
             radius = coords[:, :1].norm(dim=-1)
             r = radius.pow(2).mean(-1).sqrt() if self.scale == "rms" else radius.amax(-1)
