@@ -20,20 +20,21 @@ class DatasetFileError(ValueError):
     """A dataset file is empty, truncated, corrupt or not in the expected format."""
 
 
-def read_txt_cloud(path: Path, columns: int = 6) -> np.ndarray:
-    """``(N, columns)`` float32 rows of a text point file (comma or whitespace separated)."""
+def read_txt_cloud(path: Path, columns: int | tuple[int, ...] = 6) -> np.ndarray:
+    """``(N, C)`` float32 rows of a text point file (comma or whitespace separated), ``C`` one of ``columns``."""
+    allowed = (columns,) if isinstance(columns, int) else columns
     try:
         text = path.read_text()
     except OSError as exc:
         raise DatasetFileError(f"cannot read {path}: {exc}") from exc
     if not text.strip():
-        raise DatasetFileError(f"{path} is empty; expected rows of {columns} numbers")
+        raise DatasetFileError(f"{path} is empty; expected rows of {' or '.join(map(str, allowed))} numbers")
     try:
         rows = np.loadtxt(text.replace(",", " ").splitlines(), dtype=np.float32, ndmin=2)
     except ValueError as exc:
-        raise DatasetFileError(f"{path} is corrupt or truncated (expected {columns} numbers per row): {exc}") from exc
-    if rows.shape[1] != columns:
-        raise DatasetFileError(f"{path} has {rows.shape[1]} columns per row; expected {columns}")
+        raise DatasetFileError(f"{path} is corrupt or truncated (rows of unequal length or not numbers): {exc}") from exc
+    if rows.shape[1] not in allowed:
+        raise DatasetFileError(f"{path} has {rows.shape[1]} columns per row; expected {' or '.join(map(str, allowed))}")
     if not np.isfinite(rows).all():
         raise DatasetFileError(f"{path} contains NaN or inf values")
     return rows

@@ -27,6 +27,7 @@ training and evaluation (LightningCLI; `pointgeo <command> --help` lists every o
 other commands:
   models      list the registered networks (or, with --pretrained, the published checkpoints)
   robustness  rotated-test report of one or several models (z/z, z/SO3, SO3/SO3, angle sweeps, invariance)
+  view        show a model's predictions on a shape and random SO(3) rotations of it (--snapshot: PNG)
   download    download pretrained checkpoints by name (or 'all') and verify their sha256
   cache       show, list or clear the checkpoint cache ($POINTGEO_HOME, default ~/.cache/pointgeo)
 
@@ -195,6 +196,10 @@ def main(argv: list[str] | None = None) -> None:
         list_models_command(rest)
     elif command == "robustness":
         robustness_command(rest)
+    elif command == "view":
+        from pointgeo.viz.viewer import cli as view_cli
+
+        view_cli(rest)
     elif command == "download":
         download_command(rest)
     elif command == "cache":

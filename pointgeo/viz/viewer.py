@@ -1,0 +1,201 @@
+"""``pointgeo view``: watch a model's predictions on a shape and on random SO(3) rotations of it.
+
+The sample is a user's file (``--file``) or a test shape of the model's own dataset (``--index``). Interactive mode
+opens an Open3D window; ``--snapshot out.png`` renders the same scene headless (see :mod:`pointgeo.viz.snapshot`).
+
+Keys in the window: ``N`` new random rotations, ``→``/``←`` next/previous sample, ``T`` toggle colouring
+(prediction → ground truth → error), ``H`` show/hide help.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pointgeo.viz.scene import ColourMode, View, build_views, title, view_colours
+
+HELP = "N: new rotations   ←/→: previous/next sample   T: colour by prediction / truth / error   H: help"
+MODES: tuple[ColourMode, ...] = ("prediction", "truth", "error")
+
+
+@dataclass
+class ViewerState:
+    """Everything the viewer shows and how to move through it."""
+
+    task: Any
+    class_names: list[str]
+    samples: Any  # a dataset of dict samples, or a list with one user sample
+    index: int = 0
+    n_rotations: int = 3
+    seed: int = 0
+    mode: ColourMode = "prediction"
+    up_axis: str = "z"
+    views: list[View] = field(default_factory=list)
+
+    @property
+    def label(self) -> int | None:
+        sample = self.samples[self.index]
+        return int(sample["label"]) if "label" in sample else None
+
+    def refresh(self) -> None:
+        sample = self.samples[self.index]
+        self.views = build_views(self.task, sample["pos"], sample.get("normal"), self.n_rotations, self.seed)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``pointgeo view``."""
+    parser.add_argument("model", help="pretrained name, checkpoint path or file:// URL")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--file", help="a point or mesh file (.ply .pcd .xyz .txt .off .obj .stl)")
+    source.add_argument("--index", type=int, default=0, help="test shape of the model's dataset (default 0)")
+    parser.add_argument("--n-rotations", type=int, default=3, help="random SO(3) rotations shown beside the shape")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--colour", choices=MODES, default="prediction")
+    parser.add_argument("--snapshot", help="render to this PNG without a display and exit")
+    parser.add_argument("--size", default="1200x400", help="snapshot size WIDTHxHEIGHT")
+    parser.add_argument("--renderer", choices=["auto", "open3d", "matplotlib"], default="auto")
+
+
+def load_state(ns: argparse.Namespace) -> ViewerState:
+    """Load the model and the sample(s) the options name."""
+    from pointgeo.datamodules.base import normalize_unit_sphere
+    from pointgeo.hub import fetch, from_pretrained, load_checkpoint
+    from pointgeo.robustness.report import build_datamodule
+
+    path = fetch(ns.model, progress=False)
+    ckpt = load_checkpoint(path)
+    task = from_pretrained(str(path)).eval()
+    data = ckpt.get("datamodule_hyper_parameters", {})
+    if ns.file:
+        from pointgeo.viz.io import read_points
+
+        pos, normal = read_points(ns.file, num_points=data.get("num_points", 1024), seed=ns.seed)
+        pos = normalize_unit_sphere(pos[None])[0]
+        if task.hparams.use_normals and normal is None:
+            raise ValueError(f"{ns.model} needs normals but {ns.file} has none")
+        sample = {"pos": torch.from_numpy(pos)}
+        if task.hparams.use_normals:
+            sample["normal"] = torch.from_numpy(normal)
+        samples: Any = [sample]
+        dm = build_datamodule(data, None)
+        index = 0
+    else:
+        dm = build_datamodule(data, None)
+        dm.set_test_rotation("none")
+        dm.prepare_data()
+        dm.setup("test")
+        samples = dm.dataset("test")
+        if not 0 <= ns.index < len(samples):
+            raise ValueError(f"--index {ns.index} is outside the test split (0 .. {len(samples) - 1})")
+        index = ns.index
+    if task.hparams.num_classes != dm.num_classes:
+        raise ValueError(f"{ns.model} predicts {task.hparams.num_classes} classes but its data has {dm.num_classes}")
+    state = ViewerState(task, dm.class_names, samples, index, ns.n_rotations, ns.seed, ns.colour, dm.up_axis)
+    state.refresh()
+    return state
+
+
+def main(ns: argparse.Namespace) -> None:
+    """Run ``pointgeo view`` with parsed options."""
+    state = load_state(ns)
+    if ns.snapshot:
+        from pointgeo.viz.snapshot import render_snapshot
+
+        width, height = (int(v) for v in ns.size.lower().split("x"))
+        used = render_snapshot(state.views, state.class_names, ns.snapshot, label=state.label, mode=state.mode,
+                               size=(width, height), renderer=ns.renderer, up_axis=state.up_axis)
+        print(f"snapshot: {ns.snapshot} (renderer: {used})")
+        for i, view in enumerate(state.views):
+            print("  " + title(view, state.class_names, i).replace("\n", ": "))
+        return
+    run_window(state)
+
+
+def run_window(state: ViewerState) -> None:
+    """The interactive Open3D window (needs a display)."""
+    import numpy as np
+    import open3d as o3d
+    import open3d.visualization.gui as gui
+    import open3d.visualization.rendering as rendering
+
+    app = gui.Application.instance
+    app.initialize()
+    window = app.create_window("pointgeo view", 1400, 600)
+    widget = gui.SceneWidget()
+    widget.scene = rendering.Open3DScene(window.renderer)
+    widget.scene.set_background([1, 1, 1, 1])
+    help_label = gui.Label(HELP)
+    window.add_child(widget)
+    window.add_child(help_label)
+    material = rendering.MaterialRecord()
+    material.shader = "defaultUnlit"
+    material.point_size = 4.0
+    labels: list[Any] = []
+
+    def draw() -> None:
+        widget.scene.clear_geometry()
+        for label in labels:
+            widget.remove_3d_label(label)
+        labels.clear()
+        for i, view in enumerate(state.views):
+            cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(view.pos.astype(np.float64) + [2.4 * i, 0, 0]))
+            colour = view_colours(view, state.label, state.mode, len(state.class_names))
+            cloud.colors = o3d.utility.Vector3dVector(np.tile(colour, (len(view.pos), 1)))
+            widget.scene.add_geometry(f"cloud_{i}", cloud, material)
+            labels.append(widget.add_3d_label([2.4 * i, 1.2, 0], title(view, state.class_names, i)))
+        bounds = widget.scene.bounding_box
+        widget.setup_camera(30, bounds, bounds.get_center())
+        window.title = f"pointgeo view — sample {state.index}, colour: {state.mode}"
+
+    def on_layout(context: Any) -> None:
+        rect = window.content_rect
+        widget.frame = rect
+        help_label.frame = gui.Rect(rect.x + 8, rect.y + 8, rect.width - 16, 24)
+
+    def on_key(event: Any) -> Any:
+        if event.type != gui.KeyEvent.DOWN:
+            return gui.Widget.EventCallbackResult.IGNORED
+        if event.key == gui.KeyName.N:
+            state.seed += 1
+        elif event.key == gui.KeyName.RIGHT:
+            state.index = (state.index + 1) % len(state.samples)
+        elif event.key == gui.KeyName.LEFT:
+            state.index = (state.index - 1) % len(state.samples)
+        elif event.key == gui.KeyName.T:
+            state.mode = MODES[(MODES.index(state.mode) + 1) % len(MODES)] if state.label is not None else "prediction"
+        elif event.key == gui.KeyName.H:
+            help_label.visible = not help_label.visible
+            return gui.Widget.EventCallbackResult.HANDLED
+        else:
+            return gui.Widget.EventCallbackResult.IGNORED
+        state.refresh()
+        draw()
+        return gui.Widget.EventCallbackResult.HANDLED
+
+    window.set_on_layout(on_layout)
+    widget.set_on_key(on_key)
+    draw()
+    app.run()
+
+
+def cli(args: list[str]) -> None:
+    """``pointgeo view`` entry point: parse, run, and turn bad input into one message."""
+    parser = argparse.ArgumentParser(prog="pointgeo view", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    ns = parser.parse_args(args)
+    from pointgeo.datamodules.readers import DatasetFileError
+
+    try:
+        main(ns)
+    except (KeyError, ValueError, FileNotFoundError, DatasetFileError) as exc:
+        raise SystemExit(f"pointgeo view: {exc.args[0] if exc.args else exc}") from exc
+
+
+if __name__ == "__main__":
+    import sys
+
+    cli(sys.argv[1:])
