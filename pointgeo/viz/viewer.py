@@ -3,7 +3,7 @@
 The sample is a user's file (``--file``) or a test shape of the model's own dataset (``--index``). Interactive mode
 opens an Open3D window; ``--snapshot out.png`` renders the same scene headless (see :mod:`pointgeo.viz.snapshot`).
 
-Keys in the window: ``N`` new random rotations, ``→``/``←`` next/previous sample, ``T`` toggle colouring
+Keys in the window: ``N`` new random rotations, ``Right``/``Left`` next/previous sample, ``T`` toggle colouring
 (prediction → ground truth → error), ``H`` show/hide help.
 """
 
@@ -18,7 +18,7 @@ import torch
 
 from pointgeo.viz.scene import ColourMode, View, build_views, title, view_colours
 
-HELP = "N: new rotations   ←/→: previous/next sample   T: colour by prediction / truth / error   H: help"
+HELP = "N: new rotations   Left/Right: previous/next sample   T: colour by prediction / truth / error   H: help"
 MODES: tuple[ColourMode, ...] = ("prediction", "truth", "error")
 
 
@@ -122,12 +122,15 @@ def run_window(state: ViewerState) -> None:
     import open3d.visualization.gui as gui
     import open3d.visualization.rendering as rendering
 
+    from pointgeo.geometry import axis_index
+
     app = gui.Application.instance
     app.initialize()
     window = app.create_window("pointgeo view", 1400, 600)
     widget = gui.SceneWidget()
     widget.scene = rendering.Open3DScene(window.renderer)
     widget.scene.set_background([1, 1, 1, 1])
+    widget.scene.view.set_post_processing(False)  # true colours, white background
     help_label = gui.Label(HELP)
     window.add_child(widget)
     window.add_child(help_label)
@@ -146,9 +149,14 @@ def run_window(state: ViewerState) -> None:
             colour = view_colours(view, state.label, state.mode, len(state.class_names))
             cloud.colors = o3d.utility.Vector3dVector(np.tile(colour, (len(view.pos), 1)))
             widget.scene.add_geometry(f"cloud_{i}", cloud, material)
-            labels.append(widget.add_3d_label([2.4 * i, 1.2, 0], title(view, state.class_names, i)))
+            anchor = np.array([2.4 * i - 0.6, 0.0, 0.0]) + 1.3 * np.eye(3)[axis_index(state.up_axis)]
+            labels.append(widget.add_3d_label(anchor, title(view, state.class_names, i)))
         bounds = widget.scene.bounding_box
         widget.setup_camera(30, bounds, bounds.get_center())
+        up = np.eye(3)[axis_index(state.up_axis)]
+        side = np.eye(3)[2] if axis_index(state.up_axis) != 2 else -np.eye(3)[1]
+        centre = bounds.get_center()
+        widget.scene.camera.look_at(centre, centre + side * 1.4 * bounds.get_max_extent(), up)
         window.title = f"pointgeo view — sample {state.index}, colour: {state.mode}"
 
     def on_layout(context: Any) -> None:
@@ -157,7 +165,7 @@ def run_window(state: ViewerState) -> None:
         help_label.frame = gui.Rect(rect.x + 8, rect.y + 8, rect.width - 16, 24)
 
     def on_key(event: Any) -> Any:
-        if event.type != gui.KeyEvent.DOWN:
+        if event.type != gui.KeyEvent.Type.DOWN:
             return gui.Widget.EventCallbackResult.IGNORED
         if event.key == gui.KeyName.N:
             state.seed += 1
