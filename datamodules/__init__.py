@@ -8,6 +8,7 @@ from pointgeo.datamodules.modelnet import (
     ModelNetDataModule,
 )
 from pointgeo.datamodules.readers import DatasetFileError
+from pointgeo.datamodules.shapenet_part import ShapeNetPartDataModule
 from pointgeo.datamodules.synthetic import SyntheticShapesDataModule
 
 __all__ = [
@@ -18,5 +19,6 @@ __all__ = [
     "ModelNet40DataModule",
     "ModelNetDataModule",
     "PointCloudDataModule",
+    "ShapeNetPartDataModule",
     "SyntheticShapesDataModule",
 ]

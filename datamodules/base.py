@@ -25,11 +25,14 @@ ROTATION_MODES = ("none", "z", "so3")
 
 @dataclass
 class CloudArrays:
-    """The arrays of one split: ``pos (S, N, 3)``, optional ``normal (S, N, 3)``, ``label (S,)``."""
+    """The arrays of one split: ``pos (S, N, 3)``, ``label (S,)``, optional ``normal (S, N, 3)``, and for part
+    segmentation per-point ``seg (S, N)`` part ids and ``category (S,)``."""
 
     pos: np.ndarray
     label: np.ndarray
     normal: np.ndarray | None = None
+    seg: np.ndarray | None = None
+    category: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.pos.ndim != 3 or self.pos.shape[-1] != 3:
@@ -38,10 +41,17 @@ class CloudArrays:
             raise ValueError(f"label must have shape ({self.pos.shape[0]},); got {self.label.shape}")
         if self.normal is not None and self.normal.shape != self.pos.shape:
             raise ValueError(f"normal must have the shape of pos {self.pos.shape}; got {self.normal.shape}")
+        if self.seg is not None and self.seg.shape != self.pos.shape[:2]:
+            raise ValueError(f"seg must have shape {self.pos.shape[:2]}; got {self.seg.shape}")
+        if self.category is not None and self.category.shape != self.label.shape:
+            raise ValueError(f"category must have shape {self.label.shape}; got {self.category.shape}")
 
     def subset(self, index: np.ndarray) -> CloudArrays:
         """The rows ``index`` of every array."""
-        return CloudArrays(self.pos[index], self.label[index], None if self.normal is None else self.normal[index])
+        def rows(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[index]
+
+        return CloudArrays(self.pos[index], self.label[index], rows(self.normal), rows(self.seg), rows(self.category))
 
 
 def normalize_unit_sphere(pos: np.ndarray) -> np.ndarray:
@@ -133,6 +143,10 @@ class RotatedCloudDataset(Dataset):
         }
         if normal is not None:
             sample["normal"] = rotate(normal.double(), rot).float()
+        if self.arrays.seg is not None:
+            sample["seg"] = torch.from_numpy(self.arrays.seg[index]).long()[keep]
+        if self.arrays.category is not None:
+            sample["category"] = torch.tensor(int(self.arrays.category[index]), dtype=torch.long)
         return sample
 
 
@@ -198,7 +212,8 @@ class PointCloudDataModule(pl.LightningDataModule, ABC):
 
     @abstractmethod
     def load_split(self, split: str) -> CloudArrays:
-        """Raw arrays of the official ``"train"`` or ``"test"`` split (before normalisation)."""
+        """Raw arrays of the official ``"train"`` or ``"test"`` split (and ``"val"`` when ``official_val``), before
+        normalisation."""
 
     # --- shared behaviour ----------------------------------------------------------------------------------
     @property
@@ -212,9 +227,13 @@ class PointCloudDataModule(pl.LightningDataModule, ABC):
             raise ValueError(f"test_rotation must be one of {ROTATION_MODES}; got {mode!r}")
         self.test_rotation = mode
 
+    official_val = False
+    """Whether ``load_split("val")`` gives the dataset's own validation split (else it is carved from train)."""
+
     def _load_normalized(self, split: str) -> CloudArrays:
         arrays = self.load_split(split)
-        return CloudArrays(normalize_unit_sphere(arrays.pos).astype(np.float32), arrays.label, arrays.normal)
+        arrays.pos = normalize_unit_sphere(arrays.pos).astype(np.float32)
+        return arrays
 
     def _train_val_indices(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(self.seed)
@@ -233,9 +252,12 @@ class PointCloudDataModule(pl.LightningDataModule, ABC):
         """Load the splits a stage needs (``fit``/``validate`` → train and val, ``test``/``predict`` → test)."""
         if stage in (None, "fit", "validate") and "train" not in self._splits:
             full = self._load_normalized("train")
-            train_idx, val_idx = self._train_val_indices(full.label)
-            self._splits["train"] = full.subset(train_idx)
-            self._splits["val"] = full.subset(val_idx)
+            if self.official_val:
+                self._splits["train"], self._splits["val"] = full, self._load_normalized("val")
+            else:
+                train_idx, val_idx = self._train_val_indices(full.label)
+                self._splits["train"] = full.subset(train_idx)
+                self._splits["val"] = full.subset(val_idx)
         if stage in (None, "test", "predict") and "test" not in self._splits:
             self._splits["test"] = self._load_normalized("test")
 

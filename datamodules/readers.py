@@ -82,16 +82,19 @@ def sample_mesh(vertices: np.ndarray, triangles: np.ndarray, n: int, seed: int) 
     return points.astype(np.float32), mesh.face_normals[face_index].astype(np.float32)
 
 
-def read_h5_arrays(path: Path) -> dict[str, np.ndarray]:
-    """The ``data (S, N, 3)``, ``label (S,)`` and, when present, ``normal (S, N, 3)`` arrays of an HDF5 shard."""
+def read_h5_arrays(path: Path, extra: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The ``data (S, N, 3)`` (as ``pos``), ``label (S,)``, ``normal (S, N, 3)`` when present, and the required
+    ``extra`` datasets (e.g. ShapeNet part's per-point ``pid``) of an HDF5 shard."""
     try:
         with h5py.File(path, "r") as fh:
-            missing = [k for k in ("data", "label") if k not in fh]
+            missing = [k for k in ("data", "label", *extra) if k not in fh]
             if missing:
                 raise DatasetFileError(f"{path} has no {' or '.join(missing)} dataset; keys: {sorted(fh.keys())}")
             out = {"pos": fh["data"][...].astype(np.float32), "label": fh["label"][...].reshape(-1).astype(np.int64)}
             if "normal" in fh:
                 out["normal"] = fh["normal"][...].astype(np.float32)
+            for key in extra:
+                out[key] = fh[key][...]
     except OSError as exc:
         raise DatasetFileError(f"{path} is not a readable HDF5 file (corrupt or truncated?): {exc}") from exc
     if out["pos"].ndim != 3 or out["pos"].shape[-1] != 3 or len(out["label"]) != len(out["pos"]):

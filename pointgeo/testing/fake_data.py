@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
@@ -69,4 +70,51 @@ def write_modelnet_txt(folder: Path, class_names: list[str], shapes_per_split: d
             np.savetxt(folder / cls / f"{shape_id}.txt", rows, delimiter=",", fmt="%.6f")
             ids.append(shape_id)
         (folder / f"modelnet{variant}_{split}.txt").write_text("\n".join(ids) + "\n")
+    return folder
+
+
+def write_shapenet_part_txt(folder: Path, splits: dict[str, list[tuple[str, str]]], *, points: int = 64,
+                            seed: int = 0) -> Path:
+    """A ``shapenetcore_partanno_segmentation_benchmark_v0_normal``-style tree: ``<synset>/<id>.txt`` rows
+    ``x y z nx ny nz part`` with parts of the shape's category, the official split JSONs and
+    ``synsetoffset2category.txt``. ``splits`` maps a split to ``(synset, shape id)`` pairs; existing shape files
+    (e.g. real ones) are kept."""
+    from pointgeo.datamodules.shapenet_part import CATEGORIES, CATEGORY_PARTS, SYNSETS
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "synsetoffset2category.txt").write_text("\n".join(f"{c}\t{s}" for c, s in zip(CATEGORIES, SYNSETS)))
+    (folder / "train_test_split").mkdir(exist_ok=True)
+    for split, shapes in splits.items():
+        for synset, shape_id in shapes:
+            path = folder / synset / f"{shape_id}.txt"
+            if path.exists():
+                continue
+            path.parent.mkdir(exist_ok=True)
+            pos = rng.normal(size=(points, 3))
+            part = rng.choice(CATEGORY_PARTS[SYNSETS.index(synset)], size=(points, 1))
+            rows = np.concatenate([pos, pos / np.linalg.norm(pos, axis=-1, keepdims=True), part], 1)
+            np.savetxt(path, rows, fmt="%.6f")
+        entries = [f"shape_data/{synset}/{shape_id}" for synset, shape_id in shapes]
+        (folder / "train_test_split" / f"shuffled_{split}_file_list.json").write_text(json.dumps(entries))
+    return folder
+
+
+def write_shapenet_part_h5(folder: Path, shapes_per_split: dict[str, int], *, points: int = 128,
+                           seed: int = 0) -> Path:
+    """A ``shapenet_part_seg_hdf5_data``-style folder: ``ply_data_<split>0.h5`` with ``data``, ``label`` (category,
+    ``(S, 1)``) and ``pid`` ``(S, N)``, and the ``<split>_hdf5_file_list.txt`` lists."""
+    from pointgeo.datamodules.shapenet_part import CATEGORY_PARTS
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, count in shapes_per_split.items():
+        category = np.arange(count) % len(CATEGORY_PARTS)
+        pid = np.stack([rng.choice(CATEGORY_PARTS[c], size=points) for c in category])
+        path = folder / f"ply_data_{split}0.h5"
+        with h5py.File(path, "w") as fh:
+            fh["data"] = rng.normal(size=(count, points, 3)).astype(np.float32)
+            fh["label"] = category.astype(np.uint8)[:, None]
+            fh["pid"] = pid.astype(np.uint8)
+        (folder / f"{split}_hdf5_file_list.txt").write_text(f"hdf5_data/{path.name}\n")
     return folder

@@ -1,0 +1,193 @@
+"""ShapeNet part segmentation (Yi et al., SIGGRAPH Asia 2016): 16 categories, 50 parts.
+
+| ``format`` | release | normals |
+|---|---|---|
+| ``normal_resampled`` | ``shapenetcore_partanno_segmentation_benchmark_v0_normal`` (PointNet++; txt rows ``x y z nx ny nz part`` + ``train_test_split/shuffled_{train,val,test}_file_list.json``) | yes |
+| ``hdf5`` | ``shapenet_part_seg_hdf5_data`` (PointNet; ``data``, ``label`` (category), ``pid`` (part) per shard) | no |
+
+Both releases are y-up. Part ids are global (0–49); each category owns a contiguous range (:data:`CATEGORY_PARTS`).
+Batches add ``seg (B, N)`` and ``category (B,)``; ``label`` is the category too. The official validation split is
+used for validation. Shapes have about 2500 points each; ``num_points`` are drawn per shape, without replacement
+(with replacement for smaller shapes), seeded, when the split is preprocessed. The Stanford host publishes no
+checksums and is often down: without the files the error names the URL and the folder to extract them into.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from pointgeo.datamodules.base import CloudArrays, PointCloudDataModule, sample_seed
+from pointgeo.datamodules.modelnet import DatasetNotFoundError, _read_list, _save_atomic
+from pointgeo.datamodules.readers import DatasetFileError, read_h5_arrays, read_txt_cloud
+from pointgeo.download import DownloadError, cache_dir, download, extract_archive
+from pointgeo.geometry import RotationMode
+
+CATEGORIES = ["Airplane", "Bag", "Cap", "Car", "Chair", "Earphone", "Guitar", "Knife", "Lamp", "Laptop", "Motorbike",
+              "Mug", "Pistol", "Rocket", "Skateboard", "Table"]
+SYNSETS = ["02691156", "02773838", "02954340", "02958343", "03001627", "03261776", "03467517", "03624134", "03636649",
+           "03642806", "03790512", "03797390", "03948459", "04099429", "04225987", "04379243"]
+PART_COUNTS = [4, 2, 2, 4, 4, 3, 3, 2, 4, 2, 6, 2, 3, 3, 3, 3]
+CATEGORY_PARTS = [list(range(sum(PART_COUNTS[:c]), sum(PART_COUNTS[: c + 1]))) for c in range(len(CATEGORIES))]
+"""Global part ids of every category, in category order (Airplane 0–3, ..., Table 47–49)."""
+NUM_PARTS = sum(PART_COUNTS)
+
+STANFORD = "https://shapenet.cs.stanford.edu/media"
+RELEASES = {
+    "normal_resampled": {"url": f"{STANFORD}/shapenetcore_partanno_segmentation_benchmark_v0_normal.zip",
+                         "folder": "shapenetcore_partanno_segmentation_benchmark_v0_normal"},
+    "hdf5": {"url": f"{STANFORD}/shapenet_part_seg_hdf5_data.zip", "folder": "hdf5_data"},
+}
+PREPROCESS_VERSION = 1
+ShapeNetFormat = Literal["normal_resampled", "hdf5"]
+
+
+def check_parts(seg: np.ndarray, category: np.ndarray, where: str) -> None:
+    """Raise if any point's part id lies outside its shape's category parts."""
+    lo = np.asarray([parts[0] for parts in CATEGORY_PARTS])[category][:, None]
+    hi = np.asarray([parts[-1] for parts in CATEGORY_PARTS])[category][:, None]
+    bad = np.flatnonzero(((seg < lo) | (seg > hi)).any(1))
+    if len(bad):
+        raise DatasetFileError(f"{where}: part labels outside the category's parts (shape {int(bad[0])}, category "
+                               f"{CATEGORIES[int(category[bad[0]])]} owns parts {CATEGORY_PARTS[int(category[bad[0]])]})")
+
+
+class ShapeNetPartDataModule(PointCloudDataModule):
+    """ShapeNet part segmentation.
+
+    Args:
+        format: ``normal_resampled`` or ``hdf5`` (see the module docstring).
+        root: data folder; default ``$POINTGEO_HOME/datasets/shapenet_part``.
+        download: fetch the release when it is not in ``root``.
+        Other arguments: see :class:`~pointgeo.datamodules.base.PointCloudDataModule` (``num_points`` default 2048).
+    """
+
+    name = "shapenet_part"
+    up_axis = "y"
+    official_val = True
+
+    def __init__(
+        self,
+        format: ShapeNetFormat = "normal_resampled",
+        root: str | None = None,
+        download: bool = True,
+        num_points: int = 2048,
+        use_normals: bool = False,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        train_rotation: RotationMode = "z",
+        test_rotation: RotationMode = "so3",
+        seed: int = 0,
+        scale_augment: tuple[float, float] | None = None,
+        jitter: float = 0.0,
+    ) -> None:
+        if format not in RELEASES:
+            raise ValueError(f"format must be one of {list(RELEASES)}; got {format!r}")
+        root = root if root is not None else str(cache_dir() / "datasets" / "shapenet_part")
+        super().__init__(root, num_points, use_normals, batch_size, num_workers, train_rotation, test_rotation,
+                         0.0, seed, scale_augment, jitter)
+        self.save_hyperparameters()
+        self.format = format
+        self.download = download
+        self.release = RELEASES[format]
+
+    @property
+    def class_names(self) -> list[str]:
+        return CATEGORIES
+
+    @property
+    def category_parts(self) -> list[list[int]]:
+        """Global part ids of every category."""
+        return CATEGORY_PARTS
+
+    @property
+    def num_parts(self) -> int:
+        return NUM_PARTS
+
+    @property
+    def num_categories(self) -> int:
+        return len(CATEGORIES)
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.root / self.release["folder"]
+
+    def _cache_path(self, split: str) -> Path:
+        key = json.dumps([PREPROCESS_VERSION, self.format, split, self.num_points, self.seed])
+        return self.root / "processed" / f"{self.name}_{self.format}_{split}_{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
+
+    def prepare_data(self) -> None:
+        """Download and extract the release if needed, then preprocess the three splits (rank 0)."""
+        if not self.raw_dir.is_dir():
+            url = self.release["url"]
+            hint = (f"ShapeNet part ({self.format}) is not in {self.raw_dir}. Download {url} and extract it into "
+                    f"{self.root} (so that {self.raw_dir} exists)")
+            if not self.download:
+                raise DatasetNotFoundError(hint + ", or pass download=True.")
+            try:
+                archive = download(url, self.root / "raw" / Path(url).name)
+            except DownloadError as exc:
+                raise DatasetNotFoundError(f"{hint}. ({exc})") from exc
+            extracted = extract_archive(archive, self.root / ".extracted")
+            os.replace(extracted / self.release["folder"], self.raw_dir)
+        for split in ("train", "val", "test"):
+            if not self._cache_path(split).is_file():
+                reader = self._txt_split if self.format == "normal_resampled" else self._h5_split
+                arrays = reader(split)
+                check_parts(arrays["seg"], arrays["category"], f"{self.raw_dir} ({split})")
+                _save_atomic(self._cache_path(split), arrays)
+
+    def load_split(self, split: str) -> CloudArrays:
+        path = self._cache_path(split)
+        if not path.is_file():
+            self.prepare_data()
+        with np.load(path) as d:
+            return CloudArrays(d["pos"], d["category"], d["normal"] if "normal" in d else None, d["seg"], d["category"])
+
+    def _choose(self, n: int, shape: int) -> np.ndarray:
+        rng = np.random.default_rng(sample_seed(self.seed, shape))
+        return rng.choice(n, self.num_points, replace=n < self.num_points)
+
+    def _txt_split(self, split: str) -> dict[str, np.ndarray]:
+        synsets = {line.split()[1]: i for i, line in enumerate(_read_list(self.raw_dir / "synsetoffset2category.txt"))}
+        if sorted(synsets.values()) != list(range(len(CATEGORIES))) or len(synsets) != len(CATEGORIES):
+            raise DatasetFileError(f"{self.raw_dir / 'synsetoffset2category.txt'} must list the 16 categories")
+        list_file = self.raw_dir / "train_test_split" / f"shuffled_{split}_file_list.json"
+        if not list_file.is_file():
+            raise DatasetFileError(f"missing split file {list_file}")
+        try:
+            entries = json.loads(list_file.read_text())
+        except json.JSONDecodeError as exc:
+            raise DatasetFileError(f"{list_file} is not valid JSON: {exc}") from exc
+        pos, normal, seg, category = [], [], [], []
+        for i, entry in enumerate(tqdm(entries, desc=f"shapenet_part {split}: reading txt")):
+            synset, shape_id = entry.split("/")[-2:]
+            if synset not in synsets:
+                raise DatasetFileError(f"{list_file} names {entry} of an unknown category {synset}")
+            path = self.raw_dir / synset / f"{shape_id}.txt"
+            if not path.is_file():
+                raise DatasetFileError(f"{list_file} names {entry}, but {path} is missing")
+            rows = read_txt_cloud(path, columns=7)
+            keep = self._choose(len(rows), i)
+            pos.append(rows[keep, :3])
+            normal.append(rows[keep, 3:6])
+            seg.append(rows[keep, 6].astype(np.int64))
+            category.append(synsets[synset])
+        return {"pos": np.stack(pos), "normal": np.stack(normal), "seg": np.stack(seg),
+                "category": np.asarray(category, dtype=np.int64)}
+
+    def _h5_split(self, split: str) -> dict[str, np.ndarray]:
+        shards = [self.raw_dir / Path(line).name for line in _read_list(self.raw_dir / f"{split}_hdf5_file_list.txt")]
+        parts = [read_h5_arrays(s, extra=("pid",)) for s in tqdm(shards, desc=f"shapenet_part {split}: reading h5")]
+        pos = np.concatenate([p["pos"] for p in parts])
+        seg = np.concatenate([p["pid"] for p in parts]).astype(np.int64)
+        if pos.shape[1] < self.num_points:
+            raise DatasetFileError(f"the shards have {pos.shape[1]} points per shape; num_points={self.num_points}")
+        return {"pos": pos[:, : self.num_points], "seg": seg[:, : self.num_points],
+                "category": np.concatenate([p["label"] for p in parts])}
