@@ -48,14 +48,16 @@ def test_under_rotations(cli: LightningCLI, modes: tuple[str, ...]) -> dict[str,
     if trainer.interrupted or not hasattr(data, "set_test_rotation"):
         return {}
     ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    key = getattr(model, "test_metric", "test/acc")
     results = {}
     for mode in modes:
         data.set_test_rotation(mode)
         metrics = trainer.test(model, datamodule=data, ckpt_path=ckpt or None, verbose=False)
-        results[mode] = float(metrics[0]["test/acc"])
+        results[mode] = float(metrics[0][key])
     if trainer.is_global_zero:
+        name = "accuracy" if key == "test/acc" else key.split("/", 1)[1]
         print(f"\nbest checkpoint: {ckpt or '(current weights)'}")
-        print("test rotation | accuracy")
-        for mode, acc in results.items():
-            print(f"{mode:>13} | {100 * acc:6.2f} %")
+        print(f"test rotation | {name}")
+        for mode, value in results.items():
+            print(f"{mode:>13} | {100 * value:6.2f} %")
     return results

@@ -83,3 +83,52 @@ class PointNet(nn.Module):
 def pointnet(num_classes: int = 40, use_normals: bool = False, **kwargs: object) -> PointNet:
     """PointNet baseline (not rotation invariant)."""
     return PointNet(num_classes, use_normals, **kwargs)
+
+
+class PointNetSegmenter(nn.Module):
+    """PointNet part segmentation: per-point features, concatenated with the global max-pooled feature and the
+    category one-hot, mapped to part logits by a shared MLP (Qi et al. 2017, Fig. 2, segmentation network).
+
+    Shapes:
+        ``pos (B, N, 3)``, ``normal (B, N, 3) | None``, ``category (B,)`` → logits ``(B, N, num_parts)``.
+    """
+
+    def __init__(
+        self,
+        num_parts: int = 50,
+        num_categories: int = 16,
+        use_normals: bool = False,
+        channels: tuple[int, ...] = (64, 128, 128, 512, 2048),
+        head: tuple[int, ...] = (256, 256, 128),
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.use_normals = use_normals
+        self.num_categories = num_categories
+        self.layers = nn.ModuleList(point_mlp([a, b]) for a, b in zip([6 if use_normals else 3, *channels], channels))
+        width = sum(channels) + channels[-1] + num_categories
+        mlp = point_mlp([width, *head])
+        self.head = nn.Sequential(*mlp, nn.Dropout(dropout), nn.Conv1d(head[-1], num_parts, 1))
+
+    def forward(self, pos: Tensor, normal: Tensor | None, category: Tensor) -> Tensor:
+        x = point_features(pos, normal, self.use_normals).transpose(1, 2)  # (B, C, N)
+        if category.shape != pos.shape[:1] or category.min() < 0 or category.max() >= self.num_categories:
+            raise ValueError(f"category must be (B,) = ({pos.shape[0]},) ids in [0, {self.num_categories})")
+        features = []
+        for layer in self.layers:
+            x = layer(x)
+            features.append(x)
+        n = pos.shape[1]
+        onehot = torch.nn.functional.one_hot(category, self.num_categories).to(x.dtype)
+        glob = torch.cat([x.amax(-1), onehot], -1).unsqueeze(-1).expand(-1, -1, n)
+        return self.head(torch.cat([*features, glob], 1)).transpose(1, 2)
+
+
+@register_model(
+    "pointnet_seg", task="segmentation", invariance="none",
+    test_kwargs={"channels": (16, 32), "head": (16,)}, test_num_points=32,
+)
+def pointnet_seg(num_parts: int = 50, num_categories: int = 16, use_normals: bool = False,
+                 **kwargs: object) -> PointNetSegmenter:
+    """PointNet part-segmentation baseline (not rotation invariant)."""
+    return PointNetSegmenter(num_parts, num_categories, use_normals, **kwargs)

@@ -47,7 +47,9 @@ class TinvNN(nn.Module):
             radius, adding scale invariance at the price of exact distance preservation.
 
     Shapes:
-        ``pos (B, N, 3)``, ``normal (B, N, 3) | None`` → logits ``(B, C)``.
+        ``pos (B, N, 3)``, ``normal (B, N, 3) | None`` [, extra per-shape inputs such as ``category (B,)``] →
+        logits ``(B, C)``, or per-point logits ``(B, N, C)`` for a segmentation backbone (averaged over frames
+        point by point, so they stay matched to the input points).
     """
 
     def __init__(self, backbone: nn.Module, frame_averaging: bool = True, scale: ScaleMode = "none") -> None:
@@ -74,18 +76,17 @@ class TinvNN(nn.Module):
         normals = None if normal is None else normal.unsqueeze(1) @ frames
         return coords, normals
 
-    def forward(self, pos: Tensor, normal: Tensor | None = None) -> Tensor:
+    def forward(self, pos: Tensor, normal: Tensor | None = None, *extra: Tensor) -> Tensor:
         coords, normals = self.canonicalize(pos, normal)
         b, f, n, _ = coords.shape
         flat_normals = None if normals is None else normals.reshape(b * f, n, 3)
-        logits = self.backbone(coords.reshape(b * f, n, 3), flat_normals)
-        return logits.reshape(b, f, -1).mean(dim=1)
+        repeated = [e.repeat_interleave(f, dim=0) for e in extra]  # per-shape inputs follow their frames
+        logits = self.backbone(coords.reshape(b * f, n, 3), flat_normals, *repeated)
+        return logits.reshape(b, f, *logits.shape[1:]).mean(dim=1)
 
 
-def _tinvnn(backbone: str, num_classes: int, use_normals: bool, frame_averaging: bool, scale: ScaleMode,
-            **backbone_kwargs: object) -> TinvNN:
-    net = create_model(backbone, num_classes=num_classes, use_normals=use_normals, **backbone_kwargs)
-    return TinvNN(net, frame_averaging=frame_averaging, scale=scale)
+def _tinvnn(backbone: str, frame_averaging: bool, scale: ScaleMode, **backbone_kwargs: object) -> TinvNN:
+    return TinvNN(create_model(backbone, **backbone_kwargs), frame_averaging=frame_averaging, scale=scale)
 
 
 @register_model(
@@ -95,7 +96,7 @@ def _tinvnn(backbone: str, num_classes: int, use_normals: bool, frame_averaging:
 def tinvnn_pointnet(num_classes: int = 40, use_normals: bool = False, frame_averaging: bool = True,
                     scale: ScaleMode = "none", **kwargs: object) -> TinvNN:
     """TinvNN around PointNet (rotation, translation and permutation invariant)."""
-    return _tinvnn("pointnet", num_classes, use_normals, frame_averaging, scale, **kwargs)
+    return _tinvnn("pointnet", frame_averaging, scale, num_classes=num_classes, use_normals=use_normals, **kwargs)
 
 
 @register_model(
@@ -105,4 +106,15 @@ def tinvnn_pointnet(num_classes: int = 40, use_normals: bool = False, frame_aver
 def tinvnn_dgcnn(num_classes: int = 40, use_normals: bool = False, frame_averaging: bool = True,
                  scale: ScaleMode = "none", **kwargs: object) -> TinvNN:
     """TinvNN around DGCNN (rotation, translation and permutation invariant)."""
-    return _tinvnn("dgcnn", num_classes, use_normals, frame_averaging, scale, **kwargs)
+    return _tinvnn("dgcnn", frame_averaging, scale, num_classes=num_classes, use_normals=use_normals, **kwargs)
+
+
+@register_model(
+    "tinvnn_pointnet_seg", task="segmentation", invariance="invariant",
+    test_kwargs={"channels": (16, 32), "head": (16,)}, test_num_points=32,
+)
+def tinvnn_pointnet_seg(num_parts: int = 50, num_categories: int = 16, use_normals: bool = False,
+                        frame_averaging: bool = True, scale: ScaleMode = "none", **kwargs: object) -> TinvNN:
+    """TinvNN around PointNet part segmentation (per-point logits invariant to rotations and translations)."""
+    return _tinvnn("pointnet_seg", frame_averaging, scale, num_parts=num_parts, num_categories=num_categories,
+                   use_normals=use_normals, **kwargs)

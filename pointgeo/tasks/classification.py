@@ -7,9 +7,8 @@ Metrics (torchmetrics, ``average`` always explicit): overall accuracy (``micro``
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -17,25 +16,9 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from pointgeo.registry import create_model, get_model_entry
+from pointgeo.tasks.base import OptimizerName, PointGeoTask, SchedulerName
 
-OptimizerName = Literal["adam", "adamw", "sgd"]
-SchedulerName = Literal["cosine", "step", "none"]
-
-
-def build_optimizer(
-    params: Any, name: OptimizerName, lr: float, weight_decay: float, momentum: float
-) -> torch.optim.Optimizer:
-    """The optimizer ``name`` over ``params``."""
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    raise ValueError(f"optimizer must be 'adam', 'adamw' or 'sgd'; got {name!r}")
-
-
-class ClassificationTask(pl.LightningModule):
+class ClassificationTask(PointGeoTask):
     """Train and evaluate a registered classification network.
 
     Args:
@@ -120,23 +103,3 @@ class ClassificationTask(pl.LightningModule):
         prob = self(batch).softmax(dim=-1)
         conf, pred = prob.max(dim=-1)
         return {"index": batch["index"], "pred": pred, "confidence": conf, "prob": prob}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record which pointgeo version and task wrote the checkpoint (checked by :mod:`pointgeo.hub`)."""
-        from pointgeo import __version__
-
-        checkpoint["pointgeo"] = {"version": __version__, "task": "classification"}
-
-    def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        opt = build_optimizer(self.parameters(), hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)
-        if hp.scheduler == "none":
-            return opt
-        if hp.scheduler == "cosine":
-            epochs = max(1, self.trainer.max_epochs or 1)
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=hp.min_lr)
-        elif hp.scheduler == "step":
-            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=hp.step_size, gamma=hp.gamma)
-        else:
-            raise ValueError(f"scheduler must be 'cosine', 'step' or 'none'; got {hp.scheduler!r}")
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
