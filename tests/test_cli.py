@@ -57,7 +57,7 @@ def test_models_lists_the_registry_and_help_is_light() -> None:
     out = subprocess.run([sys.executable, "-m", "pointgeo", "models", "tinvnn*"], capture_output=True, text=True,
                          check=True).stdout
     names = [line.split()[0] for line in out.splitlines()]
-    assert names == ["tinvnn_dgcnn", "tinvnn_pointnet"] and "invariant" in out
+    assert names == ["tinvnn_dgcnn", "tinvnn_pointnet", "tinvnn_pointnet_seg"] and "invariant" in out
     code = "import sys, pointgeo.cli; pointgeo.cli.main(['--help']); print('torch' in sys.modules)"
     helped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "usage: pointgeo" in helped and helped.strip().endswith("False")
