@@ -6,7 +6,8 @@ RIConv++):
 * **Ordering** (:func:`angular_order`): project ``v_j = x_j - p`` onto the tangent plane, ``t_j = v_j - (v_j·n) n``;
   the reference direction ``r`` is the unit projection of the neighbour with the largest ``‖t_j‖``; with
   ``c_j = û_j·r`` and ``s_j = sign((û_j × r)·n)`` the key ``s_j c_j - (1 - s_j)`` sorted in descending order walks
-  around ``n`` starting at ``r``. The order is as invariant as the sign of ``n``.
+  around ``n`` starting at ``r`` (whose key is set to 1; sides within rounding of zero count as 0, so fused
+  multiply-adds cannot reorder the walk). The order is as invariant as the sign of ``n``.
 * **Descriptor** (:func:`risp_features`): with ``i-``/``i+`` the neighbours ``step`` places before/after ``i`` (cyclic),
   the 14 channels are distances, angles and normal angles of the triangles ``(p, x_i, x_{i-})`` and
   ``(p, x_i, x_{i+})`` (table in the docstring of :func:`risp_features`). All are dot products of vectors that rotate
@@ -46,10 +47,13 @@ def angular_order(centre: Tensor, normal: Tensor, neighbours: Tensor) -> Tensor:
     t = v - _dot(v, n).unsqueeze(-1) * n
     length = t.norm(dim=-1)
     u = t / (length.unsqueeze(-1) + EPS)
-    ref = torch.gather(u, -2, length.argmax(-1, keepdim=True).unsqueeze(-1).expand(*u.shape[:-2], 1, 3))
+    ref_index = length.argmax(-1, keepdim=True)
+    ref = torch.gather(u, -2, ref_index.unsqueeze(-1).expand(*u.shape[:-2], 1, 3))
     cos = _dot(u, ref)
-    side = torch.sign(_dot(torch.linalg.cross(u, ref.expand_as(u)), n))
-    key = side * cos - (1 - side)
+    # Directions (anti)parallel to r have no side; rounding (fused multiply-adds) must not invent one.
+    across = _dot(torch.linalg.cross(u, ref.expand_as(u)), n)
+    side = torch.where(across.abs() > 64 * torch.finfo(across.dtype).eps, torch.sign(across), 0.0)
+    key = (side * cos - (1 - side)).scatter(-1, ref_index, 1.0)  # the walk starts at r itself
     return key.sort(dim=-1, descending=True, stable=True).indices
 
 

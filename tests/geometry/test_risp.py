@@ -14,12 +14,13 @@ R2, R5 = math.sqrt(2), math.sqrt(5)
 
 def test_ordering_and_features_match_the_hand_computed_example() -> None:
     # Centre at the origin with normal +z; neighbours A = (2,0,0) (largest tangent projection, so r = +x),
-    # B = (0,1,0) and D = (1,-1,0). Keys s*c - (1 - s): D: s=+1, c=1/sqrt2 -> 0.707; A: s=0 -> -1; B: s=-1 -> -2.
+    # B = (0,1,0) and D = (1,-1,0). Keys s*c - (1 - s): A is r itself -> 1; D: s=+1, c=1/sqrt2 -> 0.707;
+    # B: s=-1, c=0 -> -2. The walk is A, D, B; we describe A with its neighbours in the order D, A, B (i = 1).
     p = torch.zeros(3, dtype=torch.float64)
     n_p = torch.tensor([0.0, 0, 1], dtype=torch.float64)
     a, b, d = [torch.tensor(v, dtype=torch.float64) for v in ([2.0, 0, 0], [0.0, 1, 0], [1.0, -1, 0])]
     order = angular_order(p, n_p, torch.stack([a, b, d]))
-    assert order.tolist() == [2, 0, 1]  # D, A, B
+    assert order.tolist() == [0, 2, 1]  # A, D, B
     normals = torch.stack([n_p, torch.tensor([1.0, 0, 1], dtype=torch.float64) / R2,
                            torch.tensor([0.0, 1, 0], dtype=torch.float64)])  # n_D, n_A, n_B
     feats = risp_features(p, n_p, torch.stack([d, a, b]), normals, step=1)
