@@ -37,6 +37,9 @@ class ModelEntry:
     """Small constructor kwargs that build the network quickly for tests (e.g. fewer channels)."""
     test_num_points: int = 64
     """Points per cloud large enough for the network's largest neighbourhood, used by tests."""
+    not_guaranteed: dict[str, str] = field(default_factory=dict)
+    """Adversarial shapes (names in :data:`pointgeo.testing.shapes.ADVERSARIAL_SHAPES`) on which the declared
+    invariance is *not* guaranteed, each with the reason; the harness measures them without asserting."""
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -49,6 +52,7 @@ def register_model(
     invariance: Invariance,
     test_kwargs: dict[str, Any] | None = None,
     test_num_points: int = 64,
+    not_guaranteed: dict[str, str] | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering a builder ``fn(**kwargs) -> nn.Module`` under ``name``.
 
@@ -58,6 +62,7 @@ def register_model(
         invariance: what the network guarantees under rotation; the shared harness checks exactly that.
         test_kwargs: small constructor kwargs for fast tests.
         test_num_points: points per cloud the tests use for this network.
+        not_guaranteed: adversarial shapes outside the guarantee, with the reason (documented, still measured).
     """
 
     def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -65,7 +70,8 @@ def register_model(
             raise ValueError(f"model {name!r} is already registered")
         doc = (fn.__doc__ or "").strip().splitlines()
         _REGISTRY[name] = ModelEntry(
-            name, fn, task, invariance, doc[0] if doc else "", dict(test_kwargs or {}), test_num_points
+            name, fn, task, invariance, doc[0] if doc else "", dict(test_kwargs or {}), test_num_points,
+            dict(not_guaranteed or {}),
         )
         return fn
 

@@ -1,0 +1,61 @@
+"""RISurConv: the faithful variants show the released code's defects; the sound defaults do not."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pointgeo.registry import create_model, get_model_entry
+from pointgeo.testing import measure
+
+SMALL = get_model_entry("risurconv_cls").test_kwargs
+
+
+def build(**overrides: object) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("risurconv_cls", num_classes=5, **{**SMALL, **overrides}).double().eval()
+
+
+def clouds(b: int = 3) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(b, 512, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 0.7, 0.4], dtype=torch.float64)
+
+
+def test_faithful_transformer_mixes_batch_mates_and_the_default_does_not() -> None:
+    pos = clouds()
+    other = pos.clone()
+    other[1:] = torch.randn_like(other[1:])  # same sample 0, different batch-mates
+    for batch_first, mixes in ((True, False), (False, True)):
+        net = build(use_normals=False, batch_first=batch_first)
+        with torch.no_grad():
+            changed = not torch.allclose(net(pos)[0], net(other)[0], atol=1e-10)
+        assert changed == mixes
+
+
+def test_unsigned_axes_break_invariance_and_signed_ones_keep_it() -> None:
+    pos = clouds(2)
+    assert measure(build(use_normals=False), pos).max_abs <= 1e-8
+    assert measure(build(use_normals=False, signed_axes=False), pos).max_abs > 1e-6
+
+
+def test_absolute_global_coordinates_are_not_translation_invariant() -> None:
+    pos = clouds(2)
+    faithful = build(use_normals=False, centred_global=False)
+    assert measure(faithful, pos, rotations=False, permutations=False).max_abs > 1e-6
+    assert measure(build(use_normals=False), pos, rotations=False, permutations=False).max_abs <= 1e-8
+
+
+def test_full_size_parameter_count_matches_the_paper_table() -> None:
+    """13.96 M in the released code, which also registers its unused template encoder layer."""
+    net = create_model("risurconv_cls", num_classes=40)
+    count = sum(p.numel() for p in net.parameters())
+    template = sum(p.numel() for p in torch.nn.TransformerEncoderLayer(512, 8).parameters())
+    assert abs(count + template - 13.96e6) / 13.96e6 < 0.005, count
+
+
+def test_too_few_points_and_missing_normals_are_rejected() -> None:
+    net = build(use_normals=True)
+    with pytest.raises(ValueError, match="at least 512 points"):
+        net(torch.randn(1, 100, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="use_normals=True"):
+        net(clouds(1))
