@@ -21,7 +21,7 @@ from pointgeo.registry import create_model, list_models
 
 def step_fn(name: str, batch: int, points: int, device: str):  # noqa: ANN201
     torch.manual_seed(0)
-    net = create_model(name, num_classes=40).to(device).train()
+    net = create_model(name, num_classes=40, use_normals=False).to(device).train()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     pos = torch.rand(batch, points, 3, device=device) * 2 - 1
     label = torch.randint(0, 40, (batch,), device=device)
