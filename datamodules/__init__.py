@@ -1,13 +1,9 @@
 """LightningDataModules shared by every pointgeo model, and readers of the official dataset formats."""
 
 from pointgeo.datamodules.base import CloudArrays, PointCloudDataModule
-from pointgeo.datamodules.modelnet import (
-    DatasetNotFoundError,
-    ModelNet10DataModule,
-    ModelNet40DataModule,
-    ModelNetDataModule,
-)
+from pointgeo.datamodules.modelnet import ModelNet10DataModule, ModelNet40DataModule, ModelNetDataModule
 from pointgeo.datamodules.readers import DatasetFileError
+from pointgeo.datamodules.release import DatasetNotFoundError
 from pointgeo.datamodules.shapenet_part import ShapeNetPartDataModule
 from pointgeo.datamodules.synthetic import SyntheticShapesDataModule
 

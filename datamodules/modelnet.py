@@ -17,10 +17,6 @@ without a hash check, and an unreachable host gives one message with the URL and
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -30,7 +26,8 @@ from tqdm.auto import tqdm
 
 from pointgeo.datamodules.base import CloudArrays, PointCloudDataModule, sample_seed
 from pointgeo.datamodules.readers import DatasetFileError, read_h5_arrays, read_off, read_txt_cloud, sample_mesh
-from pointgeo.download import DownloadError, cache_dir, download, extract_archive
+from pointgeo.datamodules.release import ensure_release, processed_path, read_list, save_atomic
+from pointgeo.download import cache_dir
 from pointgeo.geometry import RotationMode, farthest_point_sampling
 
 ModelNetFormat = Literal["normal_resampled", "hdf5", "mesh"]
@@ -57,28 +54,6 @@ MODELNET40_CLASSES = [
     "tent", "toilet", "tv_stand", "vase", "wardrobe", "xbox",
 ]
 MODELNET10_CLASSES = ["bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand", "sofa", "table", "toilet"]
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """The dataset is not on disk and could not be downloaded."""
-
-
-def _read_list(path: Path) -> list[str]:
-    if not path.is_file():
-        raise DatasetFileError(f"missing list file {path}")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
-
-def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class ModelNetDataModule(PointCloudDataModule):
@@ -134,28 +109,18 @@ class ModelNetDataModule(PointCloudDataModule):
         return self.root / self.release["folder"]
 
     def _cache_path(self, split: str) -> Path:
-        key = json.dumps([PREPROCESS_VERSION, self.variant, self.format, split, self.num_points, self.sampling,
-                          self.seed], sort_keys=True)
-        return self.root / "processed" / f"{self.name}_{self.format}_{split}_{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
+        return processed_path(self.root, f"{self.name}_{self.format}", split,
+                              [PREPROCESS_VERSION, self.variant, self.format, split, self.num_points, self.sampling,
+                               self.seed])
 
     # --- download and preprocessing ----------------------------------------------------------------------
     def prepare_data(self) -> None:
         """Download and extract the release if needed, then preprocess both splits into the cache (rank 0)."""
-        if not self.raw_dir.is_dir():
-            url = self.release["url"]
-            hint = (f"{self.name} ({self.format}) is not in {self.raw_dir}. Download {url} and extract it into "
-                    f"{self.root} (so that {self.raw_dir} exists)")
-            if not self.download:
-                raise DatasetNotFoundError(hint + ", or pass download=True.")
-            try:
-                archive = download(url, self.root / "raw" / Path(url).name)
-            except DownloadError as exc:
-                raise DatasetNotFoundError(f"{hint}. ({exc})") from exc
-            extracted = extract_archive(archive, self.root / ".extracted")
-            os.replace(extracted / self.release["folder"], self.raw_dir)
+        ensure_release(self.release["url"], self.raw_dir, self.root, allow_download=self.download,
+                       label=f"{self.name} ({self.format})")
         for split in ("train", "test"):
             if not self._cache_path(split).is_file():
-                _save_atomic(self._cache_path(split), self._preprocess(split))
+                save_atomic(self._cache_path(split), self._preprocess(split))
 
     def load_split(self, split: str) -> CloudArrays:
         path = self._cache_path(split)
@@ -170,7 +135,7 @@ class ModelNetDataModule(PointCloudDataModule):
         return MODELNET40_CLASSES if self.variant == 40 else MODELNET10_CLASSES
 
     def _check_names(self, list_file: Path, expected: list[str]) -> None:
-        names = _read_list(list_file)
+        names = read_list(list_file)
         if names != expected:
             raise DatasetFileError(f"{list_file} does not list the {len(expected)} official class names in order")
 
@@ -181,7 +146,7 @@ class ModelNetDataModule(PointCloudDataModule):
     def _txt_split(self, split: str) -> dict[str, np.ndarray]:
         self._check_names(self.raw_dir / f"modelnet{self.variant}_shape_names.txt", self.class_names)
         classes = {name: i for i, name in enumerate(self.class_names)}
-        ids = _read_list(self.raw_dir / f"modelnet{self.variant}_{split}.txt")
+        ids = read_list(self.raw_dir / f"modelnet{self.variant}_{split}.txt")
         pos, normal, label = [], [], []
         for shape_id in tqdm(ids, desc=f"{self.name} {split}: reading txt"):
             cls = shape_id.rsplit("_", 1)[0]
@@ -211,7 +176,7 @@ class ModelNetDataModule(PointCloudDataModule):
         return {"pos": np.concatenate(out_pos), "normal": np.concatenate(out_normal), "label": label}
 
     def _h5_split(self, split: str) -> dict[str, np.ndarray]:
-        shards = [self.raw_dir / Path(line).name for line in _read_list(self.raw_dir / f"{split}_files.txt")]
+        shards = [self.raw_dir / Path(line).name for line in read_list(self.raw_dir / f"{split}_files.txt")]
         parts = [read_h5_arrays(s) for s in tqdm(shards, desc=f"{self.name} {split}: reading h5")]
         arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if all(k in p for p in parts)}
         self._check_names(self.raw_dir / "shape_names.txt", MODELNET40_CLASSES)

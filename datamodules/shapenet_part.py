@@ -14,9 +14,7 @@ checksums and is often down: without the files the error names the URL and the f
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -24,9 +22,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pointgeo.datamodules.base import CloudArrays, PointCloudDataModule, sample_seed
-from pointgeo.datamodules.modelnet import DatasetNotFoundError, _read_list, _save_atomic
+from pointgeo.datamodules.release import ensure_release, processed_path, read_list, save_atomic
 from pointgeo.datamodules.readers import DatasetFileError, read_h5_arrays, read_txt_cloud
-from pointgeo.download import DownloadError, cache_dir, download, extract_archive
+from pointgeo.download import cache_dir
 from pointgeo.geometry import RotationMode
 
 CATEGORIES = ["Airplane", "Bag", "Cap", "Car", "Chair", "Earphone", "Guitar", "Knife", "Lamp", "Laptop", "Motorbike",
@@ -119,29 +117,19 @@ class ShapeNetPartDataModule(PointCloudDataModule):
         return self.root / self.release["folder"]
 
     def _cache_path(self, split: str) -> Path:
-        key = json.dumps([PREPROCESS_VERSION, self.format, split, self.num_points, self.seed])
-        return self.root / "processed" / f"{self.name}_{self.format}_{split}_{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
+        return processed_path(self.root, f"{self.name}_{self.format}", split,
+                              [PREPROCESS_VERSION, self.format, split, self.num_points, self.seed])
 
     def prepare_data(self) -> None:
         """Download and extract the release if needed, then preprocess the three splits (rank 0)."""
-        if not self.raw_dir.is_dir():
-            url = self.release["url"]
-            hint = (f"ShapeNet part ({self.format}) is not in {self.raw_dir}. Download {url} and extract it into "
-                    f"{self.root} (so that {self.raw_dir} exists)")
-            if not self.download:
-                raise DatasetNotFoundError(hint + ", or pass download=True.")
-            try:
-                archive = download(url, self.root / "raw" / Path(url).name)
-            except DownloadError as exc:
-                raise DatasetNotFoundError(f"{hint}. ({exc})") from exc
-            extracted = extract_archive(archive, self.root / ".extracted")
-            os.replace(extracted / self.release["folder"], self.raw_dir)
+        ensure_release(self.release["url"], self.raw_dir, self.root, allow_download=self.download,
+                       label=f"ShapeNet part ({self.format})")
         for split in ("train", "val", "test"):
             if not self._cache_path(split).is_file():
                 reader = self._txt_split if self.format == "normal_resampled" else self._h5_split
                 arrays = reader(split)
                 check_parts(arrays["seg"], arrays["category"], f"{self.raw_dir} ({split})")
-                _save_atomic(self._cache_path(split), arrays)
+                save_atomic(self._cache_path(split), arrays)
 
     def load_split(self, split: str) -> CloudArrays:
         path = self._cache_path(split)
@@ -155,7 +143,7 @@ class ShapeNetPartDataModule(PointCloudDataModule):
         return rng.choice(n, self.num_points, replace=n < self.num_points)
 
     def _txt_split(self, split: str) -> dict[str, np.ndarray]:
-        synsets = {line.split()[1]: i for i, line in enumerate(_read_list(self.raw_dir / "synsetoffset2category.txt"))}
+        synsets = {line.split()[1]: i for i, line in enumerate(read_list(self.raw_dir / "synsetoffset2category.txt"))}
         if sorted(synsets.values()) != list(range(len(CATEGORIES))) or len(synsets) != len(CATEGORIES):
             raise DatasetFileError(f"{self.raw_dir / 'synsetoffset2category.txt'} must list the 16 categories")
         list_file = self.raw_dir / "train_test_split" / f"shuffled_{split}_file_list.json"
@@ -183,7 +171,7 @@ class ShapeNetPartDataModule(PointCloudDataModule):
                 "category": np.asarray(category, dtype=np.int64)}
 
     def _h5_split(self, split: str) -> dict[str, np.ndarray]:
-        shards = [self.raw_dir / Path(line).name for line in _read_list(self.raw_dir / f"{split}_hdf5_file_list.txt")]
+        shards = [self.raw_dir / Path(line).name for line in read_list(self.raw_dir / f"{split}_hdf5_file_list.txt")]
         parts = [read_h5_arrays(s, extra=("pid",)) for s in tqdm(shards, desc=f"shapenet_part {split}: reading h5")]
         pos = np.concatenate([p["pos"] for p in parts])
         seg = np.concatenate([p["pid"] for p in parts]).astype(np.int64)

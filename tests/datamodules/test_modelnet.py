@@ -78,7 +78,7 @@ def test_h5_fixture_loads_for_both_variants(tmp_path: Path) -> None:
 
 
 def test_txt_fixture_and_its_bad_inputs(tmp_path: Path) -> None:
-    folder = write_modelnet_txt(tmp_path / "modelnet40_normal_resampled", MODELNET40_CLASSES, {"train": 4, "test": 2})
+    write_modelnet_txt(tmp_path / "modelnet40_normal_resampled", MODELNET40_CLASSES, {"train": 4, "test": 2})
     dm = ModelNet40DataModule(root=str(tmp_path), num_points=16, sampling="fps", **SMALL)
     dm.prepare_data()
     assert dm.load_split("test").pos.shape == (2, 16, 3)
