@@ -1,23 +1,26 @@
-"""Rotated-test protocols: what happens to a trained model when its test data is rotated.
+"""Rotated-test protocols: what happens to trained models when their test data is rotated.
 
-For every model and every test shape the runner evaluates:
+For every test shape, the runner evaluates each model on
 
-* the protocols ``none``, ``z`` (about the dataset's up axis) and ``so3``, each over ``n_rotations`` rotations per
-  shape drawn from a generator seeded by ``(seed, shape index, protocol, rotation index)``, so every model and
-  machine sees the same rotations; with the training rotation stored in the checkpoint this gives the familiar
-  ``z/z``, ``z/SO3``, ``SO3/SO3`` table;
-* an angle sweep: accuracy against the rotation angle about each of x, y, z, in bins of ``sweep_step`` degrees;
-* the measured invariance: maximum and mean change of the logits between each rotated copy and the unrotated shape,
-  and the prediction flip rate;
-* per-class accuracy under each protocol.
+* the protocols ``none`` (the unrotated shape), ``z`` (about the dataset's up axis) and ``so3``, the last two over
+  ``n_rotations`` rotations per shape, rotation ``r`` of shape ``i`` drawn by
+  :func:`pointgeo.geometry.sample_rotations` from a generator seeded by ``(seed, i, protocol, r)``: every model,
+  batch size and machine sees the same rotations. With the training rotation stored in each checkpoint this gives
+  the familiar ``z/z``, ``z/SO3``, ``SO3/SO3`` table;
+* an angle sweep: the score against the rotation angle about each of x, y, z, in bins of ``sweep_step`` degrees;
+* the measured invariance of each protocol, defined as in :mod:`pointgeo.testing.invariance`: the maximum and mean
+  absolute change of the outputs between each rotated copy and the unrotated shape, the change relative to the
+  largest output, and the prediction flip rate;
+* per-class scores under each protocol.
 
-Rotations are applied here to the unrotated test clouds (positions and normals together), never inside a model.
-Evaluation runs on one device, so every sample counts exactly once.
+Rotations are applied here to the unrotated test clouds (positions and normals together, ``x @ R^T``), never inside
+a model. Batches are read once and every rotated copy goes to every model, on one device, so every sample counts
+exactly once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,119 +29,161 @@ from tqdm.auto import tqdm
 
 from pointgeo.datamodules.base import sample_seed
 from pointgeo.geometry import angle_sweep, rotate, rotations_about_axis, sample_rotations
+from pointgeo.robustness.evaluators import Batch, Evaluator
+from pointgeo.testing.invariance import InvarianceReport
 
 PROTOCOLS = ("none", "z", "so3")
-Batch = dict[str, Tensor]
+ROTATED = ("z", "so3")
+AXES = "xyz"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ProtocolSettings:
-    """How a robustness run samples rotations."""
+    """How a robustness run samples rotations: ``n_rotations`` per shape and rotated protocol, sweep bins of
+    ``sweep_step`` degrees, and the ``seed`` of every rotation."""
 
     n_rotations: int = 4
     sweep_step: float = 15.0
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.n_rotations, int) or self.n_rotations < 1:
+            raise ValueError(f"n_rotations must be a positive integer; got {self.n_rotations!r}")
+        if not 0 < self.sweep_step <= 360:
+            raise ValueError(f"sweep_step must be in (0, 360] degrees; got {self.sweep_step}")
+
+    @property
+    def sweep_angles(self) -> Tensor:
+        """``(A,)`` float64 sweep angles in radians."""
+        return angle_sweep(self.sweep_step)
+
 
 def rotation_table(indices: Tensor, mode: str, settings: ProtocolSettings, up_axis: str) -> Tensor:
-    """``(S, n_rotations, 3, 3)`` float64 rotations of the shapes ``indices`` under protocol ``mode``, each drawn from
+    """``(S, n_rotations, 3, 3)`` float64 rotations of the shapes ``indices (S,)`` under protocol ``mode``, each from
     its own generator seeded by ``(seed, shape index, protocol, rotation index)``."""
     code = PROTOCOLS.index(mode)
-    return torch.stack([
-        torch.cat([
-            sample_rotations(mode, 1, up_axis=up_axis,
-                             generator=torch.Generator().manual_seed(sample_seed(settings.seed, int(i), code, r)))
-            for r in range(settings.n_rotations)
-        ])
-        for i in indices
-    ])
+    seeds = [sample_seed(settings.seed, int(i), code, r) for i in indices.tolist() for r in range(settings.n_rotations)]
+    rotations = [sample_rotations(mode, 1, up_axis=up_axis, generator=torch.Generator().manual_seed(s)) for s in seeds]
+    return torch.cat(rotations).reshape(len(indices), settings.n_rotations, 3, 3)
 
 
-def _rotate_batch(batch: Batch, rotation: Tensor) -> Batch:
+def rotate_batch(batch: Batch, rotation: Tensor) -> Batch:
+    """A copy of ``batch`` rotated by ``rotation (B, 3, 3)`` or ``(3, 3)``: ``pos`` and ``normal`` (computed in
+    float64, returned in their dtype) and the recorded ``rotation`` (``R @ previous``); other keys are shared."""
     out = dict(batch)
+    rotation = rotation.to(device=batch["pos"].device, dtype=torch.float64)
     for key in ("pos", "normal"):
         if key in batch:
             out[key] = rotate(batch[key].double(), rotation).to(batch[key].dtype)
+    if "rotation" in batch:
+        out["rotation"] = (rotation @ batch["rotation"].double()).to(batch["rotation"].dtype)
     return out
 
 
-class ClassificationEvaluator:
-    """Scores a classification model: ``logits (B, C)``, a shape is correct when ``argmax == label``.
+class Tally:
+    """Running sums of one model under one protocol: scores overall and per group, and output changes."""
 
-    Other task kinds (part segmentation, registration, energies) plug in with the same three methods.
-    """
+    def __init__(self, num_groups: int) -> None:
+        self.score_sum = 0.0
+        self.count = 0
+        self.group_sum = torch.zeros(num_groups, dtype=torch.float64)
+        self.group_count = torch.zeros(num_groups, dtype=torch.float64)
+        self.max_abs = 0.0
+        self.abs_sum = 0.0
+        self.abs_count = 0
+        self.scale = 0.0
+        self.flip_sum = 0.0
+        self.flip_count = 0
 
-    kind = "classification"
+    def add_scores(self, scores: Tensor, groups: Tensor) -> None:
+        """Add ``scores (B,)`` of shapes in ``groups (B,)``."""
+        scores, groups = scores.double().cpu(), groups.cpu()
+        self.score_sum += float(scores.sum())
+        self.count += scores.numel()
+        self.group_sum.index_add_(0, groups, scores)
+        self.group_count.index_add_(0, groups, torch.ones_like(scores))
 
-    def __init__(self, model: Callable[[Batch], Tensor]) -> None:
-        self.model = model
+    def add_change(self, outputs: Tensor, reference: Tensor, predictions: Tensor, ref_predictions: Tensor) -> None:
+        """Add the change of ``outputs`` from the unrotated ``reference`` (entries that are ``-inf`` in both, the
+        masked parts of a segmentation, do not count) and the prediction flips."""
+        masked = torch.isneginf(outputs) & torch.isneginf(reference)
+        diff = torch.where(masked, 0.0, outputs.double() - reference.double()).abs()
+        self.max_abs = max(self.max_abs, float(diff.max()))
+        self.abs_sum += float(diff.sum())
+        self.abs_count += int((~masked).sum())
+        self.scale = max(self.scale, float(torch.where(masked, 0.0, reference.double()).abs().max()))
+        self.flip_sum += float((predictions != ref_predictions).sum())
+        self.flip_count += predictions.numel()
 
-    def logits(self, batch: Batch) -> Tensor:
-        with torch.no_grad():
-            return self.model(batch)
-
-    def correct(self, logits: Tensor, batch: Batch) -> Tensor:
-        """``(B,)`` float, 1 where the prediction is right."""
-        return (logits.argmax(-1) == batch["label"]).double()
+    def summary(self, evaluator: Evaluator, class_names: Sequence[str], dtype: torch.dtype, rotated: bool) -> dict:
+        """Plain-number figures; the invariance figures of a rotated protocol follow the harness's report."""
+        per_class = self.group_sum / self.group_count.clamp_min(1)
+        seen = self.group_count > 0
+        out = {
+            evaluator.score_key: self.score_sum / max(self.count, 1),
+            evaluator.class_score_key: float(per_class[seen].mean()) if bool(seen.any()) else None,
+            evaluator.per_class_key: {name: (float(v) if s else None)
+                                      for name, v, s in zip(class_names, per_class, seen.tolist())},
+            "evaluations": self.count,
+        }
+        if rotated:
+            report = InvarianceReport(
+                max_abs=self.max_abs, mean_abs=self.abs_sum / max(self.abs_count, 1),
+                max_rel=self.max_abs / max(self.scale, torch.finfo(dtype).tiny),
+                flip_rate=self.flip_sum / max(self.flip_count, 1), trials=self.count, dtype=dtype,
+            )
+            out.update(max_logit_change=report.max_abs, mean_logit_change=report.mean_abs,
+                       max_relative_logit_change=report.max_rel, flip_rate=report.flip_rate,
+                       invariant_within_tolerance=report.within())
+        return out
 
 
 def evaluate(
-    evaluator: ClassificationEvaluator,
-    batches: Callable[[], Iterator[Batch]],
-    num_classes: int,
+    evaluators: Sequence[Evaluator],
+    batches: Iterable[Batch],
+    class_names: Sequence[str],
     up_axis: str,
     settings: ProtocolSettings,
+    dtype: torch.dtype,
     *,
-    description: str = "",
-) -> dict:
-    """Run every protocol and the sweep over the unrotated test ``batches``; returns plain Python numbers."""
-    sums = {m: {"correct": 0.0, "count": 0, "max_abs": 0.0, "sum_abs": 0.0, "n_abs": 0, "flips": 0.0,
-                "class_correct": torch.zeros(num_classes, dtype=torch.float64),
-                "class_count": torch.zeros(num_classes, dtype=torch.float64)} for m in PROTOCOLS}
-    angles = angle_sweep(settings.sweep_step)
-    sweep = {axis: torch.zeros(len(angles), dtype=torch.float64) for axis in "xyz"}
-    sweep_rot = {axis: rotations_about_axis(angles, axis) for axis in "xyz"}
-    total = 0
-    for batch in tqdm(list(batches()), desc=description or "robustness", leave=False):
-        b = batch["label"].shape[0]
-        total += b
-        reference = evaluator.logits(batch)
-        ref_pred = reference.argmax(-1)
-        for mode in PROTOCOLS:
-            table = rotation_table(batch["index"], mode, settings, up_axis)
-            acc = sums[mode]
+    total: int | None = None,
+) -> list[dict]:
+    """Run every protocol and the sweep for each of ``evaluators`` over the unrotated test ``batches`` (``total``
+    of them, for the progress bar); returns one dict of plain Python numbers per evaluator."""
+    tallies = [{mode: Tally(len(class_names)) for mode in PROTOCOLS} for _ in evaluators]
+    angles = settings.sweep_angles
+    sweep_rotations = {axis: rotations_about_axis(angles, axis) for axis in AXES}
+    sweep_sums = [{axis: torch.zeros(len(angles), dtype=torch.float64) for axis in AXES} for _ in evaluators]
+    shapes = 0
+    for batch in tqdm(batches, total=total, desc="robustness", unit="batch", leave=False):
+        shapes += batch["pos"].shape[0]
+        references = []
+        for ev, tally in zip(evaluators, tallies):
+            ref = ev.outputs(batch)
+            references.append((ref, ev.predictions(ref)))
+            tally["none"].add_scores(ev.scores(ref, batch), ev.groups(batch))
+        for mode in ROTATED:
+            table = rotation_table(batch["index"].cpu(), mode, settings, up_axis)
             for r in range(settings.n_rotations):
-                rotated = _rotate_batch(batch, table[:, r])
-                logits = evaluator.logits(rotated)
-                hit = evaluator.correct(logits, batch)
-                diff = (logits.double() - reference.double()).abs()
-                acc["correct"] += float(hit.sum())
-                acc["count"] += b
-                acc["max_abs"] = max(acc["max_abs"], float(diff.max()))
-                acc["sum_abs"] += float(diff.sum())
-                acc["n_abs"] += diff.numel()
-                acc["flips"] += float((logits.argmax(-1) != ref_pred).sum())
-                acc["class_correct"].index_add_(0, batch["label"], hit)
-                acc["class_count"].index_add_(0, batch["label"], torch.ones_like(hit))
-        for axis in "xyz":
-            for a, rot in enumerate(sweep_rot[axis]):
-                rotated = _rotate_batch(batch, rot.expand(b, 3, 3))
-                sweep[axis][a] += float(evaluator.correct(evaluator.logits(rotated), batch).sum())
-    protocols = {}
-    for mode, acc in sums.items():
-        per_class = acc["class_correct"] / acc["class_count"].clamp_min(1)
-        protocols[mode] = {
-            "accuracy": acc["correct"] / max(acc["count"], 1),
-            "mean_class_accuracy": float(per_class[acc["class_count"] > 0].mean()) if acc["count"] else 0.0,
-            "per_class_accuracy": per_class.tolist(),
-            "max_logit_change": acc["max_abs"],
-            "mean_logit_change": acc["sum_abs"] / max(acc["n_abs"], 1),
-            "flip_rate": acc["flips"] / max(acc["count"], 1),
-            "evaluations": acc["count"],
+                rotated = rotate_batch(batch, table[:, r])
+                for ev, tally, (ref, ref_pred) in zip(evaluators, tallies, references):
+                    out = ev.outputs(rotated)
+                    tally[mode].add_scores(ev.scores(out, batch), ev.groups(batch))
+                    tally[mode].add_change(out, ref, ev.predictions(out), ref_pred)
+        for axis in AXES:
+            for a, rotation in enumerate(sweep_rotations[axis]):
+                rotated = rotate_batch(batch, rotation)
+                for ev, sums in zip(evaluators, sweep_sums):
+                    sums[axis][a] += float(ev.scores(ev.outputs(rotated), batch).sum())
+    if shapes == 0:
+        raise ValueError("the test split is empty: there is nothing to evaluate")
+    return [
+        {
+            "metric": ev.score_key,
+            "protocols": {mode: tally[mode].summary(ev, class_names, dtype, mode in ROTATED) for mode in PROTOCOLS},
+            "sweep": {"angles_degrees": torch.rad2deg(angles).tolist(),
+                      **{axis: (sums[axis] / shapes).tolist() for axis in AXES}},
+            "num_shapes": shapes,
         }
-    return {
-        "protocols": protocols,
-        "sweep": {"angles_degrees": torch.rad2deg(angles).tolist(),
-                  **{axis: (sweep[axis] / max(total, 1)).tolist() for axis in "xyz"}},
-        "num_shapes": total,
-    }
+        for ev, tally, sums in zip(evaluators, tallies, sweep_sums)
+    ]
