@@ -119,7 +119,6 @@ def run_robustness(
     figures = evaluate(evaluators, batches, dm.class_names, dm.up_axis, settings, dtype, total=total)
     results = [{"model": m.identity, **f} for m, f in zip(loaded, figures)]
     report = {
-        "pointgeo_version": __version__,
         "versions": {"pointgeo": __version__, "torch": torch.__version__, "python": platform.python_version(),
                      "platform": platform.platform()},
         "settings": {"n_rotations": settings.n_rotations, "sweep_step_degrees": settings.sweep_step,
@@ -129,7 +128,7 @@ def run_robustness(
         "data": {"class_path": f"{type(dm).__module__}.{type(dm).__name__}", "config": data_config,
                  "up_axis": dm.up_axis, "class_names": list(dm.class_names), "test_shapes": len(dm.dataset("test")),
                  "evaluated_shapes": figures[0]["num_shapes"],
-                 "settings": _plain(dict(dm.hparams))},
+                 "settings": {**_plain(dict(dm.hparams)), "use_normals": dm.use_normals}},
         "task": loaded[0].kind,
         "metric": figures[0]["metric"],
         "table": [table_row(r) for r in results],
@@ -139,14 +138,18 @@ def run_robustness(
     return report
 
 
+LOADER_KEYS = ("batch_size", "num_workers", "test_rotation")
+"""Datamodule settings that a robustness run replaces (the runner rotates the unrotated test split itself)."""
+
+
 def _plain(settings: dict[str, Any]) -> dict[str, Any]:
-    """Data settings as JSON values (tuples as lists, paths as strings), private keys dropped."""
+    """Data settings as JSON values (tuples as lists, paths as strings), private and loader keys dropped."""
     def plain(v: Any) -> Any:
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         return v if v is None or isinstance(v, (bool, int, float, str)) else str(v)
 
-    return {k: plain(v) for k, v in settings.items() if not k.startswith("_")}
+    return {k: plain(v) for k, v in settings.items() if not k.startswith("_") and k not in LOADER_KEYS}
 
 
 def table_row(result: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,127 @@
+"""Models and data of a robustness run: checkpoints rebuilt exactly (every weight must fit), their identity, and the
+test datamodule (the first checkpoint's own data settings, or a config's ``data`` section)."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+TASK_CLASSES = {"classification": "pointgeo.tasks.ClassificationTask",
+                "segmentation": "pointgeo.tasks.PartSegmentationTask"}
+"""The task class of every checkpoint kind a report can evaluate (``checkpoint["pointgeo"]["task"]``)."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to evaluate: its task (eval mode, in the run's dtype and device), kind, identity and the data
+    settings stored in its checkpoint."""
+
+    spec: str
+    task: Any
+    kind: str
+    identity: dict[str, Any]
+    data: dict[str, Any]
+
+
+def _import(class_path: str) -> Any:
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"cannot import {class_path!r}: {exc}") from exc
+
+
+def _public(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if not k.startswith("_")}
+
+
+def load_model(spec: str, dtype: torch.dtype, device: str) -> LoadedModel:
+    """Rebuild the task of ``spec`` (a pretrained name, a checkpoint path or a ``file://`` URL).
+
+    Raises ``KeyError`` for an unknown name, ``FileNotFoundError`` for a missing file and ``ValueError`` for a
+    corrupt checkpoint, one of an unsupported task, or one whose weights do not fit its own network.
+    """
+    from pointgeo.download import sha256sum
+    from pointgeo.hub import CHECKPOINTS, fetch, load_checkpoint
+
+    path = fetch(spec, progress=False)
+    ckpt = load_checkpoint(path)
+    meta = ckpt.get("pointgeo", {})
+    kind = meta.get("task", "classification")
+    if kind not in TASK_CLASSES:
+        raise ValueError(f"{spec} is a {kind!r} checkpoint; robustness reports support {', '.join(TASK_CLASSES)}")
+    cls = _import(TASK_CLASSES[kind])
+    hparams = _public(ckpt["hyper_parameters"])
+    try:
+        task = cls(**hparams)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"{spec}: its hyper-parameters do not build a {cls.__name__}: {exc}") from exc
+    try:
+        task.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{spec}: its weights do not fit its network {hparams.get('network')!r}: {exc}") from exc
+    task = task.to(device=device, dtype=dtype).eval()
+    data = dict(ckpt.get("datamodule_hyper_parameters", {}))
+    identity = {
+        "spec": spec,
+        "registry_name": spec if spec in CHECKPOINTS else None,
+        "checkpoint": str(Path(path).resolve()),
+        "sha256": sha256sum(path),
+        "task": kind,
+        "network": hparams.get("network"),
+        "network_kwargs": hparams.get("network_kwargs"),
+        "num_classes": hparams.get("num_classes"),
+        "use_normals": bool(hparams.get("use_normals", False)),
+        "train_rotation": data.get("train_rotation", "unknown"),
+        "trained_on": {"class_path": data.get("_class_path"), "settings": _public(data)},
+        "written_by_pointgeo": meta.get("version"),
+        "epoch": ckpt.get("epoch"),
+        "global_step": ckpt.get("global_step"),
+    }
+    return LoadedModel(spec, task, kind, identity, data)
+
+
+def build_datamodule(data: dict[str, Any], override: dict[str, Any] | None) -> Any:
+    """The datamodule of ``override`` (a config's ``data`` section: ``class_path`` and ``init_args``) or of a
+    checkpoint's stored settings ``data`` (``datamodule_hyper_parameters``)."""
+    spec = override if override is not None else {"class_path": data.get("_class_path"), "init_args": _public(data)}
+    if not spec.get("class_path"):
+        raise ValueError("the checkpoint records no datamodule; pass a data config with --data")
+    cls = _import(spec["class_path"])
+    try:
+        return cls(**(spec.get("init_args") or {}))
+    except TypeError as exc:
+        raise ValueError(f"the data settings do not build a {cls.__name__}: {exc}") from exc
+
+
+def read_data_config(config: str) -> dict[str, Any]:
+    """The ``data`` section (``class_path`` + ``init_args``) of a YAML config, given by path or shipped name."""
+    import yaml
+
+    from pointgeo.cli import shipped_config
+
+    path = Path(config) if Path(config).is_file() else shipped_config(config)
+    if path is None:
+        raise FileNotFoundError(f"no config file or shipped config named {config!r}")
+    try:
+        section = (yaml.safe_load(path.read_text()) or {}).get("data")
+    except (yaml.YAMLError, AttributeError) as exc:
+        raise ValueError(f"{path} is not a YAML config with a data section: {exc}") from exc
+    if not isinstance(section, dict) or "class_path" not in section:
+        raise ValueError(f"{path} has no data section with a class_path")
+    return section
+
+
+def check_same_data(models: list[LoadedModel]) -> None:
+    """Without ``--data`` every model is tested on the first one's data: refuse models trained on another dataset."""
+    first = models[0]
+    for model in models[1:]:
+        if model.data.get("_class_path") != first.data.get("_class_path"):
+            raise ValueError(
+                f"{model.spec} was trained on {model.data.get('_class_path')} but {first.spec} on "
+                f"{first.data.get('_class_path')}; pass --data to test every model on the same data"
+            )

@@ -1,0 +1,202 @@
+"""The report folder: ``report.json`` first (every figure, seeds, versions, model and data identity), then PNG plots
+(matplotlib, Agg), then one self-contained ``report.html`` (images embedded as base64, the comparison table on top).
+
+Everything is written into a temporary folder beside the target and renamed into place at the end, so a crashed
+run never leaves a report that looks complete. An existing non-empty folder is only replaced with ``overwrite``,
+and only when it holds a previous report (``report.json``), never an unrelated folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+PROTOCOL_NAMES = {"none": "none", "z": "z", "so3": "SO(3)"}
+
+
+class ReportExistsError(FileExistsError):
+    """The report folder exists and is not empty, and ``overwrite`` was not given (or it is not a report)."""
+
+
+def check_target(out: Path, overwrite: bool) -> None:
+    """Raise :class:`ReportExistsError` unless a report may be written to ``out``."""
+    if out.exists() and not out.is_dir():
+        raise ReportExistsError(f"{out} is a file, not a report folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ReportExistsError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
+        if not (out / "report.json").is_file():
+            raise ReportExistsError(f"{out} is not empty and holds no report.json; --overwrite only replaces a "
+                                    f"previous report, not this folder")
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f} %"
+
+
+def _plots(report: dict[str, Any], folder: Path) -> list[Path]:
+    """Write the PNG plots into ``folder``; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = report["metric"].replace("_", " ")
+    names = [r["model"]["spec"] for r in report["models"]]
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(names) + 2), 3.6))
+    width = 0.8 / len(PROTOCOL_NAMES)
+    for p, (mode, label) in enumerate(PROTOCOL_NAMES.items()):
+        values = [100 * r["protocols"][mode][report["metric"]] for r in report["models"]]
+        ax.bar([i + p * width for i in range(len(names))], values, width, label=f"test {label}")
+    ax.set_xticks([i + width for i in range(len(names))], names, fontsize=8)
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    paths.append(folder / "protocols.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.0), sharey=True)
+    for ax, axis in zip(axes, "xyz"):
+        for result in report["models"]:
+            ax.plot(result["sweep"]["angles_degrees"], [100 * a for a in result["sweep"][axis]], marker="o",
+                    markersize=3, label=result["model"]["spec"])
+        ax.set_title(f"rotation about {axis}" + (" (up axis)" if axis == report["data"]["up_axis"] else ""))
+        ax.set_xlabel("angle (degrees)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"{metric} (%)")
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="upper center", ncol=len(names), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    paths.append(folder / "angle_sweep.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+    classes = report["data"]["class_names"]
+    key = _per_class_key(report)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.3 * len(classes) * len(names) + 2), 3.8))
+    width = 0.8 / len(names)
+    for m, result in enumerate(report["models"]):
+        per_class = result["protocols"]["so3"][key]
+        values = [math.nan if per_class[c] is None else 100 * per_class[c] for c in classes]
+        ax.bar([i + m * width for i in range(len(classes))], values, width, label=result["model"]["spec"])
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(classes))], classes, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel(f"{metric} under SO(3) (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(names), frameon=False)
+    fig.tight_layout()
+    paths.append(folder / "per_class_so3.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    return paths
+
+
+def _per_class_key(report: dict[str, Any]) -> str:
+    return next(k for k in report["models"][0]["protocols"]["none"] if k.startswith("per_class"))
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _comparison(report: dict[str, Any]) -> str:
+    columns = list(report["table"][0])
+
+    def cell(key: str, value: Any) -> str:
+        if isinstance(value, float) and ("/" in key or key.startswith("flip")):
+            return _percent(value)
+        return f"{value:.2e}" if isinstance(value, float) else html.escape(str(value))
+
+    return _table(columns, [[cell(c, row[c]) for c in columns] for row in report["table"]])
+
+
+def _invariance(report: dict[str, Any]) -> str:
+    rows = []
+    for result in report["models"]:
+        for mode in ("z", "so3"):
+            p = result["protocols"][mode]
+            rows.append([html.escape(result["model"]["spec"]), PROTOCOL_NAMES[mode], f"{p['max_logit_change']:.2e}",
+                         f"{p['mean_logit_change']:.2e}", f"{p['max_relative_logit_change']:.2e}",
+                         _percent(p["flip_rate"]), "yes" if p["invariant_within_tolerance"] else "no"])
+    return _table(["model", "test rotation", "max |Δ logit|", "mean |Δ logit|", "max |Δ| / max |logit|",
+                   "prediction flip rate", f"invariant within {report['settings']['dtype']} tolerance"], rows)
+
+
+def _per_class(report: dict[str, Any]) -> str:
+    key = _per_class_key(report)
+    header = ["class"] + [f"{r['model']['spec']} / {PROTOCOL_NAMES[m]}" for r in report["models"] for m in PROTOCOL_NAMES]
+    rows = [[html.escape(c)] + [_percent(r["protocols"][m][key][c]) for r in report["models"] for m in PROTOCOL_NAMES]
+            for c in report["data"]["class_names"]]
+    return _table(header, rows)
+
+
+def _identity(report: dict[str, Any]) -> str:
+    rows = [[html.escape(str(r["model"][k])) for k in ("spec", "network", "task", "train_rotation", "sha256",
+                                                         "checkpoint")] for r in report["models"]]
+    return _table(["model", "network", "task", "train rotation", "sha256", "checkpoint"], rows)
+
+
+def _html(report: dict[str, Any], images: list[Path]) -> str:
+    metric = html.escape(report["metric"].replace("_", " "))
+    figures = "".join(
+        f'<h2>{html.escape(p.stem.replace("_", " "))}</h2><img alt="{html.escape(p.stem)}" '
+        f'src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode("ascii")}">' for p in images
+    )
+    details = html.escape(json.dumps({"settings": report["settings"], "data": report["data"],
+                                      "versions": report["versions"]}, indent=2))
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>pointgeo robustness report</title><style>"
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1em}"
+        "td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}img{max-width:100%}"
+        "pre{background:#f4f4f4;padding:1em}</style></head><body>"
+        f"<h1>Rotation robustness ({metric})</h1>{_comparison(report)}"
+        f"<p>Columns <code>train/test</code>: {metric} on {report['data']['evaluated_shapes']} test shapes of "
+        f"{html.escape(report['data']['class_path'])} under each test rotation protocol "
+        f"({report['settings']['n_rotations']} seeded rotations per shape, seed {report['settings']['seed']}); "
+        "max logit change and flip rate: between each SO(3)-rotated copy and the unrotated shape. Every figure is in "
+        "<code>report.json</code>.</p>"
+        f"<h2>Measured invariance</h2>{_invariance(report)}{figures}"
+        f"<h2>Per class</h2>{_per_class(report)}<h2>Models</h2>{_identity(report)}"
+        f"<h2>Settings, data and versions</h2><pre>{details}</pre>"
+        f"<p>pointgeo {html.escape(report['versions']['pointgeo'])}</p></body></html>"
+    )
+
+
+def write_report(report: dict[str, Any], out: Path, *, overwrite: bool) -> None:
+    """Write ``report.json``, the plots and ``report.html`` into a temporary folder beside ``out``, then move it
+    into place (replacing a previous report only with ``overwrite``)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    old = None
+    try:
+        tmp.chmod(0o755)  # mkdtemp's private mode would stick to the finished report
+        (tmp / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
+        images = _plots(report, tmp)
+        (tmp / "report.html").write_text(_html(report, images), encoding="utf-8")
+        check_target(out, overwrite)
+        if out.is_dir() and any(out.iterdir()):  # a previous report, replaced only with overwrite
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / out.name)
+        try:
+            os.replace(tmp, out)  # an empty folder is replaced by the rename itself
+        except OSError:
+            if old is not None:
+                os.replace(old / out.name, out)
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
