@@ -84,7 +84,7 @@ def _plots(report: dict[str, Any], folder: Path) -> list[Path]:
     plt.close(fig)
 
     classes = report["data"]["class_names"]
-    key = _per_class_key(report)
+    key = report["models"][0]["per_class_metric"]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.3 * len(classes) * len(names) + 2), 3.8))
     width = 0.8 / len(names)
     for m, result in enumerate(report["models"]):
@@ -100,10 +100,6 @@ def _plots(report: dict[str, Any], folder: Path) -> list[Path]:
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
     return paths
-
-
-def _per_class_key(report: dict[str, Any]) -> str:
-    return next(k for k in report["models"][0]["protocols"]["none"] if k.startswith("per_class"))
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -136,9 +132,10 @@ def _invariance(report: dict[str, Any]) -> str:
 
 
 def _per_class(report: dict[str, Any]) -> str:
-    key = _per_class_key(report)
-    header = ["class"] + [f"{r['model']['spec']} / {PROTOCOL_NAMES[m]}" for r in report["models"] for m in PROTOCOL_NAMES]
-    rows = [[html.escape(c)] + [_percent(r["protocols"][m][key][c]) for r in report["models"] for m in PROTOCOL_NAMES]
+    key = report["models"][0]["per_class_metric"]
+    pairs = [(r, m) for r in report["models"] for m in PROTOCOL_NAMES]
+    header = ["class"] + [f"{r['model']['spec']} / {PROTOCOL_NAMES[m]}" for r, m in pairs]
+    rows = [[html.escape(c)] + [_percent(r["protocols"][m][key][c]) for r, m in pairs]
             for c in report["data"]["class_names"]]
     return _table(header, rows)
 

@@ -157,11 +157,12 @@ def evaluate(
     shapes = 0
     for batch in tqdm(batches, total=total, desc="robustness", unit="batch", leave=False):
         shapes += batch["pos"].shape[0]
-        references = []
+        references, ref_scores = [], []
         for ev, tally in zip(evaluators, tallies):
             ref = ev.outputs(batch)
             references.append((ref, ev.predictions(ref)))
-            tally["none"].add_scores(ev.scores(ref, batch), ev.groups(batch))
+            ref_scores.append(ev.scores(ref, batch))
+            tally["none"].add_scores(ref_scores[-1], ev.groups(batch))
         for mode in ROTATED:
             table = rotation_table(batch["index"].cpu(), mode, settings, up_axis)
             for r in range(settings.n_rotations):
@@ -172,14 +173,17 @@ def evaluate(
                     tally[mode].add_change(out, ref, ev.predictions(out), ref_pred)
         for axis in AXES:
             for a, rotation in enumerate(sweep_rotations[axis]):
-                rotated = rotate_batch(batch, rotation)
-                for ev, sums in zip(evaluators, sweep_sums):
-                    sums[axis][a] += float(ev.scores(ev.outputs(rotated), batch).sum())
+                rotated = rotate_batch(batch, rotation) if angles[a] != 0 else None  # 0°: the unrotated shape
+                for ev, sums, ref in zip(evaluators, sweep_sums, ref_scores):
+                    scores = ref if rotated is None else ev.scores(ev.outputs(rotated), batch)
+                    sums[axis][a] += float(scores.sum())
     if shapes == 0:
         raise ValueError("the test split is empty: there is nothing to evaluate")
     return [
         {
             "metric": ev.score_key,
+            "class_metric": ev.class_score_key,
+            "per_class_metric": ev.per_class_key,
             "protocols": {mode: tally[mode].summary(ev, class_names, dtype, mode in ROTATED) for mode in PROTOCOLS},
             "sweep": {"angles_degrees": torch.rad2deg(angles).tolist(),
                       **{axis: (sums[axis] / shapes).tolist() for axis in AXES}},

@@ -15,6 +15,7 @@ import torch
 from pointgeo.robustness import ProtocolSettings, ReportExistsError, rotation_table, run_robustness
 from pointgeo.robustness import output as output_module
 from pointgeo.robustness.command import main
+from pointgeo.robustness.protocol import rotate_batch
 
 MODELS = ["tinvnn_pointnet.synthetic_z", "pointnet.synthetic_z"]
 QUICK = ["--max-samples", "48", "--n-rotations", "2", "--sweep-step", "90"]
@@ -85,6 +86,20 @@ def test_rotations_are_seeded_per_shape_not_per_batch() -> None:
     about_y = rotation_table(torch.tensor([1]), "z", settings, "y")[0]
     assert torch.allclose(about_y[:, 1, 1], torch.ones(3, dtype=torch.float64))
     assert torch.allclose(about_y @ about_y.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand(3, 3, 3))
+
+
+def test_positions_and_normals_rotate_together_and_the_rotation_is_recorded() -> None:
+    pos = torch.randn(2, 5, 3)
+    normal = torch.nn.functional.normalize(torch.randn(2, 5, 3), dim=-1)
+    first = rotation_table(torch.tensor([0, 1]), "so3", ProtocolSettings(1), "z")[:, 0]
+    second = rotation_table(torch.tensor([2, 3]), "so3", ProtocolSettings(1), "z")[:, 0]
+    batch = {"pos": pos, "normal": normal, "rotation": first.float(), "label": torch.tensor([1, 2])}
+    turned = rotate_batch(batch, second)
+    assert turned["pos"].dtype == torch.float32 and turned["label"] is batch["label"]
+    assert torch.allclose(turned["pos"], pos @ second.float().transpose(1, 2), atol=1e-6)
+    assert torch.allclose(turned["normal"], normal @ second.float().transpose(1, 2), atol=1e-6)
+    assert torch.allclose(turned["rotation"].double(), second @ first, atol=1e-6)
+    assert torch.equal(batch["pos"], pos)  # the unrotated batch is left alone
 
 
 def test_figures_do_not_depend_on_the_batch_size(report: dict, tmp_path: Path) -> None:
