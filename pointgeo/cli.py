@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib import resources
 from pathlib import Path
+
+from pointgeo.configs import shipped_config
 
 LIGHTNING_COMMANDS = {"train": "fit", "fit": "fit", "validate": "validate", "test": "test", "predict": "predict"}
 DEFAULT_CONFIG = "synthetic/cls-tinvnn_pointnet-z.yaml"
@@ -33,13 +34,6 @@ other commands:
 
 A --config may be a path or the name of a shipped config, e.g. synthetic/cls-pointnet-z.
 """.format(default=DEFAULT_CONFIG)
-
-
-def shipped_config(name: str) -> Path | None:
-    """The path of a config shipped in ``pointgeo.configs`` (``"synthetic/cls-pointnet-z"``), if it exists."""
-    name = name if name.endswith((".yaml", ".yml")) else f"{name}.yaml"
-    path = Path(str(resources.files("pointgeo.configs").joinpath(name)))
-    return path if path.is_file() else None
 
 
 def _resolve_configs(args: list[str]) -> list[str]:
@@ -138,51 +132,6 @@ def cache_command(args: list[str]) -> None:
         print(f"removed {clear_cache()} checkpoint(s) from {checkpoint_dir()}")
 
 
-def robustness_command(args: list[str]) -> None:
-    """``pointgeo robustness MODEL [MODEL ...] --out DIR``: the rotated-test report (see pointgeo.robustness)."""
-    parser = argparse.ArgumentParser(
-        prog="pointgeo robustness",
-        description="Evaluate models side by side under test rotations none / z / SO(3), angle sweeps and measured "
-                    "invariance; writes report.json, PNG plots and a self-contained report.html.",
-    )
-    parser.add_argument("models", nargs="+", help="pretrained names, checkpoint paths or file:// URLs")
-    parser.add_argument("--out", required=True, help="report folder (must not exist or be empty)")
-    parser.add_argument("--data", help="config (path or shipped name) whose data section to test on; default: the "
-                                       "first checkpoint's own data settings")
-    parser.add_argument("--n-rotations", type=int, default=4, help="seeded rotations per shape and protocol")
-    parser.add_argument("--sweep-step", type=float, default=15.0, help="angle sweep bin in degrees")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-samples", type=int, help="evaluate only the first N test shapes")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--double", action="store_true", help="evaluate in float64")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
-    ns = parser.parse_args(args)
-    from pointgeo.robustness import ProtocolSettings, run_robustness
-
-    try:
-        report = run_robustness(
-            ns.models, ns.out, data_config=ns.data, batch_size=ns.batch_size, device=ns.device, double=ns.double,
-            overwrite=ns.overwrite, max_samples=ns.max_samples,
-            settings=ProtocolSettings(n_rotations=ns.n_rotations, sweep_step=ns.sweep_step, seed=ns.seed),
-        )
-    except (KeyError, ValueError, FileNotFoundError, FileExistsError) as exc:
-        raise SystemExit(f"pointgeo robustness: {exc.args[0] if exc.args else exc}") from exc
-    print(format_table(report["table"]))
-    print(f"report: {Path(ns.out) / 'report.html'}")
-
-
-def format_table(rows: list[dict]) -> str:
-    """The comparison table as aligned text (accuracies in %)."""
-    columns = [c for c in rows[0] if c != "network"]
-    cells = [[c for c in columns]] + [
-        [f"{100 * r[c]:.1f}" if "/" in c or c.startswith("flip") else f"{r[c]:.1e}" if isinstance(r[c], float)
-         else str(r[c]) for c in columns] for r in rows
-    ]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    return "\n".join(" | ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``pointgeo`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -195,7 +144,9 @@ def main(argv: list[str] | None = None) -> None:
     elif command == "models":
         list_models_command(rest)
     elif command == "robustness":
-        robustness_command(rest)
+        from pointgeo.robustness.command import main as robustness_main
+
+        robustness_main(rest)
     elif command == "view":
         from pointgeo.viz.viewer import cli as view_cli
 

@@ -102,7 +102,7 @@ def read_data_config(config: str) -> dict[str, Any]:
     """The ``data`` section (``class_path`` + ``init_args``) of a YAML config, given by path or shipped name."""
     import yaml
 
-    from pointgeo.cli import shipped_config
+    from pointgeo.configs import shipped_config
 
     path = Path(config) if Path(config).is_file() else shipped_config(config)
     if path is None:
