@@ -54,11 +54,22 @@ class CloudArrays:
         return CloudArrays(self.pos[index], self.label[index], rows(self.normal), rows(self.seg), rows(self.category))
 
 
-def normalize_unit_sphere(pos: np.ndarray) -> np.ndarray:
-    """Centre every cloud ``(S, N, 3)`` at its centroid and scale it into the unit sphere."""
+def normalize_unit_sphere(pos: np.ndarray, where: str = "pos") -> np.ndarray:
+    """Centre every cloud ``(S, N, 3)`` at its centroid and scale it so its farthest point lies on the unit sphere
+    (PointNet++'s ``pc_normalize``: ``(x - mean) / max ||x - mean||``).
+
+    Raises:
+        ValueError: a cloud holds NaN/inf, or all its points are equal (``where`` names the data in the message).
+    """
+    finite = np.isfinite(pos).all(axis=(1, 2))
+    if not finite.all():
+        raise ValueError(f"{where}: sample {int(np.flatnonzero(~finite)[0])} contains NaN or inf coordinates")
     centred = pos - pos.mean(axis=1, keepdims=True)
     radius = np.linalg.norm(centred, axis=-1).max(axis=1)
-    return centred / np.maximum(radius, 1e-12)[:, None, None]
+    flat = radius <= 1e-6 * np.maximum(np.abs(pos).max(axis=(1, 2)), 1.0)
+    if flat.any():
+        raise ValueError(f"{where}: sample {int(np.flatnonzero(flat)[0])} is degenerate (all its points are equal)")
+    return centred / radius[:, None, None]
 
 
 def sample_seed(*parts: int) -> int:
@@ -232,7 +243,7 @@ class PointCloudDataModule(pl.LightningDataModule, ABC):
 
     def _load_normalized(self, split: str) -> CloudArrays:
         arrays = self.load_split(split)
-        arrays.pos = normalize_unit_sphere(arrays.pos).astype(np.float32)
+        arrays.pos = normalize_unit_sphere(arrays.pos, f"{self.name} {split} split").astype(np.float32)
         return arrays
 
     def _train_val_indices(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -260,6 +271,12 @@ class PointCloudDataModule(pl.LightningDataModule, ABC):
                 self._splits["val"] = full.subset(val_idx)
         if stage in (None, "test", "predict") and "test" not in self._splits:
             self._splits["test"] = self._load_normalized("test")
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}={len(v.label)}" for k, v in self._splits.items()) or "not set up"
+        return (f"{type(self).__name__}({self.num_classes} classes, {sizes}; num_points={self.num_points}, "
+                f"normals={self.use_normals}, rotation train={self.train_rotation} test={self.test_rotation} "
+                f"about {self.up_axis}, batch_size={self.batch_size})")
 
     def dataset(self, split: str) -> RotatedCloudDataset:
         """The dataset of ``train``, ``val`` or ``test`` with its rotation protocol applied."""

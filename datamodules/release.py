@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -18,21 +19,34 @@ class DatasetNotFoundError(FileNotFoundError):
     """The dataset is not on disk and could not be downloaded."""
 
 
-def ensure_release(url: str, raw_dir: Path, root: Path, *, allow_download: bool, label: str) -> None:
+def ensure_release(url: str, raw_dir: Path, root: Path, *, allow_download: bool, label: str,
+                   sha256: str | None = None) -> None:
     """Make sure the extracted release folder ``raw_dir`` (inside ``root``) exists: download ``url`` into
-    ``root/raw`` and extract it atomically if needed. Failure raises one :class:`DatasetNotFoundError` naming the URL
-    and the folder to extract the archive into."""
+    ``root/raw`` (verified against ``sha256`` when one is known) and extract it atomically if needed. The archive is
+    kept in ``root/raw`` so a deleted ``raw_dir`` needs no new download. Failure raises one
+    :class:`DatasetNotFoundError` naming the URL and the folder to extract the archive into."""
     if raw_dir.is_dir():
         return
     hint = f"{label} is not in {raw_dir}. Download {url} and extract it into {root} (so that {raw_dir} exists)"
     if not allow_download:
         raise DatasetNotFoundError(hint + ", or pass download=True.")
     try:
-        archive = download(url, root / "raw" / Path(url).name)
+        archive = download(url, root / "raw" / Path(url).name, sha256=sha256)
     except DownloadError as exc:
         raise DatasetNotFoundError(f"{hint}. ({exc})") from exc
-    extracted = extract_archive(archive, root / ".extracted")
+    staging = root / f".{raw_dir.name}.extracted"
+    try:
+        extracted = extract_archive(archive, staging)
+    except ValueError as exc:  # corrupt or truncated: drop our copy so the next run downloads it again
+        if archive.parent != root / "raw":  # a user's own file (local path URL) is never deleted
+            raise DatasetFileError(str(exc)) from exc
+        archive.unlink(missing_ok=True)
+        raise DatasetFileError(f"{exc}; the archive was removed, run again to download it again") from exc
+    if not (extracted / raw_dir.name).is_dir():
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DatasetFileError(f"{archive} has no top folder {raw_dir.name}/ (not the {label} release?)")
     os.replace(extracted / raw_dir.name, raw_dir)
+    shutil.rmtree(staging, ignore_errors=True)  # whatever else the archive held (e.g. __MACOSX/)
 
 
 def processed_path(root: Path, name: str, split: str, settings: list[object]) -> Path:

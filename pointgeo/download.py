@@ -1,12 +1,13 @@
 """The one download routine of pointgeo (datasets and pretrained checkpoints): cache, verify, resume, never half.
 
 ``download(url, dest, sha256=...)`` goes through :func:`pooch.retrieve`, which writes into a temporary file beside
-``dest``, checks the full sha256 and moves the file into place atomically. pooch does not resume interrupted
-transfers, so its downloader is :class:`ResumableDownloader`: it streams into a stable ``<dest>.part`` file, resumes
-it with an HTTP ``Range`` request on the next run (restarting when the server ignores ranges), shows a progress bar,
-and hands the finished file to pooch. A wrong checksum removes the file and raises :class:`ChecksumError` with both
-hashes; an unreachable host, or ``POINTGEO_OFFLINE=1``, raises :class:`DownloadError` naming the URL and the exact
-path where the file can be placed by hand. A local path or ``file://`` URL is accepted wherever a URL is.
+``dest``, checks the full sha256 and moves the file into place atomically. pooch is used because it is the
+well-kept fetcher of the scientific Python stack and already does the verify-then-move part right; it does not
+resume interrupted transfers, so its downloader is :class:`ResumableDownloader` (requests + tqdm): it streams into a
+stable ``<dest>.part`` file, resumes it with an HTTP ``Range`` request on the next run (restarting when the server
+ignores ranges), shows a progress bar, and hands the finished file to pooch. A wrong checksum removes the file and
+raises :class:`ChecksumError` with both hashes; an unreachable host, or ``POINTGEO_OFFLINE=1``, raises
+:class:`DownloadError` naming the URL and the exact path where the file can be placed by hand. A local path or ``file://`` URL is accepted wherever a URL is.
 """
 
 from __future__ import annotations
@@ -84,25 +85,52 @@ class ResumableDownloader:
         if check_only:
             return requests.head(url, timeout=self.timeout, allow_redirects=True).ok
         done = self.part_path.stat().st_size if self.part_path.exists() else 0
-        headers = {"Range": f"bytes={done}-"} if done else {}
-        with requests.get(url, stream=True, timeout=self.timeout, headers=headers) as response:
-            if response.status_code == 416:  # nothing left to fetch: the part file is complete
-                response.close()
-            else:
-                response.raise_for_status()
-                resumed = done > 0 and response.status_code == 206
-                if not resumed:
-                    done = 0  # the server ignored the range: start over
-                total = int(response.headers.get("Content-Length", 0)) + done or None
-                with open(self.part_path, "ab" if resumed else "wb") as fh, tqdm(
-                    total=total, initial=done, unit="B", unit_scale=True, desc=Path(urlparse(url).path).name,
-                    disable=not self.progress,
-                ) as bar:
-                    for block in response.iter_content(CHUNK):
-                        fh.write(block)
-                        bar.update(len(block))
+        if not self._fetch(url, done):
+            self._fetch(url, 0)  # the server answered another range than the one asked for: start over
         os.replace(self.part_path, output_file)
         return None
+
+    def _fetch(self, url: str, done: int) -> bool:
+        """Stream ``url`` into the part file, continuing from byte ``done``; ``False`` when the server answered a range
+        other than the one asked for (the caller then starts over). A server that ignores ``Range`` and sends the
+        whole file (200) is followed from byte 0.
+
+        Raises:
+            DownloadError: the connection ended before ``Content-Length`` bytes arrived (the part file is kept).
+        """
+        headers = {"Range": f"bytes={done}-"} if done else {}
+        with requests.get(url, stream=True, timeout=self.timeout, headers=headers) as response:
+            if done and response.status_code == 416:  # nothing left past ``done``: complete if the sizes agree
+                return _content_range(response)[1] == done
+            response.raise_for_status()
+            if response.status_code == 206 and _content_range(response)[0] != done:
+                return False
+            if response.status_code != 206:
+                done = 0
+            length = response.headers.get("Content-Length")
+            total = int(length) + done if length is not None else None
+            with open(self.part_path, "ab" if done else "wb") as fh, tqdm(
+                total=total, initial=done, unit="B", unit_scale=True, desc=Path(urlparse(url).path).name,
+                disable=not self.progress,
+            ) as bar:
+                for block in response.iter_content(CHUNK):
+                    fh.write(block)
+                    bar.update(len(block))
+        size = self.part_path.stat().st_size
+        if total is not None and size < total:
+            raise DownloadError(f"{url}: the connection closed after {size} of {total} bytes")
+        return True
+
+
+def _content_range(response: requests.Response) -> tuple[int | None, int | None]:
+    """``(first byte, total size)`` of ``Content-Range: bytes <start>-<end>/<total>`` (or ``bytes */<total>``)."""
+    value = response.headers.get("Content-Range", "")
+    try:
+        span, total = value.split()[1].split("/")
+        start = None if span == "*" else int(span.split("-")[0])
+        return start, (None if total == "*" else int(total))
+    except (IndexError, ValueError):
+        return None, None
 
 
 def _manual_hint(urls: Sequence[str], dest: Path) -> str:
@@ -153,9 +181,10 @@ def download(
             return dest
         except ValueError as exc:  # pooch's hash mismatch; it has removed the file
             raise ChecksumError(f"{candidate}: {exc}. The file was removed; run again to retry.") from exc
-        except (requests.RequestException, OSError) as exc:
+        except (requests.RequestException, OSError, DownloadError) as exc:
             errors.append(f"{candidate}: {exc}")
-    raise DownloadError(f"could not download {dest.name} ({'; '.join(errors)}); {_manual_hint(urls, dest)}")
+    kept = f" The partial file {part} is kept; running again resumes it." if part.exists() else ""
+    raise DownloadError(f"could not download {dest.name} ({'; '.join(errors)}); {_manual_hint(urls, dest)}.{kept}")
 
 
 def _verify(path: Path, expected: str | None, *, remove: bool) -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import tarfile
+import threading
+import zipfile
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -13,6 +18,31 @@ from pointgeo.download import ChecksumError, DownloadError, download, extract_ar
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+@pytest.fixture
+def plain_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """The standard library's file server (it ignores ``Range``; 404 for missing files) over ``tmp_path/www``:
+    yields its base URL and the headers of every request."""
+    monkeypatch.delenv("POINTGEO_OFFLINE", raising=False)
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "file.bin").write_bytes(PAYLOAD)
+    seen: list[dict[str, str]] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append(dict(self.headers))
+            super().do_GET()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(www)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
+    httpd.shutdown()
+    httpd.server_close()
 
 
 @pytest.fixture
@@ -34,10 +64,15 @@ def test_good_download_and_cache_hit_without_request(server: RangeServer, tmp_pa
 
 def test_corrupted_download_is_removed_and_reports_both_hashes(server: RangeServer, tmp_path: Path) -> None:
     server.corrupt = True
+    bad = bytearray(PAYLOAD)
+    bad[1000] ^= 0xFF
     dest = tmp_path / "file.bin"
-    with pytest.raises(ChecksumError, match=SHA):
+    with pytest.raises(ChecksumError) as info:
         download(server.url, dest, sha256=SHA, progress=False)
+    assert SHA in str(info.value) and hashlib.sha256(bad).hexdigest() in str(info.value)
     assert not dest.exists() and not list(tmp_path.iterdir())
+    server.corrupt = False
+    assert download(server.url, dest, sha256=SHA, progress=False).read_bytes() == PAYLOAD  # a rerun recovers
 
 
 def test_interrupted_download_resumes_with_a_range_request(server: RangeServer, tmp_path: Path) -> None:
@@ -52,6 +87,34 @@ def test_interrupted_download_resumes_with_a_range_request(server: RangeServer, 
     download(server.url, dest, sha256=SHA, progress=False)
     assert dest.read_bytes() == PAYLOAD and not part.exists()
     assert server.requests[-1].get("Range") == f"bytes={kept}-"
+
+
+def test_interrupted_download_without_checksum_keeps_the_part_file(server: RangeServer, tmp_path: Path) -> None:
+    server.cut_after = 100_000
+    dest = tmp_path / "file.bin"
+    with pytest.raises(DownloadError, match="running again resumes it"):
+        download(server.url, dest, progress=False)
+    assert not dest.exists()  # a short file never takes the final name, even unverified
+    assert download(server.url, dest, progress=False).read_bytes() == PAYLOAD
+
+
+def test_server_ignoring_range_restarts_from_scratch(plain_server: tuple[str, list[dict[str, str]]],
+                                                     tmp_path: Path) -> None:
+    base, seen = plain_server
+    dest = tmp_path / "file.bin"
+    (tmp_path / "file.bin.part").write_bytes(b"stale bytes of another version")
+    assert download(f"{base}/file.bin", dest, sha256=SHA, progress=False).read_bytes() == PAYLOAD
+    assert seen[0].get("Range") == "bytes=30-"  # asked to resume, got the whole file, wrote it from byte 0
+
+
+def test_mirror_is_used_when_the_first_url_fails(plain_server: tuple[str, list[dict[str, str]]],
+                                                 server: RangeServer, tmp_path: Path) -> None:
+    base, _ = plain_server
+    dest = tmp_path / "file.bin"
+    assert download(f"{base}/missing.bin", dest, sha256=SHA, mirrors=[server.url], progress=False) == dest
+    assert dest.read_bytes() == PAYLOAD
+    with pytest.raises(DownloadError, match=r"404.*missing\.bin.*place it at"):
+        download(f"{base}/missing.bin", tmp_path / "other.bin", progress=False)
 
 
 def test_offline_mode_makes_no_request_and_names_the_manual_path(server: RangeServer, tmp_path: Path,
@@ -81,13 +144,17 @@ def test_local_paths_and_file_urls_are_verified_in_place(tmp_path: Path) -> None
 
 
 def test_extraction_is_atomic_and_rejects_corrupt_archives(tmp_path: Path) -> None:
-    import zipfile
-
     archive = tmp_path / "a.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("folder/data.txt", "hello")
     out = extract_archive(archive, tmp_path / "out", progress=False)
     assert (out / "folder" / "data.txt").read_text() == "hello"
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "data.txt").write_text("tarred")
+    with tarfile.open(tmp_path / "a.tar.gz", "w:gz") as tf:
+        tf.add(tmp_path / "src", arcname="folder")
+    out_tar = extract_archive(tmp_path / "a.tar.gz", tmp_path / "out_tar", progress=False)
+    assert (out_tar / "folder" / "data.txt").read_text() == "tarred"
     broken = tmp_path / "b.zip"
     broken.write_bytes(archive.read_bytes()[:40])
     with pytest.raises(ValueError, match="corrupt or truncated"):
