@@ -21,10 +21,11 @@ with their face normals, seeded per file.
 Raw files are downloaded into ``root`` (default ``$POINTGEO_HOME/datasets/<name>``) and extracted atomically;
 preprocessed arrays go to ``root/processed/`` under a name keyed by a hash of every preprocessing setting (format,
 variant, num_points, sampling, seed), written atomically, with a progress bar. Preprocessing the full txt release
-takes about 10 minutes on 2 CPU cores (mostly FPS), once. The hosts publish no checksums (``sha256`` is ``None`` in
-:data:`RELEASES`: the archives are **not** hash-verified; public loaders only list MD5s of the individual HDF5
-shards, which we could not confirm), and the Stanford host is often down: an unreachable host gives one message
-with the URL and the folder to put the data in.
+takes roughly 10-15 minutes on 2 CPU cores, once (measured: ~15 ms to read a shape, ~3 s of FPS per 64 shapes).
+
+The hosts publish no checksums (``sha256`` is ``None`` in :data:`RELEASES`: the archives are **not** hash-verified;
+public loaders only list MD5s of the individual HDF5 shards, which we could not confirm), and the Stanford host is
+often down: an unreachable host gives one message with the URL and the folder to put the data in.
 """
 
 from __future__ import annotations
