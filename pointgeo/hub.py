@@ -113,30 +113,52 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
+TASK_CLASSES = {"classification": "ClassificationTask", "segmentation": "PartSegmentationTask"}
+"""The :mod:`pointgeo.tasks` class rebuilt for each checkpoint kind (``checkpoint["pointgeo"]["task"]``)."""
+
+
 def from_pretrained(name_or_path: str, num_classes: int | None = None, *, progress: bool = True) -> Any:
     """A ready LightningModule (in eval mode) from a registry name, a local path or a ``file://`` URL.
 
-    With ``num_classes`` different from the checkpoint's, every parameter whose shape no longer fits (the
-    classifier's last layer) is re-initialised and a warning names it; the rest keeps its trained values.
-    The network is ``task.net``.
+    The network is ``task.net``. Every stored weight must fit the network rebuilt from the checkpoint's
+    hyper-parameters, except that with ``num_classes`` different from a classification checkpoint's, the parameters
+    whose shape no longer fits (the classifier's last layer) are re-initialised and a warning names them; the rest
+    keeps its trained values. Raises ``KeyError`` (unknown name), ``FileNotFoundError`` (missing file) and
+    ``ValueError`` (corrupt file, unknown task kind, hyper-parameters or weights that do not fit this pointgeo).
     """
-    from pointgeo.tasks import ClassificationTask
+    import pointgeo.tasks
 
     ckpt = load_checkpoint(fetch(name_or_path, progress=progress))
-    task_kind = ckpt.get("pointgeo", {}).get("task", "classification")
-    if task_kind != "classification":
-        raise ValueError(f"{name_or_path} is a {task_kind} checkpoint; from_pretrained builds classification models")
+    meta = ckpt.get("pointgeo", {})
+    kind = meta.get("task", "classification")
+    if kind not in TASK_CLASSES:
+        raise ValueError(f"{name_or_path} is a {kind} checkpoint; from_pretrained builds {', '.join(TASK_CLASSES)}")
+    cls = getattr(pointgeo.tasks, TASK_CLASSES[kind])
     hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
-    if num_classes is not None:
+    new_head = num_classes is not None and num_classes != hparams.get("num_classes")
+    if new_head and kind != "classification":
+        raise ValueError(f"num_classes={num_classes}: only classification heads can be replaced; {name_or_path} is a "
+                         f"{kind} checkpoint for {hparams.get('num_classes')} categories")
+    if new_head:
         hparams["num_classes"] = num_classes
-    task = ClassificationTask(**hparams)
-    own = task.state_dict()
-    state = {k: v for k, v in ckpt["state_dict"].items() if k in own and own[k].shape == v.shape}
-    replaced = sorted(k for k in own if k not in state and not k.startswith("metrics."))
-    if replaced:
-        warnings.warn(f"head replaced for {hparams['num_classes']} classes: re-initialised {', '.join(replaced)}",
-                      stacklevel=2)
-    task.load_state_dict(state, strict=False)
+    written_by = f"written by pointgeo {meta.get('version', 'unknown')}"
+    try:
+        task = cls(**hparams)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"{name_or_path} ({written_by}): its hyper-parameters do not build a {cls.__name__}: "
+                         f"{exc}") from exc
+    own, stored = task.state_dict(), ckpt["state_dict"]
+    missing = sorted(k for k in own if k not in stored)
+    unexpected = sorted(k for k in stored if k not in own)
+    reshaped = sorted(k for k in own if k in stored and own[k].shape != stored[k].shape)
+    if missing or unexpected or (reshaped and not new_head):
+        problems = {"missing": missing, "unexpected": unexpected, "other shape": reshaped}
+        found = "; ".join(f"{what} {', '.join(keys)}" for what, keys in problems.items() if keys)
+        raise ValueError(f"{name_or_path} ({written_by}): its weights do not fit the {hparams.get('network')!r} "
+                         f"network of this pointgeo: {found}")
+    if reshaped:
+        warnings.warn(f"head replaced for {num_classes} classes: re-initialised {', '.join(reshaped)}", stacklevel=2)
+    task.load_state_dict({k: v for k, v in stored.items() if k not in reshaped}, strict=not reshaped)
     return task.eval()
 
 

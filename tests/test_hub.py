@@ -94,12 +94,45 @@ def test_bad_names_and_files_get_clear_errors(tmp_path: Path) -> None:
         hub.from_pretrained(str(broken))
     other = tmp_path / "other.ckpt"
     ckpt = torch.load(hub.fetch(NAME), weights_only=True)
-    ckpt["pointgeo"]["task"] = "segmentation"
-    torch.save(ckpt, other)
-    with pytest.raises(ValueError, match="is a segmentation checkpoint"):
+    torch.save({**ckpt, "pointgeo": {"version": "0.1.0", "task": "registration"}}, other)
+    with pytest.raises(ValueError, match="is a registration checkpoint"):
         hub.from_pretrained(str(other))
     with pytest.raises(FileNotFoundError, match="no checkpoint file"):
         hub.from_pretrained(str(tmp_path / "missing.ckpt"))
+
+
+def test_weights_that_do_not_fit_the_rebuilt_network_are_refused(tmp_path: Path) -> None:
+    ckpt = torch.load(hub.fetch(NAME), weights_only=True)
+    first = next(iter(ckpt["state_dict"]))
+    cases = {
+        "unexpected net.extra.weight$":
+            {**ckpt, "state_dict": {**ckpt["state_dict"], "net.extra.weight": torch.eye(3)}},
+        f"missing {first}$": {**ckpt, "state_dict": {k: v for k, v in ckpt["state_dict"].items() if k != first}},
+        r"other shape net\.backbone\.head\.4\.bias, net\.backbone\.head\.4\.weight$":
+            {**ckpt, "hyper_parameters": {**ckpt["hyper_parameters"], "num_classes": 5}},
+        "hyper-parameters do not build a ClassificationTask":
+            {**ckpt, "hyper_parameters": {**ckpt["hyper_parameters"], "dropout_of_v9": 0.5}},
+    }
+    for i, (problem, bad) in enumerate(cases.items()):
+        path = tmp_path / f"bad{i}.ckpt"
+        torch.save(bad, path)
+        with pytest.raises(ValueError, match=problem):
+            hub.from_pretrained(str(path))
+
+
+def test_segmentation_checkpoints_load_and_refuse_a_new_head(tmp_path: Path) -> None:
+    from pointgeo.tasks import PartSegmentationTask
+
+    seg = PartSegmentationTask("pointnet_seg", num_classes=2, num_parts=4, category_parts=[[0, 1], [2, 3]],
+                               network_kwargs={"channels": [16, 32], "head": [16]})
+    path = tmp_path / "seg.ckpt"
+    torch.save({"state_dict": seg.state_dict(), "hyper_parameters": dict(seg.hparams),
+                "pointgeo": {"version": "0.1.0", "task": "segmentation"}}, path)
+    task = hub.from_pretrained(str(path))
+    assert isinstance(task, PartSegmentationTask) and not task.training
+    assert all(torch.equal(v, task.state_dict()[k]) for k, v in seg.state_dict().items())
+    with pytest.raises(ValueError, match="only classification heads can be replaced"):
+        hub.from_pretrained(str(path), num_classes=3)
 
 
 @pytest.mark.parametrize("name", sorted(hub.CHECKPOINTS))
