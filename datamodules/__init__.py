@@ -4,6 +4,7 @@ from pointgeo.datamodules.base import CloudArrays, PointCloudDataModule
 from pointgeo.datamodules.modelnet import ModelNet10DataModule, ModelNet40DataModule, ModelNetDataModule
 from pointgeo.datamodules.readers import DatasetFileError
 from pointgeo.datamodules.release import DatasetNotFoundError
+from pointgeo.datamodules.scanobjectnn import ScanObjectNNDataModule
 from pointgeo.datamodules.shapenet_part import ShapeNetPartDataModule
 from pointgeo.datamodules.synthetic import SyntheticShapesDataModule
 
@@ -15,6 +16,7 @@ __all__ = [
     "ModelNet40DataModule",
     "ModelNetDataModule",
     "PointCloudDataModule",
+    "ScanObjectNNDataModule",
     "ShapeNetPartDataModule",
     "SyntheticShapesDataModule",
 ]

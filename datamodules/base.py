@@ -33,6 +33,8 @@ class CloudArrays:
     normal: np.ndarray | None = None
     seg: np.ndarray | None = None
     category: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    """Optional per-point boolean ``(S, N)``, e.g. ScanObjectNN's object (True) / background (False) mask."""
 
     def __post_init__(self) -> None:
         if self.pos.ndim != 3 or self.pos.shape[-1] != 3:
@@ -45,13 +47,16 @@ class CloudArrays:
             raise ValueError(f"seg must have shape {self.pos.shape[:2]}; got {self.seg.shape}")
         if self.category is not None and self.category.shape != self.label.shape:
             raise ValueError(f"category must have shape {self.label.shape}; got {self.category.shape}")
+        if self.mask is not None and self.mask.shape != self.pos.shape[:2]:
+            raise ValueError(f"mask must have shape {self.pos.shape[:2]}; got {self.mask.shape}")
 
     def subset(self, index: np.ndarray) -> CloudArrays:
         """The rows ``index`` of every array."""
         def rows(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[index]
 
-        return CloudArrays(self.pos[index], self.label[index], rows(self.normal), rows(self.seg), rows(self.category))
+        return CloudArrays(self.pos[index], self.label[index], rows(self.normal), rows(self.seg), rows(self.category),
+                           rows(self.mask))
 
 
 def normalize_unit_sphere(pos: np.ndarray, where: str = "pos") -> np.ndarray:
@@ -158,6 +163,8 @@ class RotatedCloudDataset(Dataset):
             sample["seg"] = torch.from_numpy(self.arrays.seg[index]).long()[keep]
         if self.arrays.category is not None:
             sample["category"] = torch.tensor(int(self.arrays.category[index]), dtype=torch.long)
+        if self.arrays.mask is not None:
+            sample["mask"] = torch.from_numpy(self.arrays.mask[index]).bool()[keep]
         return sample
 
 

@@ -118,3 +118,19 @@ def write_shapenet_part_h5(folder: Path, shapes_per_split: dict[str, int], *, po
             fh["pid"] = pid.astype(np.uint8)
         (folder / f"{split}_hdf5_file_list.txt").write_text(f"hdf5_data/{path.name}\n")
     return folder
+
+
+def write_scanobjectnn_h5(path: Path, count: int, *, points: int = 256, with_mask: bool = True,
+                          num_classes: int = 15, seed: int = 0) -> Path:
+    """A ScanObjectNN-style h5 file: ``data (S, N, 3)`` float32, ``label (S,)`` and (optionally) ``mask (S, N)``
+    with the object points marked by their label and background points by -1, as the release does."""
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    label = (np.arange(count) % num_classes).astype(np.int64)
+    with h5py.File(path, "w") as fh:
+        fh["data"] = rng.normal(size=(count, points, 3)).astype(np.float32)
+        fh["label"] = label
+        if with_mask:
+            background = rng.random((count, points)) < 0.3
+            fh["mask"] = np.where(background, -1, label[:, None]).astype(np.int64)
+    return path
