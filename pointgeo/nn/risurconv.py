@@ -35,53 +35,36 @@ from pointgeo.geometry import estimate_normals, farthest_point_sampling, index_p
 from pointgeo.geometry.checks import check_points
 from pointgeo.geometry.frames import principal_axes
 from pointgeo.geometry.risp import angular_order, risp_features
+from pointgeo.nn.linear_bn import LinearBN
 from pointgeo.registry import register_model
 
 AttentionNorm = Literal["query", "centres"]
 RISP_CHANNELS = 14
 
 
-def conv_bn(c_in: int, c_out: int, dims: int = 2, relu: bool = True) -> nn.Sequential:
-    """1×1 convolution (no bias) + BatchNorm (+ ReLU) on ``(B, C, S[, K])``."""
-    conv, bn = (nn.Conv2d, nn.BatchNorm2d) if dims == 2 else (nn.Conv1d, nn.BatchNorm1d)
-    layers: list[nn.Module] = [conv(c_in, c_out, 1, bias=False), bn(c_out)]
-    if relu:
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
-
-
 class OffsetAttention(nn.Module):
-    """PCT offset attention (Guo et al. 2021): ``x + ReLU(BN(W(x - v A)))`` with ``A = norm(softmax(q^T k))``.
+    """PCT offset attention (Guo et al. 2021), channels last: ``x + ReLU(BN(W(x - Aᵀ v)))`` with
+    ``A = norm(softmax(q kᵀ))`` over the second-last axis of ``x``.
 
-    On ``(B, C, L)`` it attends over the ``L`` centres (normalised over the query axis). On ``(B, C, S, K)`` it
-    attends inside each neighbourhood of ``K`` points; ``norm="query"`` L1-normalises over the query axis as PCT
-    does, ``norm="centres"`` over the centre axis ``S`` as the released RISurConv code does.
+    On ``(B, L, C)`` it attends over the ``L`` centres; on ``(B, S, K, C)`` inside each neighbourhood of ``K``
+    points. ``norm="query"`` L1-normalises the attention over the query axis as PCT does; ``norm="centres"`` (only
+    for neighbourhoods) over the centre axis ``S`` as the released RISurConv code does, which couples the
+    neighbourhoods of a sample.
     """
 
-    def __init__(self, channels: int, dims: int, norm: AttentionNorm = "query") -> None:
+    def __init__(self, channels: int, norm: AttentionNorm = "query") -> None:
         super().__init__()
-        conv = nn.Conv2d if dims == 2 else nn.Conv1d
-        self.q = conv(channels, channels // 4, 1, bias=False)
-        self.k = conv(channels, channels // 4, 1, bias=False)
-        self.v = conv(channels, channels, 1)
-        self.out = conv_bn(channels, channels, dims)
-        self.dims = dims
+        self.qk = nn.Linear(channels, 2 * (channels // 4), bias=False)
+        self.v = nn.Linear(channels, channels)
+        self.out = LinearBN(channels, channels)
         self.norm = norm
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.dims == 2:  # (B, C, S, K) -> attention (B, S, K, K)
-            q = self.q(x).permute(0, 2, 3, 1)  # (B, S, K, C/4)
-            k = self.k(x).permute(0, 2, 1, 3)  # (B, S, C/4, K)
-            v = self.v(x).permute(0, 2, 1, 3)  # (B, S, C, K)
-            attn = torch.softmax(q @ k, dim=-1)
-            axis = 2 if self.norm == "query" else 1
-            attn = attn / (1e-9 + attn.sum(dim=axis, keepdim=True))
-            x_r = (v @ attn).permute(0, 2, 1, 3)  # (B, C, S, K)
-        else:  # (B, C, L) -> attention (B, L, L)
-            attn = torch.softmax(self.q(x).transpose(1, 2) @ self.k(x), dim=-1)
-            attn = attn / (1e-9 + attn.sum(dim=1, keepdim=True))
-            x_r = self.v(x) @ attn
-        return x + self.out(x - x_r)
+        q, k = self.qk(x).chunk(2, dim=-1)
+        attn = torch.softmax(q @ k.transpose(-1, -2), dim=-1)  # (..., L query, L key)
+        axis = 1 if self.norm == "centres" and x.dim() == 4 else -2
+        attn = attn / (1e-9 + attn.sum(dim=axis, keepdim=True))
+        return x + self.out(x - attn.transpose(-1, -2) @ self.v(x))
 
 
 def global_axis(offsets: Tensor, signed: bool) -> Tensor:
@@ -98,8 +81,37 @@ def global_axis(offsets: Tensor, signed: bool) -> Tensor:
     return axis
 
 
+class SurfaceConv(nn.Module):
+    """The neighbourhood part of a RISurConv block: RISP of angularly ordered neighbourhoods, embedding
+    (14 → 32 → 64, one ReLU), offset attention inside each neighbourhood, a shared MLP on ``[embedding ; gathered
+    point features]``, max over the neighbours and offset attention across the centres.
+
+    Shapes:
+        ``centre (B, S, 3)``, ``centre_normal (B, S, 3)``, ``pos (B, N, 3)``, ``normal (B, N, 3)``,
+        ``features (B, N, C_in) | None``, ``idx (B, S, K)`` (neighbours of each centre in ``pos``, any order),
+        ``origin (B, S, 3)`` (where the descriptor is taken from; the centre) → ``(B, S, C_out)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, attention_norm: AttentionNorm = "query") -> None:
+        super().__init__()
+        self.embed = nn.Sequential(LinearBN(RISP_CHANNELS, 32, relu=False), LinearBN(32, 64))
+        self.local_attention = OffsetAttention(64, norm=attention_norm)
+        self.conv = LinearBN(64, out_channels, gathered_channels=in_channels, pool=True)
+        self.centre_attention = OffsetAttention(out_channels)
+
+    def forward(self, centre: Tensor, centre_normal: Tensor, pos: Tensor, normal: Tensor, features: Tensor | None,
+                idx: Tensor, origin: Tensor) -> Tensor:
+        order = angular_order(centre, centre_normal, index_points(pos, idx))
+        idx = torch.gather(idx, -1, order)
+        step = 2 if centre.shape[1] >= 1024 else 1
+        risp = risp_features(origin, centre_normal, index_points(pos, idx), index_points(normal, idx), step)
+        x = self.local_attention(self.embed(risp))  # (B, S, K, 64)
+        x = self.conv(x, features, idx) if features is not None else self.conv(x)  # (B, S, C_out)
+        return self.centre_attention(x)
+
+
 class RISurConvBlock(nn.Module):
-    """One RISurConv set abstraction: centres, ordered neighbourhoods, RISP, attentions, max pooling.
+    """One RISurConv set abstraction: FPS centres (or the centroid), their kNN neighbourhoods, :class:`SurfaceConv`.
 
     Args:
         centres: number of FPS centres, or ``None`` for the global layer (one centre: the centroid).
@@ -118,14 +130,9 @@ class RISurConvBlock(nn.Module):
         super().__init__()
         self.centres, self.k = centres, k
         self.signed_axes, self.centred_global = signed_axes, centred_global
-        self.embed = nn.Sequential(conv_bn(RISP_CHANNELS, 32, relu=False), conv_bn(32, 64))
-        self.local_attention = OffsetAttention(64, dims=2, norm=attention_norm)
-        self.conv = conv_bn(64 + in_channels, out_channels)
-        self.centre_attention = OffsetAttention(out_channels, dims=1)
+        self.surface = SurfaceConv(in_channels, out_channels, attention_norm)
 
-    def group(self, pos: Tensor, normal: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Centres ``(B, S, 3)``, their normals, the ordered neighbour indices ``(B, S, K)`` and the position the
-        descriptor is taken from (the centre, or the origin in the faithful global layer)."""
+    def forward(self, pos: Tensor, normal: Tensor, features: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         b, n, _ = pos.shape
         if self.centres is None:
             centre = pos.mean(dim=1, keepdim=True)
@@ -135,20 +142,8 @@ class RISurConvBlock(nn.Module):
             chosen = farthest_point_sampling(pos, self.centres)
             centre, centre_normal = index_points(pos, chosen), index_points(normal, chosen)
             idx, _ = knn(centre, pos, self.k)
-        order = angular_order(centre, centre_normal, index_points(pos, idx))
-        idx = torch.gather(idx, -1, order)
         origin = centre if self.centres is not None or self.centred_global else torch.zeros_like(centre)
-        return centre, centre_normal, idx, origin
-
-    def forward(self, pos: Tensor, normal: Tensor, features: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        centre, centre_normal, idx, origin = self.group(pos, normal)
-        step = 2 if centre.shape[1] >= 1024 else 1
-        risp = risp_features(origin, centre_normal, index_points(pos, idx), index_points(normal, idx), step)
-        x = self.local_attention(self.embed(risp.permute(0, 3, 1, 2)))  # (B, 64, S, K)
-        if features is not None:
-            x = torch.cat([x, index_points(features, idx).permute(0, 3, 1, 2)], dim=1)
-        x = self.conv(x).amax(dim=-1)  # (B, C_out, S)
-        return centre, centre_normal, self.centre_attention(x).transpose(1, 2)
+        return centre, centre_normal, self.surface(centre, centre_normal, pos, normal, features, idx, origin)
 
 
 def input_normals(pos: Tensor, normal: Tensor | None, use_normals: bool, k: int, signed: bool) -> Tensor:
@@ -173,7 +168,8 @@ class RISurConvClassifier(nn.Module):
     Args:
         num_classes: number of classes.
         use_normals: use the dataset's normals; otherwise normals are estimated (``normal_k`` neighbours).
-        scale: ``n`` of the paper's tables: centres ``512n, 256n, 128n, 64n`` (2 for 1024-point ModelNet40).
+        scale: ``n`` of the paper's tables: centres ``512n, 256n, 128n, 64n`` (2 for 1024-point ModelNet40, 1 for
+            ScanObjectNN; fractions such as 0.25 for small clouds).
         channels: output widths of the four blocks and of the global block.
         neighbours: ``K`` of the four blocks.
         transformer_layers, transformer_heads: encoder size (d_model = the global width). The paper's 13.96 M
@@ -189,7 +185,7 @@ class RISurConvClassifier(nn.Module):
         self,
         num_classes: int = 40,
         use_normals: bool = True,
-        scale: int = 2,
+        scale: float = 2,
         channels: tuple[int, ...] = (32, 64, 128, 256, 512),
         neighbours: tuple[int, ...] = (8, 16, 32, 64),
         transformer_layers: int = 3,
@@ -204,7 +200,7 @@ class RISurConvClassifier(nn.Module):
         super().__init__()
         self.use_normals, self.normal_k, self.signed_axes = use_normals, normal_k, signed_axes
         opts = {"attention_norm": attention_norm, "signed_axes": signed_axes, "centred_global": centred_global}
-        centres = [512 * scale // 2**i for i in range(4)]
+        centres = [int(512 * scale) // 2**i for i in range(4)]
         widths = [0, *channels]
         self.blocks = nn.ModuleList(
             [RISurConvBlock(s, k, widths[i], widths[i + 1], **opts) for i, (s, k) in enumerate(zip(centres, neighbours))]

@@ -28,8 +28,8 @@ class PointGeoTask(pl.LightningModule):
     """Base of the tasks. Subclasses call ``save_hyperparameters()`` with these optimizer arguments among theirs:
 
     ``optimizer`` (``adam``, ``adamw``, ``sgd``), ``lr``, ``weight_decay``, ``momentum`` (SGD), ``scheduler``
-    (``cosine`` to ``min_lr`` over ``trainer.max_epochs``, ``step`` × ``gamma`` every ``step_size`` epochs, or
-    ``none``).
+    (``cosine`` to ``min_lr`` over ``trainer.max_epochs``, ``step`` × ``gamma`` every ``step_size`` epochs but not
+    below ``min_lr``, or ``none``).
     """
 
     task_kind = "classification"
@@ -51,7 +51,9 @@ class PointGeoTask(pl.LightningModule):
             epochs = max(1, self.trainer.max_epochs or 1)
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=hp.min_lr)
         elif hp.scheduler == "step":
-            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=hp.step_size, gamma=hp.gamma)
+            floor = hp.min_lr / hp.lr if hp.lr > 0 else 0.0
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda epoch: max(hp.gamma ** (epoch // hp.step_size), floor))
         else:
             raise ValueError(f"scheduler must be 'cosine', 'step' or 'none'; got {hp.scheduler!r}")
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

@@ -32,8 +32,8 @@ class ClassificationTask(PointGeoTask):
         weight_decay: weight decay.
         momentum: SGD momentum.
         scheduler: ``cosine`` (to ``min_lr`` over ``trainer.max_epochs``), ``step`` (× ``gamma`` every
-            ``step_size`` epochs) or ``none``.
-        min_lr: final learning rate of the cosine schedule.
+            ``step_size`` epochs, not below ``min_lr``) or ``none``.
+        min_lr: final learning rate of the cosine schedule, floor of the step schedule.
         step_size: epochs between steps of the step schedule.
         gamma: factor of the step schedule.
     """

@@ -59,3 +59,44 @@ def test_too_few_points_and_missing_normals_are_rejected() -> None:
         net(torch.randn(1, 100, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="use_normals=True"):
         net(clouds(1))
+
+
+def build_segmenter(**overrides: object) -> torch.nn.Module:
+    torch.manual_seed(0)
+    kwargs = {**get_model_entry("risurconv_seg").test_kwargs, **overrides}
+    return create_model("risurconv_seg", num_parts=6, num_categories=3, **kwargs).double().eval()
+
+
+def test_segmenter_full_size_parameter_count_matches_the_spec() -> None:
+    """4.06 M counted from the released part-segmentation code."""
+    net = create_model("risurconv_seg", num_parts=50, num_categories=16)
+    assert abs(sum(p.numel() for p in net.parameters()) - 4.06e6) / 4.06e6 < 0.005
+
+
+def test_segmenter_rejects_bad_categories_too_few_points_and_bad_tables() -> None:
+    net = build_segmenter(use_normals=False)
+    pos = clouds(2)[:, :128]
+    assert net(pos, None, torch.tensor([0, 2])).shape == (2, 128, 6)
+    with pytest.raises(ValueError, match=r"category must be \(B,\)"):
+        net(pos, None, torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="at least 64 points"):
+        net(pos[:, :40], None, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="decoder step 0 takes 16 neighbours among 8 points"):
+        build_segmenter(decoder_neighbours=(16, 8, 8, 8))
+    with pytest.raises(ValueError, match="one entry per level"):
+        build_segmenter(decoder_mlps=((8,),))
+
+
+def test_neighbourhood_attention_normalised_over_centres_couples_neighbourhoods() -> None:
+    """The released normalisation (over the centre axis) lets one neighbourhood's attention depend on the others."""
+    from pointgeo.nn.risurconv import OffsetAttention
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 5, 8, dtype=torch.float64)
+    y = x.clone()
+    y[:, 1:] += 1.0  # change every neighbourhood but the first
+    for norm, coupled in (("query", False), ("centres", True)):
+        attention = OffsetAttention(8, norm=norm).double().eval()
+        with torch.no_grad():
+            changed = not torch.allclose(attention(x)[:, 0], attention(y)[:, 0], atol=1e-12)
+        assert changed == coupled

@@ -1,0 +1,147 @@
+"""Shared point-wise MLP layer: Linear (no bias) + BatchNorm (+ ReLU) (+ max over neighbours), channels last,
+with a backward pass that recomputes instead of storing.
+
+A 1×1 convolution + BatchNorm + ReLU on a neighbourhood tensor ``(B, S, K, C)`` keeps three tensors of that size
+alive until the backward pass (convolution output, normalised output, activation), and those dominate the memory
+of PointNet++-style networks such as RISurConv. :class:`LinearBN` keeps only its input and per-channel statistics
+and recomputes the rest in the backward pass (one extra matrix product). Two further fusions remove the largest
+tensors altogether:
+
+* ``gathered`` features: ``W [a_i ; f_idx(i)] = W_a a_i + (W_f f)_idx(i)`` — the linear map is applied to the
+  ``(B, N, C_f)`` point features before the gather, so the gathered ``(B, S, K, C_f)`` copy and the concatenation
+  are never formed;
+* ``pool=True``: the max over the neighbour axis is taken inside, so only ``(B, S, C)`` and its arg-max leave.
+
+The forward values equal ``relu(batch_norm(cat([a, f[idx]]) @ W.T))`` (max-pooled) exactly; BatchNorm follows
+PyTorch's semantics (biased variance to normalise, unbiased variance in the running estimate, ``momentum`` or the
+cumulative average when it is ``None``, running statistics in eval mode).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+
+def _linear(a: Tensor, w_a: Tensor, f: Tensor | None, w_f: Tensor | None, idx: Tensor | None) -> Tensor:
+    """``a @ w_a.T`` plus, when given, ``(f @ w_f.T)[idx]``: ``(M, C_a), (P, C_f), (M,) -> (M, C_out)``."""
+    y = a @ w_a.t()
+    if f is not None:
+        y.add_((f @ w_f.t()).index_select(0, idx))
+    return y
+
+
+def _momentum(bn: nn.BatchNorm1d) -> float:
+    """BatchNorm's averaging factor for this step (cumulative average when ``momentum`` is ``None``)."""
+    bn.num_batches_tracked.add_(1)
+    return bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+
+
+class _LinearBNFunction(torch.autograd.Function):
+    """``relu?(γ (y - μ) / σ + β)`` with ``y = [a ; f[idx]] Wᵀ``, optionally max-pooled over groups of ``pool`` rows.
+
+    ``training``: ``μ, σ`` are the batch statistics of ``y`` (the gradient flows through them; ``bn``'s running
+    estimates are updated), otherwise ``bn``'s running estimates. The normalisation and its gradient are PyTorch's
+    own BatchNorm kernels."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, a: Tensor, w_a: Tensor, f: Tensor | None, w_f: Tensor | None, idx: Tensor | None,
+                gamma: Tensor, beta: Tensor, bn: nn.BatchNorm1d, training: bool, relu: bool, pool: int) -> Tensor:
+        y = _linear(a, w_a, f, w_f, idx)
+        momentum = _momentum(bn) if training else 0.0
+        out, mean, invstd = torch.native_batch_norm(y, gamma, beta, bn.running_mean, bn.running_var, training,
+                                                    momentum, bn.eps)
+        del y
+        if relu:
+            out.clamp_(min=0)
+        arg = None
+        if pool:
+            out, arg = out.view(-1, pool, out.shape[1]).max(dim=1)
+        # Eval mode normalises with (copies of) the running estimates, which later training steps overwrite.
+        running = (None, None) if training else (bn.running_mean.clone(), bn.running_var.clone())
+        ctx.save_for_backward(a, w_a, f, w_f, idx, gamma, beta, mean, invstd, *running, arg)
+        ctx.relu, ctx.pool, ctx.training, ctx.eps = relu, pool, training, bn.eps
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        a, w_a, f, w_f, idx, gamma, beta, mean, invstd, running_mean, running_var, arg = ctx.saved_tensors
+        y = _linear(a, w_a, f, w_f, idx)  # recomputed pre-normalisation values
+        m, c = y.shape
+        if ctx.pool:
+            g = grad.new_zeros(m // ctx.pool, ctx.pool, c).scatter_(1, arg.unsqueeze(1), grad.unsqueeze(1))
+            g = g.view(m, c)
+        else:
+            g = grad.reshape(m, c)
+        if ctx.relu:
+            centre = mean if ctx.training else running_mean
+            scale = gamma * (invstd if ctx.training else torch.rsqrt(running_var + ctx.eps))
+            g = g * (torch.addcmul(beta - centre * scale, y, scale) > 0)
+        dy, grad_gamma, grad_beta = torch.ops.aten.native_batch_norm_backward(
+            g, y, gamma, running_mean, running_var, mean, invstd, ctx.training, ctx.eps, [True, True, True])
+        del y, g
+        grad_a = dy @ w_a if ctx.needs_input_grad[0] else None
+        grad_w_a = dy.t() @ a if ctx.needs_input_grad[1] else None
+        grad_f = grad_w_f = None
+        if f is not None:
+            dy_f = dy.new_zeros(f.shape[0], c).index_add_(0, idx, dy)
+            grad_f = dy_f @ w_f if ctx.needs_input_grad[2] else None
+            grad_w_f = dy_f.t() @ f if ctx.needs_input_grad[3] else None
+        return grad_a, grad_w_a, grad_f, grad_w_f, None, grad_gamma, grad_beta, None, None, None, None
+
+
+class LinearBN(nn.Module):
+    """Point-wise Linear (no bias) + BatchNorm (+ ReLU) on channels-last tensors, storing only its input.
+
+    Args:
+        in_channels: ``C_a``, channels of the main input.
+        out_channels: ``C_out``.
+        gathered_channels: ``C_f`` of point features gathered per neighbour and concatenated after the main
+            input (0: none).
+        relu: apply ReLU after the normalisation.
+        pool: take the max over the neighbour axis (the second-last axis of the main input).
+
+    Shapes:
+        ``a (..., C_a)`` → ``(..., C_out)``; with ``pool``: ``a (B, S, K, C_a)`` → ``(B, S, C_out)``. With gathered
+        features, ``features (B, N, C_f)`` and ``idx (B, S, K)`` (indices into ``N``) are concatenated to ``a
+        (B, S, K, C_a)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, gathered_channels: int = 0, relu: bool = True,
+                 pool: bool = False, momentum: float | None = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels))
+        self.gathered_weight = nn.Parameter(torch.empty(out_channels, gathered_channels)) if gathered_channels else None
+        self.bn = nn.BatchNorm1d(out_channels, eps=eps, momentum=momentum)
+        self.relu, self.pool = relu, pool
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Kaiming-uniform over the full fan-in (main + gathered channels), as ``nn.Linear`` would on the concat."""
+        fan_in = self.weight.shape[1] + (0 if self.gathered_weight is None else self.gathered_weight.shape[1])
+        bound = 1.0 / fan_in**0.5
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.gathered_weight is not None:
+            nn.init.uniform_(self.gathered_weight, -bound, bound)
+
+    def forward(self, a: Tensor, features: Tensor | None = None, idx: Tensor | None = None) -> Tensor:
+        if (features is None) != (self.gathered_weight is None):
+            raise ValueError("pass features and idx exactly when the layer was built with gathered_channels")
+        lead = a.shape[:-2] if self.pool else a.shape[:-1]
+        a2 = a.reshape(-1, a.shape[-1])
+        f2 = flat_idx = None
+        if features is not None:
+            n = features.shape[-2]
+            offsets = torch.arange(idx.shape[0], device=idx.device).view(-1, *([1] * (idx.dim() - 1))) * n
+            flat_idx = (idx + offsets).reshape(-1)
+            f2 = features.reshape(-1, features.shape[-1])
+        if self.training and a2.shape[0] < 2:
+            raise ValueError("BatchNorm in training needs more than one value per channel")
+        pool = a.shape[-2] if self.pool else 0
+        out = _LinearBNFunction.apply(a2, self.weight, f2, self.gathered_weight, flat_idx, self.bn.weight,
+                                      self.bn.bias, self.bn, self.training, self.relu, pool)
+        return out.view(*lead, -1)

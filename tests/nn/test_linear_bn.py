@@ -1,0 +1,77 @@
+"""LinearBN (recomputing Linear + BatchNorm + ReLU [+ gather] [+ max]) equals the composition of PyTorch modules:
+outputs, every gradient and the running statistics, in float64 to 1e-10."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from pointgeo.nn.linear_bn import LinearBN
+
+
+def reference(layer: LinearBN, a: torch.Tensor, features: torch.Tensor | None, idx: torch.Tensor | None,
+              bn: nn.BatchNorm1d) -> torch.Tensor:
+    """The same layer from stock modules: gather + concat, matmul, BatchNorm1d, ReLU, amax."""
+    x = a
+    weight = layer.weight
+    if features is not None:
+        gathered = torch.stack([features[b][idx[b]] for b in range(idx.shape[0])])
+        x = torch.cat([a, gathered], dim=-1)
+        weight = torch.cat([layer.weight, layer.gathered_weight], dim=1)
+    y = x @ weight.t()
+    y = bn(y.reshape(-1, y.shape[-1])).view(y.shape)
+    if layer.relu:
+        y = torch.relu(y)
+    return y.max(dim=-2).values if layer.pool else y
+
+
+@pytest.mark.parametrize("gathered", [0, 5])
+@pytest.mark.parametrize("pool", [False, True])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("training", [True, False])
+def test_matches_stock_modules(gathered: int, pool: bool, relu: bool, training: bool) -> None:
+    torch.manual_seed(0)
+    layer = LinearBN(4, 6, gathered_channels=gathered, relu=relu, pool=pool).double()
+    bn = nn.BatchNorm1d(6).double()
+    with torch.no_grad():
+        layer.bn.weight.uniform_(-1, 1)  # negative scales too: the max must not commute blindly
+        layer.bn.bias.uniform_(-1, 1)
+        layer.bn.running_mean.uniform_(-1, 1)
+        layer.bn.running_var.uniform_(0.5, 2)
+    bn.load_state_dict(layer.bn.state_dict())
+    layer.train(training), bn.train(training)
+    a = torch.randn(3, 5, 7, 4, dtype=torch.float64, requires_grad=True)
+    features = torch.randn(3, 9, gathered, dtype=torch.float64, requires_grad=True) if gathered else None
+    idx = torch.randint(0, 9, (3, 5, 7)) if gathered else None
+    out = layer(a, features, idx)
+    bn.weight = layer.bn.weight  # share the affine parameters so their gradients add up in one place
+    bn.bias = layer.bn.bias
+    expected = reference(layer, a, features, idx, bn)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-10)
+    if training:  # the running statistics were updated exactly once, as BatchNorm1d does
+        torch.testing.assert_close(layer.bn.running_mean, bn.running_mean, rtol=0, atol=1e-12)
+        torch.testing.assert_close(layer.bn.running_var, bn.running_var, rtol=0, atol=1e-12)
+    upstream = torch.randn_like(out)
+    inputs = [a, layer.weight, layer.bn.weight, layer.bn.bias] + ([features, layer.gathered_weight] if gathered else [])
+    ours = torch.autograd.grad(out, inputs, upstream)
+    theirs = torch.autograd.grad(expected, inputs, upstream)
+    for g_ours, g_theirs in zip(ours, theirs):
+        torch.testing.assert_close(g_ours, g_theirs, rtol=0, atol=1e-10)
+
+
+def test_gradcheck() -> None:
+    torch.manual_seed(1)
+    layer = LinearBN(3, 4, gathered_channels=2, pool=True).double()
+    a = torch.randn(2, 3, 5, 3, dtype=torch.float64, requires_grad=True)
+    f = torch.randn(2, 6, 2, dtype=torch.float64, requires_grad=True)
+    idx = torch.randint(0, 6, (2, 3, 5))
+    assert torch.autograd.gradcheck(lambda a, f: layer(a, f, idx), (a, f))
+
+
+def test_bad_arguments() -> None:
+    layer = LinearBN(3, 4, gathered_channels=2)
+    with pytest.raises(ValueError, match="gathered_channels"):
+        layer(torch.randn(2, 5, 3))
+    with pytest.raises(ValueError, match="more than one value"):
+        LinearBN(3, 4)(torch.randn(1, 3))
