@@ -6,55 +6,68 @@ B = 16, N = 2048. This script runs the same step on pointgeo's networks and prin
 memory above the level before the warm-up step, sampled every millisecond; CUDA's peak allocation on GPU), the
 parameter count, and the ratios (throughput: ours / reference; memory: reference / ours; both should be >= 2).
 
-    python benchmarks/bench_risurconv.py [--quick] [--device cuda] [--batch 32] [--points 1024]
+    python benchmarks/bench_risurconv.py [--quick] [--only risurconv_cls] [--device cuda] [--batch B] [--points N]
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from common import device_name, measure
+from common import device_name, measure, print_against_reference
 
 from pointgeo.registry import create_model
 
-REFERENCE = {"risurconv_cls": {"samples_per_s": 2.4, "peak_mib": 5.3 * 1024, "batch": 32, "points": 1024}}
+REFERENCE = {
+    "risurconv_cls": {"samples_per_s": 2.4, "peak_mib": 5.3 * 1024, "batch": 32, "points": 1024},
+    "risurconv_seg": {"samples_per_s": 0.39, "peak_mib": 12 * 1024, "batch": 16, "points": 2048},
+}
+
+
+def training_step(name: str, batch: int, points: int, device: str) -> tuple[torch.nn.Module, Callable[[], None]]:
+    """The network and one forward + backward + Adam step on random clouds with unit normals."""
+    torch.manual_seed(0)
+    if name == "risurconv_seg":
+        net = create_model(name, num_parts=50, num_categories=16, use_normals=True)
+    else:
+        net = create_model(name, num_classes=40, use_normals=True)
+    net = net.to(device).train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    pos = torch.rand(batch, points, 3, device=device) * 2 - 1
+    normal = F.normalize(torch.randn_like(pos), dim=-1)
+    category = torch.randint(0, 16, (batch,), device=device)
+    label = torch.randint(0, 50, (batch, points), device=device) if name == "risurconv_seg" else category
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        logits = net(pos, normal, category) if name == "risurconv_seg" else net(pos, normal)
+        F.cross_entropy(logits.reshape(-1, logits.shape[-1]), label.reshape(-1)).backward()
+        opt.step()
+
+    return net, step
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--points", type=int, default=1024)
+    parser.add_argument("--only", choices=sorted(REFERENCE), help="one network (default: both)")
+    parser.add_argument("--batch", type=int, help="batch size (default: the reference's)")
+    parser.add_argument("--points", type=int, help="points per cloud (default: the reference's)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="B = 4 (ratios then only indicative)")
     args = parser.parse_args()
-    if args.quick:
-        args.batch = 4
     print(f"device: {device_name(args.device)}")
     for name, ref in REFERENCE.items():
-        torch.manual_seed(0)
-        net = create_model(name, num_classes=40, use_normals=True).to(args.device).train()
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        pos = torch.rand(args.batch, args.points, 3, device=args.device) * 2 - 1
-        normal = F.normalize(torch.randn_like(pos), dim=-1)
-        label = torch.randint(0, 40, (args.batch,), device=args.device)
-
-        def step() -> None:
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(net(pos, normal), label).backward()
-            opt.step()
-
+        if args.only and name != args.only:
+            continue
+        batch = 4 if args.quick else args.batch or int(ref["batch"])
+        points = args.points or int(ref["points"])
+        net, step = training_step(name, batch, points, args.device)
         m = measure(step, repeats=args.repeats, device=args.device)
-        rate = args.batch / m.seconds
-        params = sum(p.numel() for p in net.parameters())
-        print(f"{name}: B={args.batch} N={args.points}  {m.seconds:6.2f} s/step  {rate:6.2f} samples/s  "
-              f"{m.peak_mib:8.0f} MiB peak  {params / 1e6:.2f} M params")
-        print(f"  vs released code (B={ref['batch']}, N={ref['points']}: {ref['samples_per_s']} samples/s, "
-              f"{ref['peak_mib']:.0f} MiB): throughput {rate / ref['samples_per_s']:.2f}x, "
-              f"memory {ref['peak_mib'] / max(m.peak_mib, 1):.2f}x less")
+        print_against_reference(name, m, batch, points, sum(p.numel() for p in net.parameters()), ref)
 
 
 if __name__ == "__main__":

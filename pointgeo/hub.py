@@ -113,10 +113,6 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-TASK_CLASSES = {"classification": "ClassificationTask", "segmentation": "PartSegmentationTask"}
-"""The :mod:`pointgeo.tasks` class rebuilt for each checkpoint kind (``checkpoint["pointgeo"]["task"]``)."""
-
-
 def from_pretrained(name_or_path: str, num_classes: int | None = None, *, progress: bool = True) -> Any:
     """A ready LightningModule (in eval mode) from a registry name, a local path or a ``file://`` URL.
 
@@ -131,9 +127,7 @@ def from_pretrained(name_or_path: str, num_classes: int | None = None, *, progre
     ckpt = load_checkpoint(fetch(name_or_path, progress=progress))
     meta = ckpt.get("pointgeo", {})
     kind = meta.get("task", "classification")
-    if kind not in TASK_CLASSES:
-        raise ValueError(f"{name_or_path} is a {kind} checkpoint; from_pretrained builds {', '.join(TASK_CLASSES)}")
-    cls = getattr(pointgeo.tasks, TASK_CLASSES[kind])
+    cls = pointgeo.tasks.task_class_for(meta, name_or_path)
     hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
     new_head = num_classes is not None and num_classes != hparams.get("num_classes")
     if new_head and kind != "classification":

@@ -95,7 +95,7 @@ def test_bad_names_and_files_get_clear_errors(tmp_path: Path) -> None:
     other = tmp_path / "other.ckpt"
     ckpt = torch.load(hub.fetch(NAME), weights_only=True)
     torch.save({**ckpt, "pointgeo": {"version": "0.1.0", "task": "registration"}}, other)
-    with pytest.raises(ValueError, match="is a registration checkpoint"):
+    with pytest.raises(ValueError, match="is a .registration. checkpoint; pointgeo rebuilds classification, segmentation"):
         hub.from_pretrained(str(other))
     with pytest.raises(FileNotFoundError, match="no checkpoint file"):
         hub.from_pretrained(str(tmp_path / "missing.ckpt"))

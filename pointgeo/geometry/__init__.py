@@ -5,7 +5,7 @@ re-implements them.
 """
 
 from pointgeo.geometry.checks import check_features, check_points
-from pointgeo.geometry.frames import canonical_frame, principal_axes, sign_flips
+from pointgeo.geometry.frames import canonical_frame, frame_from_directions, principal_axes, sign_flips
 from pointgeo.geometry.neighbors import ball_query, index_points, knn
 from pointgeo.geometry.normals import estimate_normals
 from pointgeo.geometry.rotations import (
@@ -34,6 +34,7 @@ __all__ = [
     "estimate_normals",
     "farthest_from_centroid",
     "farthest_point_sampling",
+    "frame_from_directions",
     "index_points",
     "knn",
     "principal_axes",

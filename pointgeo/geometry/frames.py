@@ -92,3 +92,22 @@ def sign_flips(frame: Tensor) -> Tensor:
     """
     flips = torch.tensor(_PROPER_FLIPS, dtype=frame.dtype, device=frame.device)  # (4, 3)
     return frame.unsqueeze(-3) * flips[:, None, :]
+
+
+def frame_from_directions(directions: Tensor, eps: float = 1e-12) -> Tensor:
+    """The orientation matrix of two direction vectors: rows ``d_a, d_b, unit(d_a × d_b)``.
+
+    PaRot's pose (Zhang et al. 2023): ``d_a, d_b`` are only softly orthogonal (a loss pushes them), so the rows are
+    not orthonormalised. If the directions rotate with the input (``d → d Rᵀ`` for row vectors), the matrix does too
+    (``O → O Rᵀ``), and relative poses such as ``O_1 O_2ᵀ`` or ``O c`` are invariant.
+
+    Args:
+        directions: ``(..., 2, 3)`` the two directions (unit vectors).
+
+    Returns:
+        ``(..., 3, 3)``.
+    """
+    a, b = directions[..., 0, :], directions[..., 1, :]
+    cross = torch.linalg.cross(a, b)
+    cross = cross / cross.norm(dim=-1, keepdim=True).clamp_min(eps)
+    return torch.stack([a, b, cross], dim=-2)

@@ -12,7 +12,7 @@ tensors altogether:
   are never formed;
 * ``pool=True``: the max over the neighbour axis is taken inside, so only ``(B, S, C)`` and its arg-max leave.
 
-The forward values equal ``relu(batch_norm(cat([a, f[idx]]) @ W.T))`` (max-pooled) exactly; BatchNorm follows
+The forward values equal ``relu(batch_norm(cat([a, f[idx]]) @ W.T))`` (max-pooled; or leaky ReLU) exactly; BatchNorm follows
 PyTorch's semantics (biased variance to normalise, unbiased variance in the running estimate, ``momentum`` or the
 cumulative average when it is ``None``, running statistics in eval mode).
 """
@@ -41,7 +41,8 @@ def _momentum(bn: nn.BatchNorm1d) -> float:
 
 
 class _LinearBNFunction(torch.autograd.Function):
-    """``relu?(γ (y - μ) / σ + β)`` with ``y = [a ; f[idx]] Wᵀ``, optionally max-pooled over groups of ``pool`` rows.
+    """``act(γ (y - μ) / σ + β)`` with ``y = [a ; f[idx]] Wᵀ``, optionally max-pooled over groups of ``pool`` rows;
+    ``act`` is the identity when ``slope`` is ``None``, else the leaky ReLU of that negative slope (0: ReLU).
 
     ``training``: ``μ, σ`` are the batch statistics of ``y`` (the gradient flows through them; ``bn``'s running
     estimates are updated), otherwise ``bn``'s running estimates. The normalisation and its gradient are PyTorch's
@@ -49,21 +50,24 @@ class _LinearBNFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: FunctionCtx, a: Tensor, w_a: Tensor, f: Tensor | None, w_f: Tensor | None, idx: Tensor | None,
-                gamma: Tensor, beta: Tensor, bn: nn.BatchNorm1d, training: bool, relu: bool, pool: int) -> Tensor:
+                gamma: Tensor, beta: Tensor, bn: nn.BatchNorm1d, training: bool, slope: float | None,
+                pool: int) -> Tensor:
         y = _linear(a, w_a, f, w_f, idx)
         momentum = _momentum(bn) if training else 0.0
         out, mean, invstd = torch.native_batch_norm(y, gamma, beta, bn.running_mean, bn.running_var, training,
                                                     momentum, bn.eps)
         del y
-        if relu:
+        if slope == 0:
             out.clamp_(min=0)
+        elif slope is not None:
+            torch.nn.functional.leaky_relu_(out, slope)
         arg = None
         if pool:
             out, arg = out.view(-1, pool, out.shape[1]).max(dim=1)
         # Eval mode normalises with (copies of) the running estimates, which later training steps overwrite.
         running = (None, None) if training else (bn.running_mean.clone(), bn.running_var.clone())
         ctx.save_for_backward(a, w_a, f, w_f, idx, gamma, beta, mean, invstd, *running, arg)
-        ctx.relu, ctx.pool, ctx.training, ctx.eps = relu, pool, training, bn.eps
+        ctx.slope, ctx.pool, ctx.training, ctx.eps = slope, pool, training, bn.eps
         return out
 
     @staticmethod
@@ -77,10 +81,11 @@ class _LinearBNFunction(torch.autograd.Function):
             g = g.view(m, c)
         else:
             g = grad.reshape(m, c)
-        if ctx.relu:
+        if ctx.slope is not None:
             centre = mean if ctx.training else running_mean
             scale = gamma * (invstd if ctx.training else torch.rsqrt(running_var + ctx.eps))
-            g = g * (torch.addcmul(beta - centre * scale, y, scale) > 0)
+            positive = torch.addcmul(beta - centre * scale, y, scale) > 0
+            g = g * positive if ctx.slope == 0 else torch.where(positive, g, g * ctx.slope)
         dy, grad_gamma, grad_beta = torch.ops.aten.native_batch_norm_backward(
             g, y, gamma, running_mean, running_var, mean, invstd, ctx.training, ctx.eps, [True, True, True])
         del y, g
@@ -102,7 +107,8 @@ class LinearBN(nn.Module):
         out_channels: ``C_out``.
         gathered_channels: ``C_f`` of point features gathered per neighbour and concatenated after the main
             input (0: none).
-        relu: apply ReLU after the normalisation.
+        relu: apply ReLU after the normalisation (leaky with ``negative_slope`` > 0).
+        negative_slope: slope of the activation below zero (0: ReLU).
         pool: take the max over the neighbour axis (the second-last axis of the main input).
 
     Shapes:
@@ -112,12 +118,13 @@ class LinearBN(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, gathered_channels: int = 0, relu: bool = True,
-                 pool: bool = False, momentum: float | None = 0.1, eps: float = 1e-5) -> None:
+                 negative_slope: float = 0.0, pool: bool = False, momentum: float | None = 0.1,
+                 eps: float = 1e-5) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels))
         self.gathered_weight = nn.Parameter(torch.empty(out_channels, gathered_channels)) if gathered_channels else None
         self.bn = nn.BatchNorm1d(out_channels, eps=eps, momentum=momentum)
-        self.relu, self.pool = relu, pool
+        self.relu, self.negative_slope, self.pool = relu, negative_slope, pool
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -143,5 +150,6 @@ class LinearBN(nn.Module):
             raise ValueError("BatchNorm in training needs more than one value per channel")
         pool = a.shape[-2] if self.pool else 0
         out = _LinearBNFunction.apply(a2, self.weight, f2, self.gathered_weight, flat_idx, self.bn.weight,
-                                      self.bn.bias, self.bn, self.training, self.relu, pool)
+                                      self.bn.bias, self.bn, self.training,
+                                      self.negative_slope if self.relu else None, pool)
         return out.view(*lead, -1)

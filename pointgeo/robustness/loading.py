@@ -10,11 +10,6 @@ from typing import Any
 
 import torch
 
-TASK_CLASSES = {"classification": "pointgeo.tasks.ClassificationTask",
-                "segmentation": "pointgeo.tasks.PartSegmentationTask"}
-"""The task class of every checkpoint kind a report can evaluate (``checkpoint["pointgeo"]["task"]``)."""
-
-
 @dataclass
 class LoadedModel:
     """A model ready to evaluate: its task (eval mode, in the run's dtype and device), kind, identity and the data
@@ -47,14 +42,13 @@ def load_model(spec: str, dtype: torch.dtype, device: str) -> LoadedModel:
     """
     from pointgeo.download import sha256sum
     from pointgeo.hub import CHECKPOINTS, fetch, load_checkpoint
+    from pointgeo.tasks import task_class_for
 
     path = fetch(spec, progress=False)
     ckpt = load_checkpoint(path)
     meta = ckpt.get("pointgeo", {})
     kind = meta.get("task", "classification")
-    if kind not in TASK_CLASSES:
-        raise ValueError(f"{spec} is a {kind!r} checkpoint; robustness reports support {', '.join(TASK_CLASSES)}")
-    cls = _import(TASK_CLASSES[kind])
+    cls = task_class_for(meta, spec)
     hparams = _public(ckpt["hyper_parameters"])
     try:
         task = cls(**hparams)

@@ -40,7 +40,7 @@ class PointGeoTask(pl.LightningModule):
         """Record which pointgeo version and task wrote the checkpoint (checked by :mod:`pointgeo.hub`)."""
         from pointgeo import __version__
 
-        checkpoint["pointgeo"] = {"version": __version__, "task": self.task_kind}
+        checkpoint["pointgeo"] = {"version": __version__, "task": self.task_kind, "task_class": type(self).__name__}
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams

@@ -75,8 +75,9 @@ class ClassificationTask(PointGeoTask):
             raise ValueError("the model was trained with normals but the batch has no 'normal' key")
         return self.net(batch["pos"], batch.get("normal") if self.hparams.use_normals else None)
 
-    def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
-        logits = self(batch)
+    def _step(self, batch: dict[str, Tensor], stage: str, logits: Tensor | None = None) -> Tensor:
+        """Cross-entropy, metrics and logs of one batch (``logits`` when already computed)."""
+        logits = self(batch) if logits is None else logits
         label = batch["label"]
         if label.min() < 0 or label.max() >= self.hparams.num_classes:
             raise ValueError(

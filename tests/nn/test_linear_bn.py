@@ -22,17 +22,17 @@ def reference(layer: LinearBN, a: torch.Tensor, features: torch.Tensor | None, i
     y = x @ weight.t()
     y = bn(y.reshape(-1, y.shape[-1])).view(y.shape)
     if layer.relu:
-        y = torch.relu(y)
+        y = torch.nn.functional.leaky_relu(y, layer.negative_slope)
     return y.max(dim=-2).values if layer.pool else y
 
 
 @pytest.mark.parametrize("gathered", [0, 5])
 @pytest.mark.parametrize("pool", [False, True])
-@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("relu,slope", [(False, 0.0), (True, 0.0), (True, 0.2)])
 @pytest.mark.parametrize("training", [True, False])
-def test_matches_stock_modules(gathered: int, pool: bool, relu: bool, training: bool) -> None:
+def test_matches_stock_modules(gathered: int, pool: bool, relu: bool, slope: float, training: bool) -> None:
     torch.manual_seed(0)
-    layer = LinearBN(4, 6, gathered_channels=gathered, relu=relu, pool=pool).double()
+    layer = LinearBN(4, 6, gathered_channels=gathered, relu=relu, negative_slope=slope, pool=pool).double()
     bn = nn.BatchNorm1d(6).double()
     with torch.no_grad():
         layer.bn.weight.uniform_(-1, 1)  # negative scales too: the max must not commute blindly

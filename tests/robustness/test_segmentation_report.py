@@ -106,7 +106,7 @@ def test_checkpoints_of_another_task_are_refused(checkpoints: dict[str, Path], t
     other = torch.load(seg, weights_only=True)
     other["pointgeo"]["task"] = "registration"
     torch.save(other, tmp_path / "registration.ckpt")
-    with pytest.raises(ValueError, match="is a 'registration' checkpoint; robustness reports support classification, "
+    with pytest.raises(ValueError, match="is a 'registration' checkpoint; pointgeo rebuilds classification, "
                                          "segmentation"):
         run_robustness([str(tmp_path / "registration.ckpt")], tmp_path / "d")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["registration.ckpt"]
