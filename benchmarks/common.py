@@ -84,4 +84,5 @@ def print_against_reference(name: str, m: Measurement, batch: int, points: int, 
           f"{m.peak_mib:8.0f} MiB peak  {params / 1e6:.2f} M params")
     print(f"  vs released code (B={reference['batch']:.0f}, N={reference['points']:.0f}: "
           f"{reference['samples_per_s']} samples/s, {reference['peak_mib']:.0f} MiB): "
-          f"throughput {rate / reference['samples_per_s']:.2f}x, memory {reference['peak_mib'] / max(m.peak_mib, 1):.2f}x less")
+          f"throughput {rate / reference['samples_per_s']:.2f}x, "
+          f"memory {reference['peak_mib'] / max(m.peak_mib, 1):.2f}x less")

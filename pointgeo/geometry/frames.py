@@ -108,6 +108,5 @@ def frame_from_directions(directions: Tensor, eps: float = 1e-12) -> Tensor:
         ``(..., 3, 3)``.
     """
     a, b = directions[..., 0, :], directions[..., 1, :]
-    cross = torch.linalg.cross(a, b)
-    cross = cross / cross.norm(dim=-1, keepdim=True).clamp_min(eps)
+    cross = torch.nn.functional.normalize(torch.linalg.cross(a, b), dim=-1, eps=eps)
     return torch.stack([a, b, cross], dim=-2)

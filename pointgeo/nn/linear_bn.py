@@ -12,9 +12,9 @@ tensors altogether:
   are never formed;
 * ``pool=True``: the max over the neighbour axis is taken inside, so only ``(B, S, C)`` and its arg-max leave.
 
-The forward values equal ``relu(batch_norm(cat([a, f[idx]]) @ W.T))`` (max-pooled; or leaky ReLU) exactly; BatchNorm follows
-PyTorch's semantics (biased variance to normalise, unbiased variance in the running estimate, ``momentum`` or the
-cumulative average when it is ``None``, running statistics in eval mode).
+The forward values equal ``relu(batch_norm(cat([a, f[idx]]) @ W.T))`` (max-pooled; or leaky ReLU) exactly;
+BatchNorm follows PyTorch's semantics (biased variance to normalise, unbiased variance in the running estimate,
+``momentum`` or the cumulative average when it is ``None``, running statistics in eval mode).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _momentum(bn: nn.BatchNorm1d) -> float:
 
 
 class _LinearBNFunction(torch.autograd.Function):
-    """``act(γ (y - μ) / σ + β)`` with ``y = [a ; f[idx]] Wᵀ``, optionally max-pooled over groups of ``pool`` rows;
+    """``act(γ (y - μ) / σ + β)`` with ``y = [a ; f[idx]] Wᵀ``, optionally max-pooled over ``pool``-row groups;
     ``act`` is the identity when ``slope`` is ``None``, else the leaky ReLU of that negative slope (0: ReLU).
 
     ``training``: ``μ, σ`` are the batch statistics of ``y`` (the gradient flows through them; ``bn``'s running

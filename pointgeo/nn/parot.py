@@ -41,15 +41,12 @@ POSE_CHANNELS = 16
 LEAKY = 0.2
 
 
-def _unit(v: Tensor, eps: float = 1e-12) -> Tensor:
-    return v / v.norm(dim=-1, keepdim=True).clamp_min(eps)
-
-
 class Disentangler(nn.Module):
     """PaRot's DisentangleNet: a PointNet on one patch → an invariant feature and two unit direction vectors.
 
     PointNet ``3 → 64 → 128 → 128`` (shared MLP, max over the patch), an invariant head of ``invariant_layers`` ×
-    (Linear 128→128 + BN + ReLU) and two direction heads (128 → 64 → 32 → 3, the last without bias, L2-normalised).
+    (Linear 128→128 + BN + ReLU) and two direction heads (128 → 64 → 32 → 3, the last without bias,
+    L2-normalised).
 
     Shapes:
         ``patches (P, K, 3)`` → ``feature (P, C)``, ``directions (P, 2, 3)``.
@@ -72,7 +69,7 @@ class Disentangler(nn.Module):
 
     def forward(self, patches: Tensor) -> tuple[Tensor, Tensor]:
         x = self.pointnet(patches)
-        directions = torch.stack([_unit(head(x)) for head in self.directions], dim=-2)
+        directions = torch.stack([F.normalize(head(x), dim=-1) for head in self.directions], dim=-2)
         return self.invariant(x), directions
 
 
@@ -121,7 +118,7 @@ def relative_pose(frame_a: Tensor, frame_b: Tensor, offset: Tensor) -> Tensor:
     Shapes:
         ``frame_a, frame_b (..., 3, 3)``, ``offset (..., 3)`` → ``(..., 16)``.
     """
-    direction = _unit(offset).unsqueeze(-1)
+    direction = F.normalize(offset, dim=-1).unsqueeze(-1)
     return torch.cat([
         offset.norm(dim=-1, keepdim=True),
         (frame_a @ frame_b.transpose(-1, -2)).flatten(-2),

@@ -106,7 +106,7 @@ class SurfaceConv(nn.Module):
         step = 2 if centre.shape[1] >= 1024 else 1
         risp = risp_features(origin, centre_normal, index_points(pos, idx), index_points(normal, idx), step)
         x = self.local_attention(self.embed(risp))  # (B, S, K, 64)
-        x = self.conv(x, features, idx) if features is not None else self.conv(x)  # (B, S, C_out)
+        x = self.conv(x, features, idx)  # (B, S, C_out); without input features idx only ordered the RISP
         return self.centre_attention(x)
 
 

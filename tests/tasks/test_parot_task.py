@@ -1,5 +1,6 @@
-"""PaRot's task: the siamese training lowers the classification and direction losses and the measured equivariance
-error of the orientations; its checkpoints rebuild as PaRot tasks; the shipped synthetic config trains through ``pointgeo train``."""
+"""PaRot's task: the siamese training lowers the classification and direction losses and the measured
+equivariance error of the orientations; its checkpoints rebuild as PaRot tasks; the shipped synthetic config trains
+through ``pointgeo train``."""
 
 from __future__ import annotations
 
