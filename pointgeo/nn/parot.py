@@ -19,6 +19,7 @@ Row-vector convention throughout: a rotation ``R`` maps ``x`` to ``x Rᵀ`` (:fu
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -269,9 +270,46 @@ class PaRotLosses(nn.Module):
         return losses
 
 
-class PaRotClassifier(nn.Module):
-    """PaRot classification: :class:`PaRotEncoder`, a shared MLP ``288 → 256 → 512 → emb_dims`` with max over the
-    centres, and an MLP head (LeakyReLU 0.2 throughout).
+class PaRotNetwork(nn.Module, ABC):
+    """What the PaRot networks share: the :class:`PaRotEncoder` (``self.encoder``), the siamese training path and the
+    orientations. A subclass maps the encoder's per-centre features to its output in :meth:`_predict`; ``extra``
+    are its further inputs (the category for segmentation)."""
+
+    encoder: PaRotEncoder
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.losses = PaRotLosses()
+
+    @abstractmethod
+    def _predict(self, pos: Tensor, features: Tensor, encoding: PatchEncoding, *extra: Tensor) -> Tensor:
+        """The network's output from ``pos (B, N, 3)`` and the encoder's ``features (B, S, C)``."""
+
+    def forward_siamese(self, pos: Tensor, *extra: Tensor, generator: torch.Generator | None = None
+                        ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Training step input: the output of the first branch and the unweighted auxiliary losses."""
+        rotations = self.encoder.patch_rotations(pos.shape[0], pos.dtype, pos.device, generator)
+        features, encoding, siamese = self.encoder(pos, rotations)
+        return self._predict(pos, features, encoding, *extra), self.losses(encoding, siamese)
+
+    def orientations(self, pos: Tensor) -> tuple[Tensor, Tensor]:
+        """The predicted local and global orientations ``(B, S, 3, 3)`` (evaluation path), to measure their
+        equivariance: ideally ``O(x Rᵀ) = O(x) Rᵀ``."""
+        encoding, _ = self.encoder.encode(pos)
+        return encoding.frames()
+
+
+def global_embedding(in_channels: int, widths: tuple[int, ...], emb_dims: int) -> nn.Sequential:
+    """PaRot's shape descriptor: shared MLP ``in → widths → emb_dims`` (BN + LeakyReLU 0.2) and the max over the
+    centres: ``(B, S, in) → (B, emb_dims)``."""
+    mlp = [in_channels, *widths, emb_dims]
+    return nn.Sequential(*(LinearBN(c_in, c_out, negative_slope=LEAKY, pool=i == len(mlp) - 2)
+                           for i, (c_in, c_out) in enumerate(zip(mlp, mlp[1:]))))
+
+
+class PaRotClassifier(PaRotNetwork):
+    """PaRot classification: :class:`PaRotEncoder`, the :func:`global_embedding` ``288 → 256 → 512 → emb_dims``
+    and an MLP head (LeakyReLU 0.2 throughout).
 
     ``forward`` is the evaluation path (no rotation, deterministic patches). :meth:`forward_siamese` is the
     training path: two random rotations per patch, logits from the first branch and the auxiliary losses.
@@ -286,35 +324,19 @@ class PaRotClassifier(nn.Module):
                  head: tuple[int, ...] = (512, 256), dropout: float = 0.5) -> None:
         super().__init__()
         self.encoder = PaRotEncoder(centres, k_local, k_global, k_layer)
-        mlp = [self.encoder.out_channels, *widths, emb_dims]
-        self.embed = nn.Sequential(*(LinearBN(c_in, c_out, negative_slope=LEAKY, pool=i == len(mlp) - 2)
-                                     for i, (c_in, c_out) in enumerate(zip(mlp, mlp[1:]))))
+        self.embed = global_embedding(self.encoder.out_channels, widths, emb_dims)
         widths_head = [emb_dims, *head]
         layers: list[nn.Module] = []
         for c_in, c_out in zip(widths_head, widths_head[1:]):
             layers += [LinearBN(c_in, c_out, negative_slope=LEAKY), nn.Dropout(dropout)]
         self.head = nn.Sequential(*layers, nn.Linear(widths_head[-1], num_classes))
-        self.losses = PaRotLosses()
 
-    def _classify(self, features: Tensor) -> Tensor:
+    def _predict(self, pos: Tensor, features: Tensor, encoding: PatchEncoding, *extra: Tensor) -> Tensor:
         return self.head(self.embed(features))
 
     def forward(self, pos: Tensor, normal: Tensor | None = None) -> Tensor:
-        features, _, _ = self.encoder(pos)
-        return self._classify(features)
-
-    def forward_siamese(self, pos: Tensor, generator: torch.Generator | None = None
-                        ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Training step input: logits of the first branch and the unweighted auxiliary losses."""
-        rotations = self.encoder.patch_rotations(pos.shape[0], pos.dtype, pos.device, generator)
-        features, encoding, siamese = self.encoder(pos, rotations)
-        return self._classify(features), self.losses(encoding, siamese)
-
-    def orientations(self, pos: Tensor) -> tuple[Tensor, Tensor]:
-        """The predicted local and global orientations ``(B, S, 3, 3)`` (evaluation path), to measure their
-        equivariance: ideally ``O(x Rᵀ) = O(x) Rᵀ``."""
-        encoding, _ = self.encoder.encode(pos)
-        return encoding.frames()
+        features, encoding, _ = self.encoder(pos)
+        return self._predict(pos, features, encoding)
 
 
 @register_model(

@@ -34,14 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The comparison table as aligned text (scores and flip rates in %)."""
-    columns = [c for c in rows[0] if c != "network"]
+    columns = list(dict.fromkeys(c for row in rows for c in row if c != "network"))
 
     def text(key: str, value: Any) -> str:
         if isinstance(value, float) and ("/" in key or key.startswith("flip")):
             return f"{100 * value:.1f}"
         return f"{value:.1e}" if isinstance(value, float) else str(value)
 
-    cells = [columns] + [[text(c, r[c]) for c in columns] for r in rows]
+    cells = [columns] + [[text(c, r[c]) if c in r else "-" for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     return "\n".join(" | ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells)
 

@@ -49,6 +49,15 @@ class Evaluator(ABC):
             raise ValueError(f"{self.name} produced NaN outputs on test shapes {batch['index'].tolist()}")
         return out
 
+    def orientations(self, batch: Batch) -> tuple[Tensor, ...] | None:
+        """The orientations ``(B, S, 3, 3)`` the network predicts when its invariance is learned through them (a
+        network with an ``orientations(pos)`` method, e.g. PaRot); ``None`` otherwise."""
+        net = getattr(self.task, "net", None)
+        if not hasattr(net, "orientations"):
+            return None
+        with torch.inference_mode():
+            return net.orientations(batch["pos"])
+
     def predictions(self, outputs: Tensor) -> Tensor:
         """Predicted labels ``(B, ...)``: the argmax over the last dimension."""
         return outputs.argmax(-1)

@@ -126,9 +126,11 @@ def _invariance(report: dict[str, Any]) -> str:
             p = result["protocols"][mode]
             rows.append([html.escape(result["model"]["spec"]), PROTOCOL_NAMES[mode], f"{p['max_logit_change']:.2e}",
                          f"{p['mean_logit_change']:.2e}", f"{p['max_relative_logit_change']:.2e}",
-                         _percent(p["flip_rate"]), "yes" if p["invariant_within_tolerance"] else "no"])
+                         _percent(p["flip_rate"]), "yes" if p["invariant_within_tolerance"] else "no",
+                         "—" if p["mean_orientation_error"] is None else f"{p['mean_orientation_error']:.2e}"])
     return _table(["model", "test rotation", "max |Δ logit|", "mean |Δ logit|", "max |Δ| / max |logit|",
-                   "prediction flip rate", f"invariant within {report['settings']['dtype']} tolerance"], rows)
+                   "prediction flip rate", f"invariant within {report['settings']['dtype']} tolerance",
+                   "mean orientation error ‖O(Rx) − O(x)Rᵀ‖"], rows)
 
 
 def _per_class(report: dict[str, Any]) -> str:

@@ -10,7 +10,9 @@ For every test shape, the runner evaluates each model on
 * an angle sweep: the score against the rotation angle about each of x, y, z, in bins of ``sweep_step`` degrees;
 * the measured invariance of each protocol, defined as in :mod:`pointgeo.testing.invariance`: the maximum and mean
   absolute change of the outputs between each rotated copy and the unrotated shape, the change relative to the
-  largest output, and the prediction flip rate;
+  largest output, and the prediction flip rate; for networks whose invariance is learned through predicted
+  orientations (PaRot), also the mean equivariance error of those orientations
+  (:func:`pointgeo.testing.invariance.frame_equivariance_error`);
 * per-class scores under each protocol.
 
 Rotations are applied here to the unrotated test clouds (positions and normals together, ``x @ R^T``), never inside
@@ -30,7 +32,7 @@ from tqdm.auto import tqdm
 from pointgeo.datamodules.base import sample_seed
 from pointgeo.geometry import angle_sweep, rotate, rotations_about_axis, sample_rotations
 from pointgeo.robustness.evaluators import Batch, Evaluator
-from pointgeo.testing.invariance import InvarianceReport
+from pointgeo.testing.invariance import InvarianceReport, frame_equivariance_error
 
 PROTOCOLS = ("none", "z", "so3")
 ROTATED = ("z", "so3")
@@ -94,6 +96,8 @@ class Tally:
         self.scale = 0.0
         self.flip_sum = 0.0
         self.flip_count = 0
+        self.frame_error_sum = 0.0
+        self.frame_error_count = 0
 
     def add_scores(self, scores: Tensor, groups: Tensor) -> None:
         """Add ``scores (B,)`` of shapes in ``groups (B,)``."""
@@ -115,6 +119,11 @@ class Tally:
         self.flip_sum += float((predictions != ref_predictions).sum())
         self.flip_count += predictions.numel()
 
+    def add_frame_errors(self, errors: Tensor) -> None:
+        """Add the per-shape orientation equivariance errors ``(B,)``."""
+        self.frame_error_sum += float(errors.sum())
+        self.frame_error_count += errors.numel()
+
     def summary(self, evaluator: Evaluator, class_names: Sequence[str], dtype: torch.dtype, rotated: bool) -> dict:
         """Plain-number figures; the invariance figures of a rotated protocol follow the harness's report."""
         per_class = self.group_sum / self.group_count.clamp_min(1)
@@ -134,7 +143,9 @@ class Tally:
             )
             out.update(max_logit_change=report.max_abs, mean_logit_change=report.mean_abs,
                        max_relative_logit_change=report.max_rel, flip_rate=report.flip_rate,
-                       invariant_within_tolerance=report.within())
+                       invariant_within_tolerance=report.within(),
+                       mean_orientation_error=(self.frame_error_sum / self.frame_error_count
+                                               if self.frame_error_count else None))
         return out
 
 
@@ -157,20 +168,26 @@ def evaluate(
     shapes = 0
     for batch in tqdm(batches, total=total, desc="robustness", unit="batch", leave=False):
         shapes += batch["pos"].shape[0]
-        references, ref_scores = [], []
+        references, ref_scores, ref_frames = [], [], []
         for ev, tally in zip(evaluators, tallies):
             ref = ev.outputs(batch)
             references.append((ref, ev.predictions(ref)))
+            ref_frames.append(ev.orientations(batch))
             ref_scores.append(ev.scores(ref, batch))
             tally["none"].add_scores(ref_scores[-1], ev.groups(batch))
         for mode in ROTATED:
             table = rotation_table(batch["index"].cpu(), mode, settings, up_axis)
             for r in range(settings.n_rotations):
                 rotated = rotate_batch(batch, table[:, r])
-                for ev, tally, (ref, ref_pred) in zip(evaluators, tallies, references):
+                for ev, tally, (ref, ref_pred), frames in zip(evaluators, tallies, references, ref_frames):
                     out = ev.outputs(rotated)
                     tally[mode].add_scores(ev.scores(out, batch), ev.groups(batch))
                     tally[mode].add_change(out, ref, ev.predictions(out), ref_pred)
+                    if frames is not None:
+                        moved = ev.orientations(rotated)
+                        tally[mode].add_frame_errors(torch.stack([
+                            frame_equivariance_error(m, o, table[:, r].to(o.device)) for m, o in zip(moved, frames)
+                        ]).mean(0))
         for axis in AXES:
             for a, rotation in enumerate(sweep_rotations[axis]):
                 rotated = rotate_batch(batch, rotation) if angles[a] != 0 else None  # 0°: the unrotated shape

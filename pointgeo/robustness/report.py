@@ -162,4 +162,7 @@ def table_row(result: dict[str, Any]) -> dict[str, Any]:
         row[f"{train}/{PROTOCOL_LABEL[mode]}"] = result["protocols"][mode][result["metric"]]
     row["max_logit_change_so3"] = result["protocols"]["so3"]["max_logit_change"]
     row["flip_rate_so3"] = result["protocols"]["so3"]["flip_rate"]
+    frame_error = result["protocols"]["so3"]["mean_orientation_error"]
+    if frame_error is not None:  # learned invariance (PaRot): how far its orientations are from equivariant
+        row["orientation_error_so3"] = frame_error
     return row

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from pointgeo.tasks.classification import ClassificationTask
-from pointgeo.tasks.parot import PaRotClassificationTask
+from pointgeo.tasks.parot import PaRotClassificationTask, PaRotSegmentationTask
 from pointgeo.tasks.segmentation import PartSegmentationTask
 
-__all__ = ["ClassificationTask", "PaRotClassificationTask", "PartSegmentationTask", "task_class_for"]
+__all__ = ["ClassificationTask", "PaRotClassificationTask", "PaRotSegmentationTask", "PartSegmentationTask",
+           "task_class_for"]
 
 TASK_KINDS = {"classification": ClassificationTask, "segmentation": PartSegmentationTask}
 """The default task class of each checkpoint kind (``checkpoint["pointgeo"]["task"]``)."""

@@ -93,8 +93,9 @@ class PartSegmentationTask(PointGeoTask):
             raise ValueError("category_parts is unknown: pass it, or train/evaluate with a datamodule that has it")
         return restrict_logits_to_category(self._logits(batch), batch["category"], self.membership)
 
-    def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
-        raw = self._logits(batch)
+    def _step(self, batch: dict[str, Tensor], stage: str, raw: Tensor | None = None) -> Tensor:
+        """Cross-entropy over all parts, metrics and logs of one batch (``raw`` logits when already computed)."""
+        raw = self._logits(batch) if raw is None else raw
         seg = batch["seg"]
         if seg.min() < 0 or seg.max() >= self.hparams.num_parts:
             raise ValueError(f"part labels must be in [0, {self.hparams.num_parts}); got "

@@ -1,6 +1,13 @@
 """Tools to prove invariance: the harness and adversarial shapes, shipped so users can test their own models."""
 
-from pointgeo.testing.invariance import InvarianceReport, assert_equivariant, assert_invariant, measure
+from pointgeo.testing.invariance import (
+    InvarianceReport,
+    assert_equivariant,
+    assert_invariant,
+    frame_equivariance_error,
+    measure,
+    measure_frame_equivariance,
+)
 from pointgeo.testing.shapes import ADVERSARIAL_SHAPES, adversarial_batch
 
 __all__ = [
@@ -9,5 +16,7 @@ __all__ = [
     "adversarial_batch",
     "assert_equivariant",
     "assert_invariant",
+    "frame_equivariance_error",
     "measure",
+    "measure_frame_equivariance",
 ]

@@ -101,15 +101,16 @@ def write_shapenet_part_txt(folder: Path, splits: dict[str, list[tuple[str, str]
 
 
 def write_shapenet_part_h5(folder: Path, shapes_per_split: dict[str, int], *, points: int = 128,
-                           seed: int = 0) -> Path:
+                           categories: int | None = None, seed: int = 0) -> Path:
     """A ``shapenet_part_seg_hdf5_data``-style folder: ``ply_data_<split>0.h5`` with ``data``, ``label`` (category,
-    ``(S, 1)``) and ``pid`` ``(S, N)``, and the ``<split>_hdf5_file_list.txt`` lists."""
+    ``(S, 1)``; shape ``i`` of a split is category ``i mod categories``, all 16 by default) and ``pid`` ``(S, N)``,
+    and the ``<split>_hdf5_file_list.txt`` lists."""
     from pointgeo.datamodules.shapenet_part import CATEGORY_PARTS
 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     for split, count in shapes_per_split.items():
-        category = np.arange(count) % len(CATEGORY_PARTS)
+        category = np.arange(count) % (categories or len(CATEGORY_PARTS))
         pid = np.stack([rng.choice(CATEGORY_PARTS[c], size=points) for c in category])
         path = folder / f"ply_data_{split}0.h5"
         with h5py.File(path, "w") as fh:

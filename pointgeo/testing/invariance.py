@@ -9,6 +9,9 @@ and mean absolute error, the error relative to the output scale and the predicti
 
 Put the network in ``eval()`` mode and in the dtype of the inputs first; tolerances by dtype follow e3nn and
 nequip: float64 ``1e-8`` absolute on logits, float32 ``1e-3`` relative to the largest logit.
+
+Networks whose invariance is learned through predicted orientations (PaRot: ``orientations(pos)``) are exactly
+invariant only as far as those orientations are equivariant; :func:`measure_frame_equivariance` measures that.
 """
 
 from __future__ import annotations
@@ -170,3 +173,31 @@ def assert_equivariant(
     if not report.within(atol, rtol):
         raise AssertionError(f"not equivariant: {report} (atol={atol}, rtol={rtol})")
     return report
+
+
+def frame_equivariance_error(moved: Tensor, reference: Tensor, rotation: Tensor) -> Tensor:
+    """Per-shape mean ``‖O(x Rᵀ) − O(x) Rᵀ‖_F`` of predicted orientations: 0 for exactly equivariant frames, up to
+    ``2√3`` for unrelated ones.
+
+    Shapes:
+        ``moved, reference (B, ..., 3, 3)`` (orientations of the rotated and of the unrotated shapes, rows = axes),
+        ``rotation (B, 3, 3)`` → ``(B,)`` float64.
+    """
+    r = rotation.to(reference.dtype).reshape(rotation.shape[0], *([1] * (reference.dim() - 3)), 3, 3)
+    error = (moved.double() - (reference @ r.transpose(-1, -2)).double()).norm(dim=(-2, -1))
+    return error.flatten(1).mean(dim=1)
+
+
+def measure_frame_equivariance(orientations: Callable[[Tensor], tuple[Tensor, ...]], pos: Tensor, *,
+                               trials: int = 1, seed: int = 0) -> float:
+    """Mean :func:`frame_equivariance_error` of ``orientations(pos) -> (B, S, 3, 3), ...`` (e.g. PaRot's local and
+    global frames, averaged) over ``trials`` random rotations per shape. Run it in ``eval()`` mode."""
+    generator = torch.Generator().manual_seed(seed)
+    errors = []
+    with torch.no_grad():
+        reference = orientations(pos)
+        for _ in range(trials):
+            rotation = random_rotations(pos.shape[0], generator=generator).to(pos.dtype)
+            moved = orientations(rotate(pos, rotation))
+            errors += [frame_equivariance_error(m, o, rotation) for m, o in zip(moved, reference)]
+    return float(torch.stack(errors).mean())
