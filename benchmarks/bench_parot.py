@@ -10,6 +10,7 @@ parameter count and the ratios (throughput: ours / reference; memory: reference 
 
 from __future__ import annotations
 
+import pointgeo  # noqa: F401  (first: its CPU memory settings must precede torch, see pointgeo's docstring)
 import argparse
 
 import torch

@@ -9,6 +9,7 @@ GPU, CUDA's peak allocation) and parameter count, with the ratio of samples/s ag
 
 from __future__ import annotations
 
+import pointgeo  # noqa: F401  (first: its CPU memory settings must precede torch, see pointgeo's docstring)
 import argparse
 
 import torch

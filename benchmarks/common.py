@@ -1,6 +1,14 @@
-"""Shared helpers of the benchmarks: timing (median of repeats) and peak memory (sampled RSS, or CUDA's counter)."""
+"""Shared helpers of the benchmarks: timing (median of repeats) and peak memory (sampled RSS, or CUDA's counter).
+
+pointgeo is imported before torch, as the ``pointgeo`` command does, so the runs use its CPU memory settings
+(transparent huge pages, see :mod:`pointgeo`); ``device_name`` reports them.
+"""
 
 from __future__ import annotations
+
+import os
+
+import pointgeo  # noqa: F401  (before torch: its allocator settings)
 
 import statistics
 import threading
@@ -72,7 +80,8 @@ def device_name(device: str) -> str:
     """A readable name of the device the benchmark runs on."""
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(device)
-    return f"CPU, {torch.get_num_threads()} torch threads"
+    huge_pages = "on" if os.environ.get("THP_MEM_ALLOC_ENABLE") == "1" else "off"
+    return f"CPU, {torch.get_num_threads()} torch threads, transparent huge pages {huge_pages}"
 
 
 def print_against_reference(name: str, m: Measurement, batch: int, points: int, params: int,

@@ -99,6 +99,83 @@ class _LinearBNFunction(torch.autograd.Function):
         return grad_a, grad_w_a, grad_f, grad_w_f, None, grad_gamma, grad_beta, None, None, None, None
 
 
+def _activation_grad(grad: Tensor, z: Tensor, slope: float | None) -> Tensor:
+    """``grad · act'(z)`` for the leaky ReLU of ``slope`` (0: ReLU; ``None``: identity)."""
+    if slope is None:
+        return grad
+    return grad * (z > 0) if slope == 0 else torch.where(z > 0, grad, grad * slope)
+
+
+def _act(z: Tensor, slope: float | None) -> Tensor:
+    if slope is None:
+        return z
+    return z.clamp(min=0) if slope == 0 else torch.nn.functional.leaky_relu(z, slope)
+
+
+class _PooledLinearBNFunction(torch.autograd.Function):
+    """Training-mode ``max_K act(γ (y - μ) / σ + β)``, ``y = a Wᵀ``, without ever normalising the dense ``y``.
+
+    The activation and the normalisation are monotone per channel, so the max over ``K`` commutes with them once
+    the channels with ``γ < 0`` are flipped: with ``s = sign γ`` and ``y' = a (sW)ᵀ``, ``γ x̂ = |γ| x̂'`` and the
+    pooled output is ``act(|γ| (max_K y' - μ') / σ + β)``. Forward: one matrix product, one pass for the batch
+    statistics, one for the max.
+
+    Backward: the gradient reaches only the arg-max rows (``g``, sparse), and BatchNorm's backward,
+    ``dy' = |γ|/σ (g - mean g - x̂' mean(g x̂'))``, is never formed densely: with ``D = |γ|/σ``, ``m₁ = mean g``,
+    ``c₂ = mean(g x̂')``,
+
+    * ``dW' = D [gᵀa - m₁ (Σa)ᵀ - c₂ (x̂'ᵀa)]``, ``x̂'ᵀa = (W' aᵀa - μ' (Σa)ᵀ) / σ``;
+    * ``da = g (D W') - a W'ᵀ diag(D c₂ / σ) W' + (D (c₂ μ' / σ - m₁)) W'``;
+
+    ``g`` is non-zero only at the ``P·C`` arg-max rows; ``aᵀa`` and the ``C_in × C_in`` correction replace the
+    recomputation of ``y`` and the dense BatchNorm backward, and no second dense ``(M, C)`` tensor is formed."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, a: Tensor, w: Tensor, gamma: Tensor, beta: Tensor, bn: nn.BatchNorm1d,
+                slope: float | None, pool: int) -> Tensor:
+        sign = torch.where(gamma < 0, -1.0, 1.0).to(w.dtype)
+        w_s = w * sign[:, None]
+        y = a @ w_s.t()
+        m, c = y.shape
+        top, arg = y.view(-1, pool, c).max(dim=1)
+        mean_s = y.sum(0) / m  # two-pass statistics, in place: column reductions other than sum are slow on CPU
+        var = y.sub_(mean_s).square_().sum(0) / m
+        del y
+        momentum = _momentum(bn)
+        bn.running_mean.mul_(1 - momentum).add_(mean_s * sign, alpha=momentum)
+        bn.running_var.mul_(1 - momentum).add_(var * (m / (m - 1)), alpha=momentum)
+        invstd = torch.rsqrt(var + bn.eps)
+        xhat = (top - mean_s) * invstd  # (P, C): x̂' at the arg-max rows
+        z = torch.addcmul(beta, gamma.abs(), xhat)
+        ctx.save_for_backward(a, w_s, sign, gamma, mean_s, invstd, arg, xhat, z)
+        ctx.slope, ctx.pool = slope, pool
+        return _act(z, slope)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        a, w_s, sign, gamma, mean_s, invstd, arg, xhat, z = ctx.saved_tensors
+        k = ctx.pool
+        m, c_in = a.shape
+        g = _activation_grad(grad, z, ctx.slope)  # (P, C) at the arg-max rows
+        d = gamma.abs() * invstd
+        grad_beta = g.sum(0)
+        grad_gamma_abs = (g * xhat).sum(0)
+        m1, c2 = grad_beta / m, grad_gamma_abs / m
+        c = g.shape[1]
+        g_rows = g.new_zeros(m // k, k, c).scatter_(1, arg.unsqueeze(1), g.unsqueeze(1)).view(m, c)
+        grad_w = grad_a = None
+        if ctx.needs_input_grad[1]:
+            sum_a = a.sum(0)
+            xta = invstd[:, None] * (w_s @ (a.t() @ a) - mean_s[:, None] * sum_a)
+            grad_w = d[:, None] * (g_rows.t() @ a - m1[:, None] * sum_a - c2[:, None] * xta) * sign[:, None]
+        if ctx.needs_input_grad[0]:
+            correction = w_s.t() @ ((d * c2 * invstd)[:, None] * w_s)
+            constant = (d * (c2 * mean_s * invstd - m1)) @ w_s
+            grad_a = torch.addmm(constant, a, correction, alpha=-1).addmm_(g_rows, d[:, None] * w_s)
+        return grad_a, grad_w, grad_gamma_abs * sign, grad_beta, None, None, None
+
+
 class LinearBN(nn.Module):
     """Point-wise Linear (no bias) + BatchNorm (+ ReLU) on channels-last tensors, storing only its input.
 
@@ -149,6 +226,10 @@ class LinearBN(nn.Module):
         if self.training and a2.shape[0] < 2:
             raise ValueError("BatchNorm in training needs more than one value per channel")
         pool = a.shape[-2] if self.pool else 0
+        if pool and self.training and features is None:
+            out = _PooledLinearBNFunction.apply(a2, self.weight, self.bn.weight, self.bn.bias, self.bn,
+                                                self.negative_slope if self.relu else None, pool)
+            return out.view(*lead, -1)
         out = _LinearBNFunction.apply(a2, self.weight, f2, self.gathered_weight, flat_idx, self.bn.weight,
                                       self.bn.bias, self.bn, self.training,
                                       self.negative_slope if self.relu else None, pool)
