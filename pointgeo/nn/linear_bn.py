@@ -40,6 +40,22 @@ def _momentum(bn: nn.BatchNorm1d) -> float:
     return bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
 
 
+def _activate_(x: Tensor, slope: float | None) -> Tensor:
+    """In place: the leaky ReLU of ``slope`` (0: ReLU; ``None``: identity)."""
+    if slope == 0:
+        x.clamp_(min=0)
+    elif slope is not None:
+        torch.nn.functional.leaky_relu_(x, slope)
+    return x
+
+
+def _activation_grad(grad: Tensor, positive: Tensor, slope: float | None) -> Tensor:
+    """``grad · act'`` given where the pre-activation was ``positive`` (bool), for :func:`_activate_`'s ``slope``."""
+    if slope is None:
+        return grad
+    return grad * positive if slope == 0 else torch.where(positive, grad, grad * slope)
+
+
 class _LinearBNFunction(torch.autograd.Function):
     """``act(γ (y - μ) / σ + β)`` with ``y = [a ; f[idx]] Wᵀ``, optionally max-pooled over ``pool``-row groups;
     ``act`` is the identity when ``slope`` is ``None``, else the leaky ReLU of that negative slope (0: ReLU).
@@ -57,10 +73,7 @@ class _LinearBNFunction(torch.autograd.Function):
         out, mean, invstd = torch.native_batch_norm(y, gamma, beta, bn.running_mean, bn.running_var, training,
                                                     momentum, bn.eps)
         del y
-        if slope == 0:
-            out.clamp_(min=0)
-        elif slope is not None:
-            torch.nn.functional.leaky_relu_(out, slope)
+        _activate_(out, slope)
         arg = None
         if pool:
             out, arg = out.view(-1, pool, out.shape[1]).max(dim=1)
@@ -84,8 +97,7 @@ class _LinearBNFunction(torch.autograd.Function):
         if ctx.slope is not None:
             centre = mean if ctx.training else running_mean
             scale = gamma * (invstd if ctx.training else torch.rsqrt(running_var + ctx.eps))
-            positive = torch.addcmul(beta - centre * scale, y, scale) > 0
-            g = g * positive if ctx.slope == 0 else torch.where(positive, g, g * ctx.slope)
+            g = _activation_grad(g, torch.addcmul(beta - centre * scale, y, scale) > 0, ctx.slope)
         dy, grad_gamma, grad_beta = torch.ops.aten.native_batch_norm_backward(
             g, y, gamma, running_mean, running_var, mean, invstd, ctx.training, ctx.eps, [True, True, True])
         del y, g
@@ -97,19 +109,6 @@ class _LinearBNFunction(torch.autograd.Function):
             grad_f = dy_f @ w_f if ctx.needs_input_grad[2] else None
             grad_w_f = dy_f.t() @ f if ctx.needs_input_grad[3] else None
         return grad_a, grad_w_a, grad_f, grad_w_f, None, grad_gamma, grad_beta, None, None, None, None
-
-
-def _activation_grad(grad: Tensor, z: Tensor, slope: float | None) -> Tensor:
-    """``grad · act'(z)`` for the leaky ReLU of ``slope`` (0: ReLU; ``None``: identity)."""
-    if slope is None:
-        return grad
-    return grad * (z > 0) if slope == 0 else torch.where(z > 0, grad, grad * slope)
-
-
-def _act(z: Tensor, slope: float | None) -> Tensor:
-    if slope is None:
-        return z
-    return z.clamp(min=0) if slope == 0 else torch.nn.functional.leaky_relu(z, slope)
 
 
 class _PooledLinearBNFunction(torch.autograd.Function):
@@ -146,18 +145,18 @@ class _PooledLinearBNFunction(torch.autograd.Function):
         bn.running_var.mul_(1 - momentum).add_(var * (m / (m - 1)), alpha=momentum)
         invstd = torch.rsqrt(var + bn.eps)
         xhat = (top - mean_s) * invstd  # (P, C): x̂' at the arg-max rows
-        z = torch.addcmul(beta, gamma.abs(), xhat)
-        ctx.save_for_backward(a, w_s, sign, gamma, mean_s, invstd, arg, xhat, z)
+        out = _activate_(torch.addcmul(beta, gamma.abs(), xhat), slope)  # > 0 exactly where its input was
+        ctx.save_for_backward(a, w_s, sign, gamma, mean_s, invstd, arg, xhat, out)
         ctx.slope, ctx.pool = slope, pool
-        return _act(z, slope)
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        a, w_s, sign, gamma, mean_s, invstd, arg, xhat, z = ctx.saved_tensors
+        a, w_s, sign, gamma, mean_s, invstd, arg, xhat, out = ctx.saved_tensors
         k = ctx.pool
         m, c_in = a.shape
-        g = _activation_grad(grad, z, ctx.slope)  # (P, C) at the arg-max rows
+        g = _activation_grad(grad, out > 0, ctx.slope)  # (P, C) at the arg-max rows
         d = gamma.abs() * invstd
         grad_beta = g.sum(0)
         grad_gamma_abs = (g * xhat).sum(0)
