@@ -20,6 +20,8 @@ Row-vector convention throughout: a rotation ``R`` maps ``x`` to ``x Rᵀ`` (:fu
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -297,6 +299,17 @@ class PaRotNetwork(nn.Module, ABC):
         equivariance: ideally ``O(x Rᵀ) = O(x) Rᵀ``."""
         encoding, _ = self.encoder.encode(pos)
         return encoding.frames()
+
+    @contextmanager
+    def recording_orientations(self) -> Iterator[list[tuple[Tensor, Tensor]]]:
+        """Within the block, every forward pass appends the local and global orientations ``(B, S, 3, 3)`` of the
+        encoding it computed to the yielded list: what :meth:`orientations` gives, without a second encoder pass."""
+        recorded: list[tuple[Tensor, Tensor]] = []
+        handle = self.encoder.register_forward_hook(lambda module, args, output: recorded.append(output[1].frames()))
+        try:
+            yield recorded
+        finally:
+            handle.remove()
 
 
 def global_embedding(in_channels: int, widths: tuple[int, ...], emb_dims: int) -> nn.Sequential:

@@ -49,14 +49,16 @@ class Evaluator(ABC):
             raise ValueError(f"{self.name} produced NaN outputs on test shapes {batch['index'].tolist()}")
         return out
 
-    def orientations(self, batch: Batch) -> tuple[Tensor, ...] | None:
-        """The orientations ``(B, S, 3, 3)`` the network predicts when its invariance is learned through them (a
-        network with an ``orientations(pos)`` method, e.g. PaRot); ``None`` otherwise."""
+    def outputs_and_orientations(self, batch: Batch) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+        """:meth:`outputs` and, for a network whose invariance is learned through predicted orientations (one with
+        ``recording_orientations()``, e.g. PaRot), the orientations ``(B, S, 3, 3)`` of that same forward pass;
+        ``None`` for other networks."""
         net = getattr(self.task, "net", None)
-        if not hasattr(net, "orientations"):
-            return None
-        with torch.inference_mode():
-            return net.orientations(batch["pos"])
+        if not hasattr(net, "recording_orientations"):
+            return self.outputs(batch), None
+        with net.recording_orientations() as recorded:
+            out = self.outputs(batch)
+        return out, recorded[-1]
 
     def predictions(self, outputs: Tensor) -> Tensor:
         """Predicted labels ``(B, ...)``: the argmax over the last dimension."""

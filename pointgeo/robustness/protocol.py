@@ -170,9 +170,9 @@ def evaluate(
         shapes += batch["pos"].shape[0]
         references, ref_scores, ref_frames = [], [], []
         for ev, tally in zip(evaluators, tallies):
-            ref = ev.outputs(batch)
+            ref, frames = ev.outputs_and_orientations(batch)
             references.append((ref, ev.predictions(ref)))
-            ref_frames.append(ev.orientations(batch))
+            ref_frames.append(frames)
             ref_scores.append(ev.scores(ref, batch))
             tally["none"].add_scores(ref_scores[-1], ev.groups(batch))
         for mode in ROTATED:
@@ -180,11 +180,10 @@ def evaluate(
             for r in range(settings.n_rotations):
                 rotated = rotate_batch(batch, table[:, r])
                 for ev, tally, (ref, ref_pred), frames in zip(evaluators, tallies, references, ref_frames):
-                    out = ev.outputs(rotated)
+                    out, moved = ev.outputs_and_orientations(rotated)
                     tally[mode].add_scores(ev.scores(out, batch), ev.groups(batch))
                     tally[mode].add_change(out, ref, ev.predictions(out), ref_pred)
                     if frames is not None:
-                        moved = ev.orientations(rotated)
                         tally[mode].add_frame_errors(torch.stack([
                             frame_equivariance_error(m, o, table[:, r].to(o.device)) for m, o in zip(moved, frames)
                         ]).mean(0))

@@ -131,3 +131,17 @@ def test_bad_input_is_refused() -> None:
         net(bad)
     with pytest.raises(ValueError, match="coordinates only"):
         create_model("parot_cls", use_normals=True)
+
+
+def test_recorded_orientations_are_those_of_the_forward_pass() -> None:
+    """The robustness report reads the orientations recorded during the forward pass instead of a second encoder
+    pass: they must be exactly what ``orientations`` computes."""
+    net = build(oracle=False).eval()
+    pos = clouds(2)
+    with torch.no_grad(), net.recording_orientations() as recorded:
+        net(pos)
+    assert len(recorded) == 1
+    for got, expected in zip(recorded[0], net.orientations(pos)):
+        assert torch.equal(got, expected)
+    net(pos)  # the hook is gone after the block
+    assert len(recorded) == 1
