@@ -37,7 +37,7 @@ from pointgeo.geometry import (
     random_rotations,
     rotate,
 )
-from pointgeo.nn.linear_bn import LinearBN
+from pointgeo.nn.linear_bn import LinearBN, PooledMLP
 from pointgeo.registry import register_model
 
 POSE_CHANNELS = 16
@@ -58,9 +58,7 @@ class Disentangler(nn.Module):
     def __init__(self, channels: tuple[int, ...] = (64, 128, 128), invariant_layers: int = 2,
                  direction_hidden: tuple[int, ...] = (64, 32)) -> None:
         super().__init__()
-        widths = [3, *channels]
-        self.pointnet = nn.Sequential(*(LinearBN(c_in, c_out, pool=i == len(channels) - 1)
-                                        for i, (c_in, c_out) in enumerate(zip(widths, widths[1:]))))
+        self.pointnet = PooledMLP((3, *channels))
         self.invariant = nn.Sequential(*(LinearBN(channels[-1], channels[-1]) for _ in range(invariant_layers)))
         hidden = [channels[-1], *direction_hidden]
         self.directions = nn.ModuleList(
@@ -147,10 +145,8 @@ class IntraPatchLayer(nn.Module):
         super().__init__()
         self.k = k
         self.pose = LinearBN(POSE_CHANNELS, pose_channels)
-        self.first = LinearBN(pose_channels + channels, widths[0], gathered_channels=channels,
-                              pool=len(widths) == 1)
-        self.rest = nn.Sequential(*(LinearBN(c_in, c_out, pool=i == len(widths) - 2)
-                                    for i, (c_in, c_out) in enumerate(zip(widths, widths[1:]))))
+        self.first = LinearBN(pose_channels + channels, widths[0], gathered_channels=channels)
+        self.rest = PooledMLP(widths)
 
     def forward(self, centres: Tensor, frames: Tensor, features: Tensor) -> Tensor:
         idx, _ = knn(centres, centres, self.k)  # (B, S, k), the centre itself first
@@ -312,12 +308,10 @@ class PaRotNetwork(nn.Module, ABC):
             handle.remove()
 
 
-def global_embedding(in_channels: int, widths: tuple[int, ...], emb_dims: int) -> nn.Sequential:
+def global_embedding(in_channels: int, widths: tuple[int, ...], emb_dims: int) -> PooledMLP:
     """PaRot's shape descriptor: shared MLP ``in → widths → emb_dims`` (BN + LeakyReLU 0.2) and the max over the
     centres: ``(B, S, in) → (B, emb_dims)``."""
-    mlp = [in_channels, *widths, emb_dims]
-    return nn.Sequential(*(LinearBN(c_in, c_out, negative_slope=LEAKY, pool=i == len(mlp) - 2)
-                           for i, (c_in, c_out) in enumerate(zip(mlp, mlp[1:]))))
+    return PooledMLP((in_channels, *widths, emb_dims), negative_slope=LEAKY)
 
 
 class PaRotClassifier(PaRotNetwork):
