@@ -227,6 +227,7 @@ def _accumulate(sums: tuple[Tensor, Tensor], g: Tensor, h: Tensor) -> None:
 
 
 def _zero_sums(layer: _HiddenLayer) -> tuple[Tensor, Tensor]:
+    """Empty :func:`_accumulate` sums for ``layer``."""
     return torch.zeros_like(layer.gamma), torch.zeros_like(layer.weight)
 
 
