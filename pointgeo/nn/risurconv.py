@@ -26,8 +26,6 @@ centroid, so the centres are invariant too.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor, nn
 
@@ -36,35 +34,10 @@ from pointgeo.geometry.checks import check_points
 from pointgeo.geometry.frames import principal_axes
 from pointgeo.geometry.risp import angular_order, risp_features
 from pointgeo.nn.linear_bn import LinearBN
+from pointgeo.nn.offset_attention import AttentionNorm, OffsetAttention
 from pointgeo.registry import register_model
 
-AttentionNorm = Literal["query", "centres"]
 RISP_CHANNELS = 14
-
-
-class OffsetAttention(nn.Module):
-    """PCT offset attention (Guo et al. 2021), channels last: ``x + ReLU(BN(W(x - Aᵀ v)))`` with
-    ``A = norm(softmax(q kᵀ))`` over the second-last axis of ``x``.
-
-    On ``(B, L, C)`` it attends over the ``L`` centres; on ``(B, S, K, C)`` inside each neighbourhood of ``K``
-    points. ``norm="query"`` L1-normalises the attention over the query axis as PCT does; ``norm="centres"`` (only
-    for neighbourhoods) over the centre axis ``S`` as the released RISurConv code does, which couples the
-    neighbourhoods of a sample.
-    """
-
-    def __init__(self, channels: int, norm: AttentionNorm = "query") -> None:
-        super().__init__()
-        self.qk = nn.Linear(channels, 2 * (channels // 4), bias=False)
-        self.v = nn.Linear(channels, channels)
-        self.out = LinearBN(channels, channels)
-        self.norm = norm
-
-    def forward(self, x: Tensor) -> Tensor:
-        q, k = self.qk(x).chunk(2, dim=-1)
-        attn = torch.softmax(q @ k.transpose(-1, -2), dim=-1)  # (..., L query, L key)
-        axis = 1 if self.norm == "centres" and x.dim() == 4 else -2
-        attn = attn / (1e-9 + attn.sum(dim=axis, keepdim=True))
-        return x + self.out(x - attn.transpose(-1, -2) @ self.v(x))
 
 
 def global_axis(offsets: Tensor, signed: bool) -> Tensor:

@@ -15,7 +15,8 @@ from torch import Tensor, nn
 
 from pointgeo.geometry import knn
 from pointgeo.nn.linear_bn import LinearBN
-from pointgeo.nn.risurconv import AttentionNorm, RISurConvBlock, SurfaceConv, input_normals
+from pointgeo.nn.offset_attention import AttentionNorm
+from pointgeo.nn.risurconv import RISurConvBlock, SurfaceConv, input_normals
 from pointgeo.registry import register_model
 
 

@@ -89,7 +89,7 @@ def test_segmenter_rejects_bad_categories_too_few_points_and_bad_tables() -> Non
 
 def test_neighbourhood_attention_normalised_over_centres_couples_neighbourhoods() -> None:
     """The released normalisation (over the centre axis) lets one neighbourhood's attention depend on the others."""
-    from pointgeo.nn.risurconv import OffsetAttention
+    from pointgeo.nn.offset_attention import OffsetAttention
 
     torch.manual_seed(0)
     x = torch.randn(1, 4, 5, 8, dtype=torch.float64)
