@@ -68,6 +68,14 @@ def _activation_grad(grad: Tensor, value: Tensor, slope: float | None, out: Tens
     return op(*args) if out is None else op.grad_input(*args, grad_input=out)
 
 
+def _max_rows(y: Tensor, pool: int) -> tuple[Tensor, Tensor]:
+    """The max over consecutive groups of ``pool`` rows of ``y (M, C)`` and the row of ``y`` it came from, both
+    ``(M / pool, C)``. Channels-last max pooling: about 5× faster on CPU than ``Tensor.max`` over the group axis."""
+    top, rows = F.max_pool2d(y.view(1, y.shape[0], 1, -1).permute(0, 3, 1, 2), (pool, 1), (pool, 1),
+                             return_indices=True)
+    return top[0, :, :, 0].t(), rows[0, :, :, 0].t()
+
+
 class _LinearBNFunction(torch.autograd.Function):
     """``act(γ (y - μ) / σ + β)`` with ``y = [a ; f[idx]] Wᵀ``, optionally max-pooled over ``pool``-row groups;
     ``act`` is the identity when ``slope`` is ``None``, else the leaky ReLU of that negative slope (0: ReLU).
@@ -88,7 +96,7 @@ class _LinearBNFunction(torch.autograd.Function):
         _activate_(out, slope)
         arg = None
         if pool:
-            out, arg = out.view(-1, pool, out.shape[1]).max(dim=1)
+            out, arg = _max_rows(out, pool)
         # Eval mode normalises with (copies of) the running estimates, which later training steps overwrite.
         running = (None, None) if training else (bn.running_mean.clone(), bn.running_var.clone())
         ctx.save_for_backward(a, w_a, f, w_f, idx, gamma, beta, mean, invstd, *running, arg)
@@ -102,8 +110,7 @@ class _LinearBNFunction(torch.autograd.Function):
         y = _linear(a, w_a, f, w_f, idx)  # recomputed pre-normalisation values
         m, c = y.shape
         if ctx.pool:
-            g = grad.new_zeros(m // ctx.pool, ctx.pool, c).scatter_(1, arg.unsqueeze(1), grad.unsqueeze(1))
-            g = g.view(m, c)
+            g = grad.new_zeros(m, c).scatter_(0, arg, grad)
         else:
             g = grad.reshape(m, c)
         if ctx.slope is not None:
@@ -252,12 +259,19 @@ class _PooledMLPFunction(torch.autograd.Function):
     (:meth:`_HiddenLayer.gradients`) and its input gradient in the next sweep as ``dy W = g (DW) + h A + b``,
     ``A = -Wᵀ diag(D c₂ / σ) W``, ``b = D (c₂ μ / σ - m₁) W``. Between sweeps one ``(M, C)`` gradient is kept.
 
+    A single pooled layer may also take :class:`LinearBN`'s gathered features ``f (P_f, C_f)`` at rows ``idx (M,)``:
+    ``y = a Wᵀ + (f W_fᵀ)[idx]``, the per-point product formed once and gathered a chunk at a time (its gradient
+    index-added back per chunk).
+
     Values and gradients equal those of ``nn.Linear`` + ``nn.BatchNorm1d`` + activation modules and a max (tested in
     float64 to 1e-10), with PyTorch's running-estimate update."""
 
     @staticmethod
-    def forward(ctx: FunctionCtx, a: Tensor, pool: int, modules: tuple[LinearBN, ...], *params: Tensor) -> Tensor:
+    def forward(ctx: FunctionCtx, a: Tensor, f: Tensor | None, w_f: Tensor | None, idx: Tensor | None, pool: int,
+                modules: tuple[LinearBN, ...], *params: Tensor) -> Tensor:
         ws, gammas, betas = params[0::3], params[1::3], params[2::3]
+        if f is not None and len(modules) > 1:
+            raise ValueError("gathered features enter a single pooled layer only")
         slopes = [module.negative_slope if module.relu else None for module in modules]
         m = a.shape[0]
         rows = max(1, CHUNK_ROWS // pool) * pool
@@ -278,30 +292,31 @@ class _PooledMLPFunction(torch.autograd.Function):
                                        (moments.mean * m).to(a.dtype), moments.m2.to(a.dtype)))
         sign = torch.where(gammas[-1] < 0, -1.0, 1.0).to(a.dtype)
         w_top = ws[-1] * sign[:, None]
+        gathered = None if f is None else f @ (w_f * sign[:, None]).t()  # (P_f, C): the gathered part of y'
         moments = _Moments(w_top.shape[0], a.device, matrix=False)
         tops, rows_max = [], []  # (P, C_L) max and its row in the chunk
         for s, e in spans:
             y = torch.mm(_hidden_outputs(x[s:e], hidden, work)[-1], w_top.t(), out=work("y", e - s, w_top.shape[0]))
-            # the max with its arg-max rows: channels-last max pooling is ~5x faster than Tensor.max(dim)
-            top, row = F.max_pool2d(y.view(1, e - s, 1, -1).permute(0, 3, 1, 2), (pool, 1), (pool, 1),
-                                    return_indices=True)
-            tops.append(top[0, :, :, 0].t()), rows_max.append(row[0, :, :, 0].t())
+            if gathered is not None:
+                y.add_(torch.index_select(gathered, 0, idx[s:e], out=work("gathered", e - s, y.shape[1])))
+            top, row = _max_rows(y, pool)
+            tops.append(top), rows_max.append(row)
             moments.add(y, y)
         var = moments.m2 / m
         _update_running(modules[-1].bn, moments.mean * sign, var, m)
         mean_s, invstd = moments.mean.to(a.dtype), torch.rsqrt(var + modules[-1].bn.eps).to(a.dtype)
         xhat = (torch.cat(tops) - mean_s) * invstd  # (P, C_L): x̂' at the arg-max rows
         out = _activate_(torch.addcmul(betas[-1], gammas[-1].abs(), xhat), slopes[-1])  # > 0 where its input was
-        ctx.save_for_backward(a, *params)
+        ctx.save_for_backward(a, f, w_f, idx, *params)
         ctx.hidden, ctx.spans, ctx.pool, ctx.slope, ctx.offset = hidden, spans, pool, slopes[-1], offset
-        ctx.rows = rows
+        ctx.rows, ctx.gathered = rows, gathered
         ctx.top = (w_top, sign, mean_s, invstd, torch.cat(rows_max), xhat, out)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        a, *params = ctx.saved_tensors
+        a, f, w_f, idx, *params = ctx.saved_tensors
         x = a if ctx.offset is None else a - ctx.offset.to(a.dtype)
         hidden: list[_HiddenLayer] = ctx.hidden
         spans, k = ctx.spans, ctx.pool
@@ -316,7 +331,10 @@ class _PooledMLPFunction(torch.autograd.Function):
         grad_beta, grad_gamma_abs = g_top.sum(0), (g_top * xhat).sum(0)
         m1, c2 = grad_beta / m, grad_gamma_abs / m
         d = params[-2].abs() * invstd
-        dense_w_t = ((-d * c2 * invstd)[:, None] * w_top).t()
+        dense_scale = -d * c2 * invstd
+        dense_w_t = (dense_scale[:, None] * w_top).t()
+        dense_gathered = None if f is None else ctx.gathered * dense_scale
+        grad_gathered = None if f is None else torch.zeros_like(ctx.gathered)
         dense_b = d * (c2 * invstd * mean_s - m1)
         g_top = g_top * d
         grad_w_top = torch.zeros_like(w_top)
@@ -326,8 +344,12 @@ class _PooledMLPFunction(torch.autograd.Function):
         for s, e in spans:
             hs = _hidden_outputs(x[s:e], hidden, work)
             dy = torch.addmm(dense_b, hs[-1], dense_w_t, out=work("dy", e - s, w_top.shape[0]))  # h Bᵀ + b, …
+            if dense_gathered is not None:
+                dy.add_(torch.index_select(dense_gathered, 0, idx[s:e], out=work("gathered", e - s, dy.shape[1])))
             dy.scatter_add_(0, rows_max[s // k:e // k], g_top[s // k:e // k])  # … + D g at the arg-max rows
             grad_w_top.addmm_(dy.t(), hs[-1])
+            if grad_gathered is not None:
+                grad_gathered.index_add_(0, idx[s:e], dy)
             if below is not None:
                 grad_h = torch.mm(dy, w_top, out=work("grad_h", e - s, w_top.shape[1]))
                 g = _activation_grad(grad_h, hs[-1], below.slope, grad_h if stored is None else stored[s:e])
@@ -357,7 +379,11 @@ class _PooledMLPFunction(torch.autograd.Function):
                 if below is not None:
                     g = _activation_grad(grad_h, hs[-1], below.slope, grad_h if stored is None else stored[s:e])
                     _accumulate(sums, g, hs[-2])
-        return (grad_a, None, None, *grads)
+        grad_f = grad_w_f = None
+        if f is not None:
+            grad_f = grad_gathered @ (w_f * sign[:, None]) if ctx.needs_input_grad[1] else None
+            grad_w_f = (grad_gathered.t() @ f) * sign[:, None] if ctx.needs_input_grad[2] else None
+        return (grad_a, grad_f, grad_w_f, None, None, None, *grads)
 
 
 class LinearBN(nn.Module):
@@ -410,8 +436,9 @@ class LinearBN(nn.Module):
         if self.training and a2.shape[0] < 2:
             raise ValueError("BatchNorm in training needs more than one value per channel")
         pool = a.shape[-2] if self.pool else 0
-        if pool and self.training and features is None:
-            out = _PooledMLPFunction.apply(a2, pool, (self,), self.weight, self.bn.weight, self.bn.bias)
+        if pool and self.training:
+            out = _PooledMLPFunction.apply(a2, f2, self.gathered_weight, flat_idx, pool, (self,), self.weight,
+                                           self.bn.weight, self.bn.bias)
             return out.view(*lead, -1)
         out = _LinearBNFunction.apply(a2, self.weight, f2, self.gathered_weight, flat_idx, self.bn.weight,
                                       self.bn.bias, self.bn, self.training,
@@ -446,5 +473,5 @@ class PooledMLP(nn.Sequential):
         if a.shape[0] < 2:
             raise ValueError("BatchNorm in training needs more than one value per channel")
         params = [t for layer in self for t in (layer.weight, layer.bn.weight, layer.bn.bias)]
-        out = _PooledMLPFunction.apply(a, x.shape[-2], tuple(self), *params)
+        out = _PooledMLPFunction.apply(a, None, None, None, x.shape[-2], tuple(self), *params)
         return out.view(*x.shape[:-2], -1)

@@ -31,7 +31,9 @@ def reference(layer: LinearBN, a: torch.Tensor, features: torch.Tensor | None, i
 @pytest.mark.parametrize("pool", [False, True])
 @pytest.mark.parametrize("relu,slope", [(False, 0.0), (True, 0.0), (True, 0.2)])
 @pytest.mark.parametrize("training", [True, False])
-def test_matches_stock_modules(gathered: int, pool: bool, relu: bool, slope: float, training: bool) -> None:
+def test_matches_stock_modules(gathered: int, pool: bool, relu: bool, slope: float, training: bool,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(linear_bn, "CHUNK_ROWS", 14)  # the pooled training path in several chunks of 2 groups
     torch.manual_seed(0)
     layer = LinearBN(4, 6, gathered_channels=gathered, relu=relu, negative_slope=slope, pool=pool).double()
     bn = nn.BatchNorm1d(6).double()
