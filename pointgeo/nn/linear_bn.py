@@ -307,8 +307,10 @@ class _PooledMLPFunction(torch.autograd.Function):
         mean_s, invstd = moments.mean.to(a.dtype), torch.rsqrt(var + modules[-1].bn.eps).to(a.dtype)
         xhat = (torch.cat(tops) - mean_s) * invstd  # (P, C_L): x̂' at the arg-max rows
         out = _activate_(torch.addcmul(betas[-1], gammas[-1].abs(), xhat), slopes[-1])  # > 0 where its input was
-        ctx.save_for_backward(a, f, w_f, idx, *params)
-        ctx.hidden, ctx.spans, ctx.pool, ctx.slope, ctx.offset = hidden, spans, pool, slopes[-1], offset
+        # the backward needs the input as fed (centred or not); a centred copy is this function's own tensor
+        ctx.save_for_backward(a if offset is None else None, f, w_f, idx, *params)
+        ctx.centred = None if offset is None else x
+        ctx.hidden, ctx.spans, ctx.pool, ctx.slope = hidden, spans, pool, slopes[-1]
         ctx.rows, ctx.gathered = rows, gathered
         ctx.top = (w_top, sign, mean_s, invstd, torch.cat(rows_max), xhat, out)
         return out
@@ -316,15 +318,15 @@ class _PooledMLPFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        a, f, w_f, idx, *params = ctx.saved_tensors
-        x = a if ctx.offset is None else a - ctx.offset.to(a.dtype)
+        fed, f, w_f, idx, *params = ctx.saved_tensors
+        x = fed if ctx.centred is None else ctx.centred
         hidden: list[_HiddenLayer] = ctx.hidden
         spans, k = ctx.spans, ctx.pool
         w_top, sign, mean_s, invstd, rows_max, xhat, out = ctx.top
-        m = a.shape[0]
+        m = x.shape[0]
         need_input = ctx.needs_input_grad[0]
-        grad_a = a.new_empty(a.shape) if need_input else None
-        work = _Workspace(ctx.rows, a)
+        grad_a = x.new_empty(x.shape) if need_input else None
+        work = _Workspace(ctx.rows, x)
         grads: list[Tensor] = []
 
         g_top = _activation_grad(grad, out, ctx.slope)  # (P, C_L), at the arg-max rows
@@ -340,7 +342,7 @@ class _PooledMLPFunction(torch.autograd.Function):
         grad_w_top = torch.zeros_like(w_top)
         below = hidden[-1] if hidden else None
         sums = _zero_sums(below) if below is not None else None
-        stored = a.new_empty(m, w_top.shape[1]) if below is not None and (len(hidden) > 1 or need_input) else None
+        stored = x.new_empty(m, w_top.shape[1]) if below is not None and (len(hidden) > 1 or need_input) else None
         for s, e in spans:
             hs = _hidden_outputs(x[s:e], hidden, work)
             dy = torch.addmm(dense_b, hs[-1], dense_w_t, out=work("dy", e - s, w_top.shape[0]))  # h Bᵀ + b, …
@@ -370,7 +372,7 @@ class _PooledMLPFunction(torch.autograd.Function):
             g_rows, below = stored, hidden[i - 1] if i > 0 else None
             if below is not None:
                 sums = _zero_sums(below)
-                stored = a.new_empty(m, layer.weight.shape[1]) if (i > 1 or need_input) else None
+                stored = x.new_empty(m, layer.weight.shape[1]) if (i > 1 or need_input) else None
             for s, e in spans:
                 hs = _hidden_outputs(x[s:e], hidden[:i], work)
                 grad_h = torch.addmm(constant, hs[-1], propagate_h,

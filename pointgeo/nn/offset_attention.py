@@ -27,11 +27,11 @@ CHUNK_ATTENTION = 1 << 20
 
 
 def _attention(x: Tensor, w_qk: Tensor, w_v: Tensor, b_v: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """For ``x (g, L, C)``: queries and keys ``(g, L, C_qk)``, values ``(g, L, C)``, the softmax ``P = softmax(q kᵀ)``
-    over the keys and its sum over the queries plus ε, ``(g, 1, L)``; ``A = P / that``."""
+    """For ``x (..., L, C)``: queries and keys ``(..., L, C_qk)``, values ``(..., L, C)``, the softmax
+    ``P = softmax(q kᵀ)`` over the keys ``(..., L, L)`` and its sum over the queries plus ε, ``(..., 1, L)``."""
     q, k = (x @ w_qk.t()).chunk(2, dim=-1)
     v = torch.addmm(b_v, x.reshape(-1, x.shape[-1]), w_v.t()).view_as(x)
-    p = torch.softmax(q @ k.transpose(-1, -2), dim=-1)  # (g, L query, L key)
+    p = torch.softmax(q @ k.transpose(-1, -2), dim=-1)  # (..., L query, L key)
     return q, k, v, p, p.sum(dim=-2, keepdim=True).add_(EPS)
 
 
@@ -100,10 +100,8 @@ class OffsetAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.norm == "centres" and x.dim() == 4:
-            q, k = self.qk(x).chunk(2, dim=-1)
-            attn = torch.softmax(q @ k.transpose(-1, -2), dim=-1)  # (B, S, K query, K key)
-            attn = attn / (EPS + attn.sum(dim=1, keepdim=True))
-            core = x - attn.transpose(-1, -2) @ self.v(x)
+            _, _, v, p, _ = _attention(x, self.qk.weight, self.v.weight, self.v.bias)  # p: (B, S, K query, K key)
+            core = x - (p / (EPS + p.sum(dim=1, keepdim=True))).transpose(-1, -2) @ v
         else:
             groups = x.reshape(-1, *x.shape[-2:])
             core = _AttentionCoreFunction.apply(groups, self.qk.weight, self.v.weight, self.v.bias).view_as(x)
