@@ -18,7 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
 from torch import nn
+
+from pointgeo.testing.shapes import ADVERSARIAL_SHAPES
 
 Invariance = Literal["invariant", "equivariant", "approximate", "none"]
 TaskKind = Literal["classification", "segmentation"]
@@ -40,6 +43,14 @@ class ModelEntry:
     not_guaranteed: dict[str, str] = field(default_factory=dict)
     """Adversarial shapes (names in :data:`pointgeo.testing.shapes.ADVERSARIAL_SHAPES`) on which the declared
     invariance is *not* guaranteed, each with the reason; the harness measures them without asserting."""
+    float64_only: dict[str, str] = field(default_factory=dict)
+    """Adversarial shapes on which the invariance is guaranteed in float64 but not in float32 (whose rounding
+    reaches the tolerances that decide their exact ties), each with the reason; measured in float32."""
+
+    def guaranteed_shapes(self, dtype: torch.dtype) -> list[str]:
+        """The adversarial shapes on which the invariance is guaranteed in ``dtype``."""
+        excluded = set(self.not_guaranteed) | (set(self.float64_only) if dtype != torch.float64 else set())
+        return [name for name in ADVERSARIAL_SHAPES if name not in excluded]
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -53,6 +64,7 @@ def register_model(
     test_kwargs: dict[str, Any] | None = None,
     test_num_points: int = 64,
     not_guaranteed: dict[str, str] | None = None,
+    float64_only: dict[str, str] | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering a builder ``fn(**kwargs) -> nn.Module`` under ``name``.
 
@@ -63,6 +75,7 @@ def register_model(
         test_kwargs: small constructor kwargs for fast tests.
         test_num_points: points per cloud the tests use for this network.
         not_guaranteed: adversarial shapes outside the guarantee, with the reason (documented, still measured).
+        float64_only: adversarial shapes guaranteed in float64 only, with the reason.
     """
 
     def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -71,7 +84,7 @@ def register_model(
         doc = (fn.__doc__ or "").strip().splitlines()
         _REGISTRY[name] = ModelEntry(
             name, fn, task, invariance, doc[0] if doc else "", dict(test_kwargs or {}), test_num_points,
-            dict(not_guaranteed or {}),
+            dict(not_guaranteed or {}), dict(float64_only or {}),
         )
         return fn
 

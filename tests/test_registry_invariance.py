@@ -2,7 +2,8 @@
 
 * ``invariant``: float64 max |Δlogit| ≤ 1e-8 and float32 ≤ 1e-3 relative, on random clouds and on the adversarial
   shapes, with and without normals, under random rotations, translations and permutations. A network may declare
-  adversarial shapes outside its guarantee (``not_guaranteed``, with the reason); those are measured, not asserted.
+  adversarial shapes outside its guarantee (``not_guaranteed``, or ``float64_only`` for float32, with the reason);
+  those are measured, not asserted.
 * every network: a sample's output does not depend on its batch-mates (eval mode), and a state_dict round trip
   reproduces the outputs.
 The harness itself can fail: plain PointNet is shown not to be invariant.
@@ -33,13 +34,9 @@ def build(name: str, dtype: torch.dtype, use_normals: bool) -> tuple[torch.nn.Mo
     return net, entry.test_num_points
 
 
-def guaranteed_shapes(name: str) -> list[str]:
-    return [s for s in ADVERSARIAL_SHAPES if s not in get_model_entry(name).not_guaranteed]
-
-
 def inputs(name: str, n: int, dtype: torch.dtype, adversarial: bool) -> tuple:
     if adversarial:
-        _, pos, normal = adversarial_batch(n, guaranteed_shapes(name))
+        _, pos, normal = adversarial_batch(n, get_model_entry(name).guaranteed_shapes(dtype))
     else:
         g = torch.Generator().manual_seed(1)
         pos = torch.randn(3, n, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 0.7, 0.4], dtype=torch.float64)
@@ -75,14 +72,24 @@ def test_outputs_do_not_depend_on_batch_mates_and_survive_a_state_dict_round_tri
         assert torch.equal(clone(pos, None, *extra), full)
 
 
-@pytest.mark.parametrize("name", [n for n in INVARIANT if get_model_entry(n).not_guaranteed])
-def test_shapes_outside_the_guarantee_are_documented_and_measurable(name: str) -> None:
+def excluded(name: str, dtype: torch.dtype) -> dict[str, str]:
     entry = get_model_entry(name)
-    assert set(entry.not_guaranteed) <= set(ADVERSARIAL_SHAPES) and all(entry.not_guaranteed.values())
-    net, n = build(name, torch.float64, use_normals=True)
-    _, pos, normal = adversarial_batch(n, list(entry.not_guaranteed))
+    return {**entry.not_guaranteed, **(entry.float64_only if dtype != torch.float64 else {})}
+
+
+@pytest.mark.parametrize(("name", "dtype"), [
+    pytest.param(n, d, id=f"{n}-{str(d)[6:]}")
+    for n in INVARIANT for d in (torch.float64, torch.float32) if excluded(n, d)
+])
+def test_shapes_outside_the_guarantee_are_documented_and_measurable(name: str, dtype: torch.dtype) -> None:
+    shapes = excluded(name, dtype)
+    entry = get_model_entry(name)
+    assert set(entry.guaranteed_shapes(dtype)).isdisjoint(shapes) and all(shapes.values())
+    assert set(shapes) <= set(ADVERSARIAL_SHAPES)
+    net, n = build(name, dtype, use_normals=True)
+    _, pos, normal = adversarial_batch(n, list(shapes))
     extra = (torch.arange(pos.shape[0]) % 2,) if entry.task == "segmentation" else ()
-    report = measure(net, pos, normal, *extra)
+    report = measure(net, pos.to(dtype), normal.to(dtype), *extra)
     assert report.max_abs == report.max_abs and report.trials == 3  # finite, reported, not asserted
 
 

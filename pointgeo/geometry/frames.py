@@ -53,10 +53,44 @@ def principal_axes(
     return evals.flip(-1), evecs.flip(-1)
 
 
+def skew_tolerance(dtype: torch.dtype) -> float:
+    """``ε^1.5``: third moments below this fraction of ``sum_i w_i ‖y_i‖^3`` come from extents below ``√ε`` of
+    the cloud's, i.e. rounding noise of a flat or symmetric direction, whose sign would flip under rotation."""
+    return torch.finfo(dtype).eps ** 1.5
+
+
+def skew_signs(coords: Tensor, weights: Tensor | None = None, lengths: Tensor | None = None) -> Tensor:
+    """``(..., D)`` signs of the third moments ``sum_i w_i y_ik^3`` of coordinates ``(..., N, D)``, with ``0`` where
+    a moment is within :func:`skew_tolerance` of zero (a direction without an invariant sign). The tolerance is
+    relative to ``sum_i w_i l_i^3`` with ``lengths`` ``l (..., N)`` (default ``‖y_i‖``: pass the full offsets'
+    lengths when ``coords`` holds only some directions)."""
+    size = (coords.norm(dim=-1) if lengths is None else lengths) ** 3
+    cubed = coords**3
+    if weights is not None:
+        cubed, size = cubed * weights.unsqueeze(-1), size * weights
+    moment = cubed.sum(-2)
+    significant = moment.abs() > skew_tolerance(coords.dtype) * size.sum(-1, keepdim=True)
+    return torch.where(significant, torch.sign(moment), torch.zeros_like(moment))
+
+
 def third_moment_signs(coords: Tensor, weights: Tensor | None = None) -> Tensor:
     """``(..., 3)`` signs ``s_k = sign(sum_i w_i y_ik^3)`` of canonical coordinates ``(..., N, 3)`` (0 → +1)."""
-    cubed = coords**3 if weights is None else coords**3 * weights.unsqueeze(-1)
-    return torch.where(cubed.sum(-2) < 0, -1.0, 1.0).to(coords.dtype)
+    return torch.where(skew_signs(coords, weights) < 0, -1.0, 1.0).to(coords.dtype)
+
+
+def signed_least_axis(centred: Tensor, weights: Tensor | None = None) -> Tensor:
+    """The least-variance axis ``(..., 3)`` of centred points ``(..., N, 3)`` with a rotation-equivariant sign.
+
+    Its own third moment decides; where that vanishes (a flat cloud: the normal of a plane), the handedness of the
+    two other axes signed by their third moments does (``a_3 = a_1 × a_2``), which turns with the cloud as well.
+    Only a cloud that is also symmetric within its plane (or collinear) leaves the sign undetermined.
+    """
+    _, axes = principal_axes(centred, weights)
+    signs = skew_signs(centred @ axes, weights)
+    in_plane = axes[..., :2] * torch.where(signs[..., :2] < 0, -1.0, 1.0).to(axes.dtype).unsqueeze(-2)
+    handed = torch.linalg.cross(in_plane[..., 0], in_plane[..., 1])
+    least = axes[..., 2]
+    return torch.where(signs[..., 2:] != 0, signs[..., 2:] * least, handed)
 
 
 def canonical_frame(

@@ -4,10 +4,10 @@ For a centre ``p`` with unit normal ``n`` and its ``K`` neighbours ``x_j`` (Zhan
 RIConv++):
 
 * **Ordering** (:func:`angular_order`): project ``v_j = x_j - p`` onto the tangent plane, ``t_j = v_j - (v_j·n) n``;
-  the reference direction ``r`` is the unit projection of the neighbour with the largest ``‖t_j‖``; with
-  ``c_j = û_j·r`` and ``s_j = sign((û_j × r)·n)`` the key ``s_j c_j - (1 - s_j)`` sorted in descending order walks
-  around ``n`` starting at ``r`` (whose key is set to 1; sides within rounding of zero count as 0, so fused
-  multiply-adds cannot reorder the walk). The order is as invariant as the sign of ``n``.
+  the reference direction ``r`` is the unit projection of the neighbour with the largest ``‖t_j‖``; the walk
+  starts at ``r`` and visits the neighbours by the angle ``atan2((û_j × r)·n, û_j·r)`` in ``[0, 2π)``. Directions
+  within ``√ε`` of the line of ``r`` count as exactly on it (angle 0 or π, ties kept in the incoming order), so
+  rounding cannot reorder collinear neighbours. The order is as invariant as the sign of ``n``.
 * **Descriptor** (:func:`risp_features`): with ``i-``/``i+`` the neighbours ``step`` places before/after ``i`` (cyclic),
   the 14 channels are distances, angles and normal angles of the triangles ``(p, x_i, x_{i-})`` and
   ``(p, x_i, x_{i+})`` (table in the docstring of :func:`risp_features`). All are dot products of vectors that rotate
@@ -50,11 +50,13 @@ def angular_order(centre: Tensor, normal: Tensor, neighbours: Tensor) -> Tensor:
     ref_index = length.argmax(-1, keepdim=True)
     ref = torch.gather(u, -2, ref_index.unsqueeze(-1).expand(*u.shape[:-2], 1, 3))
     cos = _dot(u, ref)
-    # Directions (anti)parallel to r have no side; rounding (fused multiply-adds) must not invent one.
+    # Directions (anti)parallel to r (a line through p, duplicated points) have no side: within √ε, which bounds
+    # the rounding of nearby points' directions, they are put exactly at angle 0 or π.
     across = _dot(torch.linalg.cross(u, ref.expand_as(u)), n)
-    side = torch.where(across.abs() > 64 * torch.finfo(across.dtype).eps, torch.sign(across), 0.0)
-    key = (side * cos - (1 - side)).scatter(-1, ref_index, 1.0)  # the walk starts at r itself
-    return key.sort(dim=-1, descending=True, stable=True).indices
+    across = torch.where(across.abs() > torch.finfo(across.dtype).eps ** 0.5, across, 0.0)
+    angle = torch.atan2(across, cos).remainder(2 * torch.pi)  # (..., K) in [0, 2π) around n from r
+    key = angle.scatter(-1, ref_index, -1.0)  # the walk starts at r itself
+    return key.sort(dim=-1, stable=True).indices
 
 
 def risp_features(centre: Tensor, centre_normal: Tensor, neighbours: Tensor, neighbour_normals: Tensor,

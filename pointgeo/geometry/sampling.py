@@ -7,19 +7,44 @@ from torch import Tensor
 
 from pointgeo.geometry.backends import Backend, choose, open3d_ops
 from pointgeo.geometry.checks import check_points
+from pointgeo.geometry.frames import principal_axes
+from pointgeo.geometry.neighbors import index_points
 
 
-def farthest_from_centroid(pos: Tensor) -> Tensor:
-    """Index of the point farthest from its cloud's centroid: ``(B, N, 3) -> (B,)``.
+MIRROR_BIAS = 1e-6
+"""Relative weight of the mirror-breaking term in FPS's distances (see :func:`mirror_weights`)."""
 
-    This start point is invariant to rotations, translations and permutations of the cloud (up to exact ties),
-    unlike PyG's random start or the CUDA kernels' fixed index 0.
+
+def mirror_weights(pos: Tensor) -> Tensor:
+    """Per-point weights ``1 + 1e-6 det(V) y_1 y_2 y_3 / r^3`` of clouds ``(B, N, 3) -> (B, N)``.
+
+    ``y = (p - c) V`` are principal coordinates and ``r`` the cloud radius. The signed principal volume does not
+    depend on the axes' signs, turns with the cloud and changes sign under a mirror, so the weights tell mirror
+    images apart: FPS multiplies its distances by them, and the exact distance ties of a mirror-symmetric cloud
+    (its points come in pairs) are then decided the same way in every orientation. Elsewhere they change a pick
+    only between distances within ~1e-6 of each other, and invariantly so.
     """
     centred = pos - pos.mean(dim=1, keepdim=True)
-    return (centred * centred).sum(-1).argmax(dim=1)
+    _, axes = principal_axes(centred)
+    volume = (centred @ axes).prod(-1) * torch.linalg.det(axes).unsqueeze(-1)
+    radius = centred.norm(dim=-1).amax(dim=1, keepdim=True).clamp_min(torch.finfo(pos.dtype).tiny)
+    return 1 + MIRROR_BIAS * volume / radius**3
 
 
-def _fps_torch(pos: Tensor, m: int, far: Tensor) -> Tensor:
+def farthest_from_centroid(pos: Tensor, weights: Tensor | None = None) -> Tensor:
+    """Index of the point farthest from its cloud's centroid, distances weighted by :func:`mirror_weights`:
+    ``(B, N, 3) -> (B,)``.
+
+    This start point is invariant to rotations, translations and permutations of the cloud, unlike PyG's random
+    start or the CUDA kernels' fixed index 0; only duplicated points (interchangeable) and clouds whose symmetry
+    the weights cannot see (repeated principal eigenvalues) are left tied.
+    """
+    centred = pos - pos.mean(dim=1, keepdim=True)
+    weights = mirror_weights(pos) if weights is None else weights
+    return ((centred * centred).sum(-1) * weights).argmax(dim=1)
+
+
+def _fps_torch(pos: Tensor, m: int, far: Tensor, weights: Tensor) -> Tensor:
     b, n, _ = pos.shape
     idx = torch.empty(b, m, dtype=torch.long, device=pos.device)
     mindist = torch.full((b, n), float("inf"), dtype=pos.dtype, device=pos.device)
@@ -28,7 +53,30 @@ def _fps_torch(pos: Tensor, m: int, far: Tensor) -> Tensor:
         idx[:, i] = far
         d = ((pos - pos[batch, far].unsqueeze(1)) ** 2).sum(-1)
         mindist = torch.minimum(mindist, d)
-        far = mindist.argmax(dim=1)
+        far = (mindist * weights).argmax(dim=1)
+    return idx
+
+
+def _repeat_after_exhaustion(pos: Tensor, idx: Tensor) -> Tensor:
+    """Once every point lies on an earlier pick (duplicated points, ``m`` above the number of distinct points),
+    FPS would pick among duplicates in index order, so *how many* copies of each point are picked would depend on
+    the input order. The picks from there on repeat the distinct ones cyclically instead: ``(B, m) -> (B, m)``.
+    """
+    b, m = idx.shape
+    picked = index_points(pos, idx)  # (B, m, 3)
+    rounding = (64 * torch.finfo(pos.dtype).eps * pos.abs().amax(dim=(1, 2))) ** 2  # (B,)
+    last = ((picked[:, :-1] - picked[:, -1:]) ** 2).sum(-1).amin(dim=1)  # the smallest gap is the last pick's
+    exhausted = (last <= rounding).nonzero().flatten()
+    if m < 2 or exhausted.numel() == 0:
+        return idx
+    rows = picked[exhausted]
+    gaps = ((rows.unsqueeze(2) - rows.unsqueeze(1)) ** 2).sum(-1)  # (E, m, m)
+    earlier = torch.ones(m, m, dtype=torch.bool, device=pos.device).tril(-1)
+    gap = torch.where(earlier, gaps, torch.inf).amin(dim=-1)  # (E, m): distance to the nearest earlier pick
+    distinct = (gap <= rounding[exhausted, None]).int().argmax(dim=1)  # first duplicate pick (≥ 1)
+    cycle = torch.arange(m, device=pos.device) % distinct.unsqueeze(1)
+    idx = idx.clone()
+    idx[exhausted] = torch.gather(idx[exhausted], 1, cycle)
     return idx
 
 
@@ -51,7 +99,9 @@ def farthest_point_sampling(
     """Select ``m`` points of each cloud by farthest point sampling.
 
     Iteratively picks the point maximising the distance to the already-picked set. The loop runs over the
-    ``m`` picks; the batch is processed at once.
+    ``m`` picks; the batch is processed at once. The pure-torch backend weights the distances by
+    :func:`mirror_weights`, so exact ties between mirror images are decided invariantly at every pick; Open3D's
+    kernel (the float32 fast path) does so for the start point only.
 
     Args:
         pos: ``(B, N, 3)`` positions, ``N >= m``.
@@ -61,18 +111,19 @@ def farthest_point_sampling(
         backend: ``auto`` uses Open3D's batched kernel for float32 CPU clouds when it loads, else pure torch.
 
     Returns:
-        ``(B, m)`` long indices into ``N``, in selection order.
+        ``(B, m)`` long indices into ``N``, in selection order. When ``m`` exceeds the number of distinct points,
+        the distinct picks repeat cyclically (see :func:`_repeat_after_exhaustion`).
     """
     check_points(pos, "pos", min_points=m)
     if m < 1:
         raise ValueError(f"m must be >= 1; got {m}")
     b = pos.shape[0]
+    weights = mirror_weights(pos)
     if start is None:
-        far = farthest_from_centroid(pos)
+        far = farthest_from_centroid(pos, weights)
     elif isinstance(start, int):
         far = torch.full((b,), start, dtype=torch.long, device=pos.device)
     else:
         far = start.to(device=pos.device, dtype=torch.long)
-    if choose(backend, pos) == "open3d":
-        return _fps_open3d(pos, m, far)
-    return _fps_torch(pos, m, far)
+    idx = _fps_open3d(pos, m, far) if choose(backend, pos) == "open3d" else _fps_torch(pos, m, far, weights)
+    return _repeat_after_exhaustion(pos, idx)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from pointgeo.geometry import knn
 from pointgeo.nn.linear_bn import LinearBN
 from pointgeo.nn.offset_attention import AttentionNorm
-from pointgeo.nn.risurconv import RISurConvBlock, SurfaceConv, input_normals
+from pointgeo.nn.risurconv import FLOAT64_ONLY, RISurConvBlock, SurfaceConv, input_normals
 from pointgeo.registry import register_model
 
 
@@ -140,13 +140,7 @@ class RISurConvSegmenter(nn.Module):
                  "decoder_neighbours": (8, 8, 8, 8), "decoder_channels": (16, 16, 8, 8),
                  "decoder_mlps": ((16,), (8,), (8,), ()), "head": 16, "normal_k": 8},
     test_num_points=128,
-    not_guaranteed={
-        "mirror_symmetric": "FPS and kNN meet exact distance ties between mirror images, and RISP tells mirror "
-                            "images apart, so which one is kept changes the output",
-        "repeated_points": "FPS and kNN meet exact ties between duplicated points",
-        "planar": "the estimated normals of a plane have no invariant sign",
-        "collinear": "a line has no normals: its tangent planes are undetermined",
-    },
+    float64_only=FLOAT64_ONLY,
 )
 def risurconv_seg(num_parts: int = 50, num_categories: int = 16, use_normals: bool = True,
                   **kwargs: object) -> RISurConvSegmenter:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from pointgeo.geometry import random_rotations, rotate
-from pointgeo.geometry.frames import canonical_frame, sign_flips
+from pointgeo.geometry.frames import canonical_frame, principal_axes, sign_flips, signed_least_axis, skew_signs
 from pointgeo.testing.shapes import adversarial_batch
 
 
@@ -41,3 +41,12 @@ def test_degenerate_clouds_give_finite_frames() -> None:
 def test_frames_work_on_neighbourhood_batches() -> None:
     frame, c = canonical_frame(torch.randn(2, 7, 16, 3))
     assert frame.shape == (2, 7, 3, 3) and c.shape == (2, 7, 1, 3)
+
+
+def test_the_signed_least_axis_of_a_plane_rotates_with_it() -> None:
+    _, pos, _ = adversarial_batch(300, ["planar", "planar"], seed=1)
+    centred = pos - pos.mean(dim=1, keepdim=True)
+    assert (skew_signs(centred @ principal_axes(centred)[1])[:, 2] == 0).all()  # no third moment across the plane
+    rot = random_rotations(2, generator=torch.Generator().manual_seed(8))
+    expected = (signed_least_axis(centred).unsqueeze(1) @ rot.transpose(-1, -2)).squeeze(1)
+    assert torch.allclose(signed_least_axis(rotate(centred, rot)), expected, atol=1e-10)

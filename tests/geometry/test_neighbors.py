@@ -13,6 +13,7 @@ from pointgeo.geometry import (
     random_rotations,
     rotate,
 )
+from pointgeo.testing.shapes import box, mirror_symmetric
 
 
 def brute_knn(q: torch.Tensor, p: torch.Tensor, k: int) -> torch.Tensor:
@@ -74,6 +75,27 @@ def test_default_fps_is_rotation_translation_and_permutation_invariant() -> None
     moved = rotate(pos, rot)[:, perm] + 3.0
     chosen_moved = index_points(moved, farthest_point_sampling(moved, 64))
     assert torch.allclose(rotate(chosen, rot) + 3.0, chosen_moved, atol=1e-10)
+
+
+@pytest.mark.parametrize("m", [100, 300])
+def test_fps_decides_the_ties_of_a_mirror_symmetric_cloud_invariantly(m: int) -> None:
+    pos = torch.stack([mirror_symmetric(400, seed)[0] for seed in range(3)])  # points in exact mirror pairs
+    g = torch.Generator().manual_seed(5)
+    rot, perm = random_rotations(3, generator=g), torch.randperm(400, generator=g)
+    moved = rotate(pos, rot)[:, perm] + torch.tensor([3.0, -1.0, 7.0], dtype=torch.float64)
+    chosen = rotate(index_points(pos, farthest_point_sampling(pos, m)), rot)
+    chosen_moved = index_points(moved, farthest_point_sampling(moved, m)) - torch.tensor([3.0, -1.0, 7.0])
+    assert torch.allclose(chosen, chosen_moved, atol=1e-10)
+
+
+def test_fps_repeats_the_distinct_picks_once_every_point_is_taken() -> None:
+    distinct, _ = box(32)
+    pos = distinct.repeat(4, 1)[torch.randperm(128, generator=torch.Generator().manual_seed(0))].unsqueeze(0)
+    chosen = index_points(pos, farthest_point_sampling(pos, 100))[0]
+    assert torch.unique(chosen[:32], dim=0).shape[0] == 32  # every distinct point first
+    assert torch.equal(chosen[32:], chosen[torch.arange(32, 100) % 32])  # then the same sequence again
+    shuffled = pos[:, torch.randperm(128)]
+    assert torch.equal(index_points(shuffled, farthest_point_sampling(shuffled, 100))[0], chosen)
 
 
 @pytest.mark.parametrize(

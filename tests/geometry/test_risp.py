@@ -14,8 +14,9 @@ R2, R5 = math.sqrt(2), math.sqrt(5)
 
 def test_ordering_and_features_match_the_hand_computed_example() -> None:
     # Centre at the origin with normal +z; neighbours A = (2,0,0) (largest tangent projection, so r = +x),
-    # B = (0,1,0) and D = (1,-1,0). Keys s*c - (1 - s): A is r itself -> 1; D: s=+1, c=1/sqrt2 -> 0.707;
-    # B: s=-1, c=0 -> -2. The walk is A, D, B; we describe A with its neighbours in the order D, A, B (i = 1).
+    # B = (0,1,0) and D = (1,-1,0). Angles atan2((u x r).n, u.r) from r: A is r itself (first); D: u x r = +z/sqrt2,
+    # u.r = 1/sqrt2 -> pi/4; B: u x r = -z, u.r = 0 -> 3pi/2. The walk is A, D, B; we describe A with its
+    # neighbours in the order D, A, B (i = 1).
     p = torch.zeros(3, dtype=torch.float64)
     n_p = torch.tensor([0.0, 0, 1], dtype=torch.float64)
     a, b, d = [torch.tensor(v, dtype=torch.float64) for v in ([2.0, 0, 0], [0.0, 1, 0], [1.0, -1, 0])]
@@ -46,3 +47,18 @@ def test_features_are_invariant_under_rotation_and_translation() -> None:
     moved = describe(rotate(centre, rot) + shift, rotate(normal, rot), rotate(nbrs, rot[:, None]) + shift,
                      rotate(nbr_normals, rot[:, None]))
     assert torch.allclose(describe(centre, normal, nbrs, nbr_normals), moved, atol=1e-10)
+
+
+def test_neighbours_on_a_line_through_the_centre_keep_one_order_under_rotation() -> None:
+    # Rounding gives collinear directions a random side; within √ε they are put at angle 0 (with r) or π.
+    direction = torch.nn.functional.normalize(torch.tensor([1.0, 2.0, -0.5], dtype=torch.float64), dim=0)
+    normal = torch.nn.functional.normalize(torch.linalg.cross(direction, torch.tensor([0.0, 0, 1.0]).double()), dim=0)
+    steps = torch.tensor([0.9, -0.3, 0.2, -0.7, 0.5, -0.05, 0.01], dtype=torch.float64)
+    centre = torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64)
+    nbrs = centre + steps[:, None] * direction
+    assert angular_order(centre, normal, nbrs).tolist() == [0, 2, 4, 6, 1, 3, 5]  # r, same side, then opposite
+    rot = random_rotations(64, generator=torch.Generator().manual_seed(3))
+    shift = torch.tensor([5.0, -3.0, 8.0], dtype=torch.float64)
+    one = lambda v: rotate(v.expand(64, 1, 3), rot)[:, 0]  # noqa: E731  (64 rotated copies of a vector)
+    orders = angular_order(one(centre) + shift, one(normal), rotate(nbrs.expand(64, 7, 3), rot) + shift)
+    assert (orders == torch.tensor([0, 2, 4, 6, 1, 3, 5])).all()
