@@ -84,14 +84,24 @@ def device_name(device: str) -> str:
     return f"CPU, {torch.get_num_threads()} torch threads, transparent huge pages {huge_pages}"
 
 
-def print_against_reference(name: str, m: Measurement, batch: int, points: int, params: int,
-                            reference: dict[str, float]) -> None:
-    """One line of samples/s, peak memory and parameters, and the ratios against a reference run's figures
-    (``samples_per_s``, ``peak_mib``, ``batch``, ``points``): throughput ours / reference, memory reference / ours."""
-    rate = batch / m.seconds
-    print(f"{name}: B={batch} N={points}  {m.seconds:6.2f} s/step  {rate:6.2f} samples/s  "
+def print_measurement(name: str, m: Measurement, batch: int, points: int, params: int) -> None:
+    """One line: time per step, samples/s, peak memory and parameter count."""
+    print(f"{name}: B={batch} N={points}  {m.seconds:6.2f} s/step  {batch / m.seconds:6.2f} samples/s  "
           f"{m.peak_mib:8.0f} MiB peak  {params / 1e6:.2f} M params")
-    print(f"  vs released code (B={reference['batch']:.0f}, N={reference['points']:.0f}: "
+
+
+def print_ratios(m: Measurement, batch: int, reference: dict[str, float], label: str) -> None:
+    """The ratios against a reference run's figures (``samples_per_s``, ``peak_mib``, ``batch``, ``points``):
+    throughput ours / reference, memory reference / ours."""
+    rate = batch / m.seconds
+    print(f"  vs {label} (B={reference['batch']:.0f}, N={reference['points']:.0f}: "
           f"{reference['samples_per_s']} samples/s, {reference['peak_mib']:.0f} MiB): "
           f"throughput {rate / reference['samples_per_s']:.2f}x, "
           f"memory {reference['peak_mib'] / max(m.peak_mib, 1):.2f}x less")
+
+
+def print_against_reference(name: str, m: Measurement, batch: int, points: int, params: int,
+                            reference: dict[str, float]) -> None:
+    """:func:`print_measurement` and :func:`print_ratios` against the released code's published figures."""
+    print_measurement(name, m, batch, points, params)
+    print_ratios(m, batch, reference, "released code")
