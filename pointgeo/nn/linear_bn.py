@@ -276,7 +276,8 @@ class _PooledMLPFunction(torch.autograd.Function):
         m = a.shape[0]
         rows = max(1, CHUNK_ROWS // pool) * pool
         spans = [(s, min(s + rows, m)) for s in range(0, m, rows)]
-        offset = a.sum(0, dtype=torch.float64) / m if len(modules) > 1 else None
+        # float64 over per-chunk sums: a float64 reduction of the whole tensor converts it element by element (~20×)
+        offset = torch.stack([a[s:e].sum(0) for s, e in spans]).double().sum(0) / m if len(modules) > 1 else None
         x = a if offset is None else a - offset.to(a.dtype)
         work = _Workspace(rows, a)
         hidden: list[_HiddenLayer] = []
