@@ -62,18 +62,22 @@ def _repeat_after_exhaustion(pos: Tensor, idx: Tensor) -> Tensor:
     FPS would pick among duplicates in index order, so *how many* copies of each point are picked would depend on
     the input order. The picks from there on repeat the distinct ones cyclically instead: ``(B, m) -> (B, m)``.
     """
-    b, m = idx.shape
+    m = idx.shape[1]
+    if m < 2:
+        return idx
     picked = index_points(pos, idx)  # (B, m, 3)
     rounding = (64 * torch.finfo(pos.dtype).eps * pos.abs().amax(dim=(1, 2))) ** 2  # (B,)
-    last = ((picked[:, :-1] - picked[:, -1:]) ** 2).sum(-1).amin(dim=1)  # the smallest gap is the last pick's
+    last = ((picked[:, :-1] - picked[:, -1:]) ** 2).sum(-1).amin(dim=1)  # exhausted: the last pick is a repeat
     exhausted = (last <= rounding).nonzero().flatten()
-    if m < 2 or exhausted.numel() == 0:
+    if exhausted.numel() == 0:
         return idx
-    rows = picked[exhausted]
-    gaps = ((rows.unsqueeze(2) - rows.unsqueeze(1)) ** 2).sum(-1)  # (E, m, m)
-    earlier = torch.ones(m, m, dtype=torch.bool, device=pos.device).tril(-1)
-    gap = torch.where(earlier, gaps, torch.inf).amin(dim=-1)  # (E, m): distance to the nearest earlier pick
-    distinct = (gap <= rounding[exhausted, None]).int().argmax(dim=1)  # first duplicate pick (≥ 1)
+    later = torch.ones(m, m, dtype=torch.bool, device=pos.device).triu()  # (pick, earlier pick) pairs to ignore
+    clouds = max(1, (1 << 24) // m**2)  # a few clouds at a time: (clouds, m, m) distances
+    first_repeat = []
+    for rows, tolerance in zip(picked[exhausted].split(clouds), rounding[exhausted].split(clouds)):
+        gap = torch.cdist(rows, rows, compute_mode="donot_use_mm_for_euclid_dist").masked_fill_(later, torch.inf)
+        first_repeat.append((gap.amin(dim=-1) ** 2 <= tolerance[:, None]).int().argmax(dim=1))  # ≥ 1
+    distinct = torch.cat(first_repeat)
     cycle = torch.arange(m, device=pos.device) % distinct.unsqueeze(1)
     idx = idx.clone()
     idx[exhausted] = torch.gather(idx[exhausted], 1, cycle)

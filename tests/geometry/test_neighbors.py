@@ -118,7 +118,8 @@ def test_bad_input_gets_a_clear_error(call: object, message: str) -> None:
 def test_degenerate_clouds_are_handled() -> None:
     same = torch.ones(1, 32, 3)
     idx = farthest_point_sampling(same, 8)
-    assert idx.shape == (1, 8)
+    assert idx.shape == (1, 8) and (idx == idx[:, :1]).all()  # one distinct point: picked again and again
+    assert farthest_point_sampling(torch.randn(2, 5, 3), 1).shape == (2, 1)
     i, d = knn(same, same, 4)
     assert (d == 0).all() and i.shape == (1, 32, 4)
 
