@@ -63,7 +63,8 @@ RELEASES: dict[tuple[int, str], dict[str, str | None]] = {
 }
 """Official archive URL, the folder it extracts to, and its sha256 (``None``: no published checksum, not verified)."""
 UP_AXIS = {"normal_resampled": "y", "hdf5": "y", "mesh": "z"}
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2
+"""Bumped when the cached arrays change: 2 = FPS deciding exact ties invariantly."""
 MODELNET40_CLASSES = [
     "airplane", "bathtub", "bed", "bench", "bookshelf", "bottle", "bowl", "car", "chair", "cone", "cup", "curtain",
     "desk", "door", "dresser", "flower_pot", "glass_box", "guitar", "keyboard", "lamp", "laptop", "mantel", "monitor",

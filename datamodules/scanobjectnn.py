@@ -37,7 +37,8 @@ VARIANTS = {
     "PB_T50_RS": ("main_split", "objectdataset_augmentedrot_scale75.h5"),
 }
 FORM = "https://hkust-vgd.github.io/scanobjectnn/"
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2
+"""Bumped when the cached arrays change: 2 = FPS deciding exact ties invariantly, normals of degenerate neighbourhoods."""
 Variant = Literal["OBJ_ONLY", "OBJ_BG", "PB_T50_RS"]
 
 
