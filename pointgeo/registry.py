@@ -47,10 +47,13 @@ class ModelEntry:
     """Adversarial shapes on which the invariance is guaranteed in float64 but not in float32 (whose rounding
     reaches the tolerances that decide their exact ties), each with the reason; measured in float32."""
 
+    def excluded_shapes(self, dtype: torch.dtype) -> dict[str, str]:
+        """The adversarial shapes outside the guarantee in ``dtype``, with the reasons."""
+        return {**self.not_guaranteed, **(self.float64_only if dtype != torch.float64 else {})}
+
     def guaranteed_shapes(self, dtype: torch.dtype) -> list[str]:
         """The adversarial shapes on which the invariance is guaranteed in ``dtype``."""
-        excluded = set(self.not_guaranteed) | (set(self.float64_only) if dtype != torch.float64 else set())
-        return [name for name in ADVERSARIAL_SHAPES if name not in excluded]
+        return [name for name in ADVERSARIAL_SHAPES if name not in self.excluded_shapes(dtype)]
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
