@@ -38,7 +38,8 @@ VARIANTS = {
 }
 FORM = "https://hkust-vgd.github.io/scanobjectnn/"
 PREPROCESS_VERSION = 2
-"""Bumped when the cached arrays change: 2 = FPS deciding exact ties invariantly, normals of degenerate neighbourhoods."""
+"""Bumped when the cached arrays change: 2 = FPS deciding exact ties invariantly, normals of degenerate
+neighbourhoods."""
 Variant = Literal["OBJ_ONLY", "OBJ_BG", "PB_T50_RS"]
 
 
