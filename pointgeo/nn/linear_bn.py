@@ -12,6 +12,9 @@ tensors altogether:
   are never formed;
 * ``pool=True``: the max over the neighbour axis is taken inside, so only ``(B, S, C)`` and its arg-max leave.
 
+:class:`LinearBNChain` runs layers without activation followed by one with it (RISurConv's RISP embedding) as one
+affine map of the input in training, so that the intermediate widths are never formed.
+
 :class:`PooledMLP` runs a whole PointNet-style stack ending in such a max as one chunked function in training
 (:class:`_PooledMLPFunction`, also the training path of a single pooled layer): nothing of size ``(B, S, K, C)`` is
 stored, and each chunk's products and element-wise passes run from cache.
@@ -50,7 +53,7 @@ def _momentum(bn: nn.BatchNorm1d) -> float:
 def _activate_(x: Tensor, slope: float | None) -> Tensor:
     """In place: the leaky ReLU of ``slope`` (0: ReLU; ``None``: identity)."""
     if slope == 0:
-        x.clamp_(min=0)
+        torch.relu_(x)  # relu_ (unlike clamp_) keeps only its result for autograd
     elif slope is not None:
         torch.nn.functional.leaky_relu_(x, slope)
     return x
@@ -478,3 +481,59 @@ class PooledMLP(nn.Sequential):
         params = [t for layer in self for t in (layer.weight, layer.bn.weight, layer.bn.bias)]
         out = _PooledMLPFunction.apply(a, None, None, None, x.shape[-2], tuple(self), *params)
         return out.view(*x.shape[:-2], -1)
+
+
+class LinearBNChain(nn.Sequential):
+    """:class:`LinearBN` layers of which only the last has an activation, e.g. ``14 → 32 → 64`` with one ReLU.
+
+    Without activations in between, the chain is one affine map of its input ``x``: each BatchNorm is affine given
+    its batch statistics, and those follow exactly from the mean ``m`` and covariance ``C`` of ``x``. Layer ``k``'s
+    output is ``h_k = A_k x + t_k`` with ``A_k = D_k W_k A_{k-1}``, ``t_k = D_k (W_k t_{k-1} - μ_k) + β_k``
+    (``A_0 = I, t_0 = 0``), ``D_k = γ_k / √(σ_k² + ε)``, from its batch mean ``μ_k = W_k (A_{k-1} m + t_{k-1})`` and
+    variance ``σ_k² = diag(W_k A_{k-1} C A_{k-1}ᵀ W_kᵀ)``. In training the chain computes
+    ``act((x - m) A_Lᵀ + A_L m + t_L)``: one product from the input's width to the output's, with the small matrices
+    built (in float64) by autograd-tracked operations, so every gradient (parameters, and through ``m, C`` the
+    input) is exact; the inner shifts ``β_k`` cancel in the next normalisation and get exact zeros. It is meant for narrow
+    inputs (the centred input is kept for the covariance's gradient when the input requires one). In evaluation it
+    runs its layers in turn. Parameters and state-dict keys are those of the ``nn.Sequential`` of its layers.
+
+    Args:
+        widths: ``C_0, C_1, ..., C_L``.
+        negative_slope: of the last layer's activation (0: ReLU).
+
+    Shapes:
+        ``(..., C_0) → (..., C_L)``.
+    """
+
+    def __init__(self, widths: Sequence[int], negative_slope: float = 0.0) -> None:
+        if len(widths) < 2:
+            raise ValueError(f"LinearBNChain needs input and output widths; got {list(widths)}")
+        last = len(widths) - 2
+        super().__init__(*(LinearBN(c_in, c_out, relu=i == last, negative_slope=negative_slope)
+                           for i, (c_in, c_out) in enumerate(zip(widths, widths[1:]))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return super().forward(x)
+        a = x.reshape(-1, x.shape[-1])
+        m = a.shape[0]
+        if m < 2:
+            raise ValueError("BatchNorm in training needs more than one value per channel")
+        mean = a.mean(0)
+        centred = a - mean
+        cov = (centred.t() @ centred).double() / m  # (C_0, C_0)
+        mean64 = mean.double()
+        linear = torch.eye(a.shape[1], dtype=torch.float64, device=a.device)  # A_0
+        shift = torch.zeros_like(mean64)  # t_0
+        for layer in self:
+            weight = layer.weight.double()
+            w = weight @ linear  # (C_k, C_0): W_k A_{k-1}
+            mu = weight @ (linear @ mean64 + shift)
+            var = ((w @ cov) * w).sum(1)
+            with torch.no_grad():
+                _update_running(layer.bn, mu, var, m)
+            scale = layer.bn.weight.double() * torch.rsqrt(var + layer.bn.eps)
+            linear, shift = scale[:, None] * w, scale * (weight @ shift - mu) + layer.bn.bias.double()
+        out = torch.addmm((linear @ mean64 + shift).to(a.dtype), centred, linear.to(a.dtype).t())
+        last = self[-1]
+        return _activate_(out, last.negative_slope if last.relu else None).view(*x.shape[:-1], -1)

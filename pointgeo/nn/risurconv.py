@@ -36,7 +36,7 @@ from pointgeo.geometry import estimate_normals, farthest_point_sampling, index_p
 from pointgeo.geometry.checks import check_points
 from pointgeo.geometry.frames import principal_axes, signed_least_axis
 from pointgeo.geometry.risp import angular_order, risp_features
-from pointgeo.nn.linear_bn import LinearBN
+from pointgeo.nn.linear_bn import LinearBN, LinearBNChain
 from pointgeo.nn.offset_attention import AttentionNorm, OffsetAttention
 from pointgeo.registry import register_model
 
@@ -75,7 +75,7 @@ class SurfaceConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, attention_norm: AttentionNorm = "query") -> None:
         super().__init__()
-        self.embed = nn.Sequential(LinearBN(RISP_CHANNELS, 32, relu=False), LinearBN(32, 64))
+        self.embed = LinearBNChain((RISP_CHANNELS, 32, 64))
         self.local_attention = OffsetAttention(64, norm=attention_norm)
         self.conv = LinearBN(64, out_channels, gathered_channels=in_channels, pool=True)
         self.centre_attention = OffsetAttention(out_channels)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from pointgeo.nn import linear_bn
-from pointgeo.nn.linear_bn import LinearBN, PooledMLP
+from pointgeo.nn.linear_bn import LinearBN, LinearBNChain, PooledMLP
 
 
 def reference(layer: LinearBN, a: torch.Tensor, features: torch.Tensor | None, idx: torch.Tensor | None,
@@ -109,9 +109,9 @@ def test_bad_arguments() -> None:
         LinearBN(3, 4)(torch.randn(1, 3))
 
 
-def stock_mlp(mlp: PooledMLP) -> nn.Sequential:
-    """The stock modules of a PooledMLP: Linear (no bias), BatchNorm1d (sharing the affine parameters), activation,
-    and the max over the neighbour axis."""
+def stock_mlp(mlp: PooledMLP | LinearBNChain) -> nn.Sequential:
+    """The stock modules of a PooledMLP or LinearBNChain: Linear (no bias), BatchNorm1d (sharing the affine
+    parameters), activation where the layer has one (a PooledMLP's max over the neighbour axis comes after)."""
     layers: list[nn.Module] = []
     for layer in mlp:
         linear = nn.Linear(layer.weight.shape[1], layer.weight.shape[0], bias=False)
@@ -119,7 +119,7 @@ def stock_mlp(mlp: PooledMLP) -> nn.Sequential:
         bn = nn.BatchNorm1d(layer.weight.shape[0]).to(layer.weight.dtype)
         bn.load_state_dict(layer.bn.state_dict())
         bn.weight, bn.bias = layer.bn.weight, layer.bn.bias
-        layers += [linear, Channels(bn), nn.LeakyReLU(layer.negative_slope)]
+        layers += [linear, Channels(bn), nn.LeakyReLU(layer.negative_slope) if layer.relu else nn.Identity()]
     return nn.Sequential(*layers)
 
 
@@ -199,3 +199,43 @@ def test_pooled_mlp_evaluation_runs_its_layers() -> None:
     torch.testing.assert_close(mlp(a), stock_mlp(mlp).eval()(a).amax(dim=-2), rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="widths"):
         PooledMLP((3,))
+
+
+@pytest.mark.parametrize("widths", [(3, 5), (14, 32, 64), (4, 6, 5, 7)])
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+def test_chain_matches_stock_modules(widths: tuple[int, ...], slope: float) -> None:
+    """Training: outputs, every gradient (input included) and the running statistics equal the stock layers'; the
+    inner BatchNorm shifts, which the next normalisation cancels, get zero gradients (not none: DDP needs them)."""
+    torch.manual_seed(6)
+    chain = LinearBNChain(widths, negative_slope=slope).double().train()
+    with torch.no_grad():
+        for layer in chain:
+            layer.bn.weight.uniform_(-1, 1)
+            layer.bn.bias.uniform_(-1, 1)
+    stock = stock_mlp(chain).train()
+    a = (torch.randn(3, 11, 4, widths[0], dtype=torch.float64) * 0.5 + 2).requires_grad_()
+    out = chain(a)
+    expected = stock(a)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-10)
+    for layer, bn in zip(chain, stock[1::3]):
+        torch.testing.assert_close(layer.bn.running_mean, bn.bn.running_mean, rtol=0, atol=1e-12)
+        torch.testing.assert_close(layer.bn.running_var, bn.bn.running_var, rtol=0, atol=1e-12)
+    upstream = torch.randn_like(out)
+    inputs = [a, *chain.parameters()]
+    for ours, theirs in zip(torch.autograd.grad(out, inputs, upstream), torch.autograd.grad(expected, inputs, upstream)):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-10)
+    for layer in list(chain)[:-1]:
+        assert torch.autograd.grad(chain(a), layer.bn.bias, upstream)[0].abs().max() < 1e-12
+
+
+def test_chain_evaluation_runs_its_layers() -> None:
+    torch.manual_seed(7)
+    chain = LinearBNChain((5, 8, 6)).double()
+    chain.train()(torch.randn(4, 10, 5, dtype=torch.float64))
+    chain.eval()
+    a = torch.randn(2, 10, 5, dtype=torch.float64)
+    torch.testing.assert_close(chain(a), stock_mlp(chain).eval()(a), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="widths"):
+        LinearBNChain((3,))
+    with pytest.raises(ValueError, match="more than one value"):
+        LinearBNChain((3, 4)).train()(torch.randn(1, 3))
