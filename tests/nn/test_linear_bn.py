@@ -123,6 +123,23 @@ def stock_mlp(mlp: PooledMLP | LinearBNChain) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def random_affine(layers: nn.Sequential) -> nn.Sequential:
+    """BatchNorm scales and shifts drawn from U(-1, 1) (scales of both signs) in every layer."""
+    with torch.no_grad():
+        for layer in layers:
+            layer.bn.weight.uniform_(-1, 1)
+            layer.bn.bias.uniform_(-1, 1)
+    return layers
+
+
+def assert_same_running_statistics(layers: nn.Sequential, stock: nn.Sequential) -> None:
+    """Each layer's running estimates equal the stock BatchNorm's, updated exactly once."""
+    for layer, bn in zip(layers, stock[1::3]):
+        torch.testing.assert_close(layer.bn.running_mean, bn.bn.running_mean, rtol=0, atol=1e-12)
+        torch.testing.assert_close(layer.bn.running_var, bn.bn.running_var, rtol=0, atol=1e-12)
+        assert layer.bn.num_batches_tracked == bn.bn.num_batches_tracked == 1
+
+
 class Channels(nn.Module):
     """Apply a BatchNorm1d to the last axis of any tensor."""
 
@@ -143,20 +160,13 @@ def test_pooled_mlp_matches_stock_modules(widths: tuple[int, ...], slope: float,
     with BatchNorm scales of both signs."""
     monkeypatch.setattr(linear_bn, "CHUNK_ROWS", 64)
     torch.manual_seed(0)
-    mlp = PooledMLP(widths, negative_slope=slope).double().train()
-    with torch.no_grad():
-        for layer in mlp:
-            layer.bn.weight.uniform_(-1, 1)
-            layer.bn.bias.uniform_(-1, 1)
+    mlp = random_affine(PooledMLP(widths, negative_slope=slope).double().train())
     stock = stock_mlp(mlp)
     a = (torch.randn(3, 23, 9, widths[0], dtype=torch.float64) + 2).requires_grad_(input_grad)  # 621 rows
     out = mlp(a)
     expected = stock(a).amax(dim=-2)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-10)
-    for layer, bn in zip(mlp, stock[1::3]):
-        torch.testing.assert_close(layer.bn.running_mean, bn.bn.running_mean, rtol=0, atol=1e-12)
-        torch.testing.assert_close(layer.bn.running_var, bn.bn.running_var, rtol=0, atol=1e-12)
-        assert layer.bn.num_batches_tracked == bn.bn.num_batches_tracked == 1
+    assert_same_running_statistics(mlp, stock)
     upstream = torch.randn_like(out)
     inputs = [p for p in mlp.parameters()] + ([a] if input_grad else [])
     for g_ours, g_theirs in zip(torch.autograd.grad(out, inputs, upstream),
@@ -189,16 +199,21 @@ def test_pooled_mlp_float32_is_as_accurate_as_the_stock_modules() -> None:
         assert error <= max(2 * stock_error, 1e-6 * g_true.abs().max()), (error, stock_error)
 
 
-def test_pooled_mlp_evaluation_runs_its_layers() -> None:
-    """In eval mode the stack is its layers in turn with the running statistics."""
+@pytest.mark.parametrize("kind", [PooledMLP, LinearBNChain])
+def test_stacks_run_their_layers_in_evaluation_and_refuse_bad_input(kind: type[nn.Sequential]) -> None:
+    """In eval mode a stack is its layers in turn with the running statistics (a PooledMLP then takes the max)."""
     torch.manual_seed(5)
-    mlp = PooledMLP((3, 8, 16)).double()
+    mlp = kind((3, 8, 16)).double()
     mlp.train()(torch.randn(4, 10, 3, dtype=torch.float64))
     mlp.eval()
     a = torch.randn(2, 10, 3, dtype=torch.float64)
-    torch.testing.assert_close(mlp(a), stock_mlp(mlp).eval()(a).amax(dim=-2), rtol=0, atol=1e-12)
+    expected = stock_mlp(mlp).eval()(a)
+    expected = expected.amax(dim=-2) if kind is PooledMLP else expected
+    torch.testing.assert_close(mlp(a), expected, rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="widths"):
-        PooledMLP((3,))
+        kind((3,))
+    with pytest.raises(ValueError, match="more than one value"):
+        kind((3, 4)).train()(torch.randn(1, 1, 3))
 
 
 @pytest.mark.parametrize("widths", [(3, 5), (14, 32, 64), (4, 6, 5, 7)])
@@ -207,35 +222,16 @@ def test_chain_matches_stock_modules(widths: tuple[int, ...], slope: float) -> N
     """Training: outputs, every gradient (input included) and the running statistics equal the stock layers'; the
     inner BatchNorm shifts, which the next normalisation cancels, get zero gradients (not none: DDP needs them)."""
     torch.manual_seed(6)
-    chain = LinearBNChain(widths, negative_slope=slope).double().train()
-    with torch.no_grad():
-        for layer in chain:
-            layer.bn.weight.uniform_(-1, 1)
-            layer.bn.bias.uniform_(-1, 1)
+    chain = random_affine(LinearBNChain(widths, negative_slope=slope).double().train())
     stock = stock_mlp(chain).train()
     a = (torch.randn(3, 11, 4, widths[0], dtype=torch.float64) * 0.5 + 2).requires_grad_()
     out = chain(a)
     expected = stock(a)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-10)
-    for layer, bn in zip(chain, stock[1::3]):
-        torch.testing.assert_close(layer.bn.running_mean, bn.bn.running_mean, rtol=0, atol=1e-12)
-        torch.testing.assert_close(layer.bn.running_var, bn.bn.running_var, rtol=0, atol=1e-12)
+    assert_same_running_statistics(chain, stock)
     upstream = torch.randn_like(out)
     inputs = [a, *chain.parameters()]
     for ours, theirs in zip(torch.autograd.grad(out, inputs, upstream), torch.autograd.grad(expected, inputs, upstream)):
         torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-10)
     for layer in list(chain)[:-1]:
         assert torch.autograd.grad(chain(a), layer.bn.bias, upstream)[0].abs().max() < 1e-12
-
-
-def test_chain_evaluation_runs_its_layers() -> None:
-    torch.manual_seed(7)
-    chain = LinearBNChain((5, 8, 6)).double()
-    chain.train()(torch.randn(4, 10, 5, dtype=torch.float64))
-    chain.eval()
-    a = torch.randn(2, 10, 5, dtype=torch.float64)
-    torch.testing.assert_close(chain(a), stock_mlp(chain).eval()(a), rtol=0, atol=1e-12)
-    with pytest.raises(ValueError, match="widths"):
-        LinearBNChain((3,))
-    with pytest.raises(ValueError, match="more than one value"):
-        LinearBNChain((3, 4)).train()(torch.randn(1, 3))
