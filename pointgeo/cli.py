@@ -65,7 +65,8 @@ def run_lightning(command: str, args: list[str]) -> None:
 
 
 def list_models_command(args: list[str]) -> None:
-    """``pointgeo models [PATTERN] [--pretrained]``: networks with their task and guarantee, or checkpoints."""
+    """``pointgeo models [PATTERN] [--pretrained]``: networks with their task and guarantee (and the adversarial
+    shapes outside it, with the reasons), or checkpoints."""
     parser = argparse.ArgumentParser(prog="pointgeo models", description="List the registered networks.")
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'tinvnn*'")
     parser.add_argument("--pretrained", action="store_true", help="list the published checkpoints instead")
@@ -83,6 +84,9 @@ def list_models_command(args: list[str]) -> None:
     for name in names:
         e = get_model_entry(name)
         print(f"{name:<{width}}  {e.task:<14}  {e.invariance:<11}  {e.description}")
+        for label, shapes in (("not guaranteed", e.not_guaranteed), ("guaranteed in float64 only", e.float64_only)):
+            for shape, reason in shapes.items():
+                print(f"{'':<{width}}  {label} on {shape} clouds: {reason}")
 
 
 def list_checkpoints(pattern: str) -> None:
