@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import os
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -35,3 +38,31 @@ def shared_data() -> Path:
             pytest.fail(f"the real dataset samples are missing: expected them in {SHARED_DATA}")
         pytest.skip("the real dataset samples (../shared/data beside the checkout) are not present")
     return SHARED_DATA
+
+
+TrainedRun = tuple[str, Callable[[str], dict[int, float]]]
+
+
+@pytest.fixture
+def train_through_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> Callable[..., TrainedRun]:
+    """``run(config, *args)`` runs ``pointgeo train`` with a CSV logger in ``tmp_path/logs`` (checkpoints there
+    too) and returns its printed output and ``per_epoch(metric) -> {epoch: mean of the logged values}``."""
+    from pointgeo.cli import main
+
+    def run(config: str, *args: str) -> TrainedRun:
+        main(["train", "--config", config, *args, "--trainer.default_root_dir", str(tmp_path / "runs"),
+              "--trainer.log_every_n_steps", "1", "--trainer.logger", "CSVLogger",
+              "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"),
+              "--trainer.enable_model_summary", "false", "--trainer.enable_progress_bar", "false"])
+        rows = list(csv.DictReader(next((tmp_path / "logs").rglob("metrics.csv")).open()))
+
+        def per_epoch(metric: str) -> dict[int, float]:
+            values: dict[int, list[float]] = defaultdict(list)
+            for row in rows:
+                if row.get(metric):
+                    values[int(row["epoch"])].append(float(row[metric]))
+            return {epoch: sum(v) / len(v) for epoch, v in values.items()}
+
+        return capsys.readouterr().out, per_epoch
+
+    return run

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
 
-from pointgeo.cli import main
 from pointgeo.datamodules import SyntheticShapesDataModule
 from pointgeo.tasks import ClassificationTask
 
@@ -54,21 +53,14 @@ def test_wrong_task_network_and_bad_labels_are_rejected() -> None:
         ClassificationTask("pointnett", num_classes=3)
 
 
-def test_pointgeo_train_lowers_the_risurconv_loss_on_the_synthetic_set(tmp_path: Path,
-                                                                       capsys: pytest.CaptureFixture) -> None:
+def test_pointgeo_train_lowers_the_risurconv_loss_on_the_synthetic_set(train_through_cli: Callable) -> None:
     """The shipped synthetic RISurConv config, shrunk to test size, trains through the CLI and the loss falls."""
     small = {"scale": 0.25, "channels": [8, 8, 16, 16, 32], "neighbours": [4, 4, 8, 8], "transformer_layers": 1,
              "transformer_heads": 2}
-    main(["train", "--config", "synthetic/cls-risurconv_cls-z", "--trainer.max_epochs", "8",
-          "--data.init_args.num_train", "96", "--data.init_args.num_test", "16", "--data.init_args.batch_size", "16",
-          "--model.init_args.lr", "0.01", "--model.init_args.scheduler", "none",
-          "--model.init_args.network_kwargs", json.dumps(small),
-          "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.log_every_n_steps", "1",
-          "--trainer.logger", "CSVLogger", "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"),
-          "--trainer.enable_model_summary", "false", "--trainer.enable_progress_bar", "false"])
-    assert "test rotation" in capsys.readouterr().out
-    rows = list(csv.DictReader(next((tmp_path / "logs").rglob("metrics.csv")).open()))
-    losses = [(int(r["epoch"]), float(r["train/loss"])) for r in rows if r.get("train/loss")]
-    first = [loss for epoch, loss in losses if epoch == 0]
-    last = [loss for epoch, loss in losses if epoch == 7]
-    assert first and last and sum(last) / len(last) < 0.7 * sum(first) / len(first), losses
+    out, per_epoch = train_through_cli(
+        "synthetic/cls-risurconv_cls-z", "--trainer.max_epochs", "8", "--data.init_args.num_train", "96",
+        "--data.init_args.num_test", "16", "--data.init_args.batch_size", "16", "--model.init_args.lr", "0.01",
+        "--model.init_args.scheduler", "none", "--model.init_args.network_kwargs", json.dumps(small))
+    assert "test rotation" in out
+    loss = per_epoch("train/loss")
+    assert loss[7] < 0.7 * loss[0], loss

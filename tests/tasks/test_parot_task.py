@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -98,28 +99,24 @@ def test_unknown_loss_weights_and_other_networks_are_refused() -> None:
         PaRotClassificationTask("pointnet")
 
 
-def test_pointgeo_train_lowers_the_parot_segmentation_losses(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_pointgeo_train_lowers_the_parot_segmentation_losses(tmp_path: Path, train_through_cli: Callable) -> None:
     """The shipped PaRot ShapeNet-part config (hdf5 release), shrunk to test size, trains through the CLI on fixtures:
     the part loss and the direction losses fall; the checkpoint rebuilds as a PaRot segmentation task whose robustness
     report carries the orientation error."""
     write_shapenet_part_h5(tmp_path / "hdf5_data", {"train": 32, "val": 4, "test": 4}, points=128,
                            categories=4)
     small = get_model_entry("parot_seg").test_kwargs
-    main(["train", "--config", "shapenet_part/partseg-parot_seg-z", "--trainer.max_epochs", "8",
-          "--data.init_args.root", str(tmp_path), "--data.init_args.download", "false",
-          "--data.init_args.num_points", "128", "--data.init_args.num_workers", "0",
-          "--data.init_args.batch_size", "4", "--model.init_args.lr", "0.01", "--model.init_args.scheduler", "none",
-          "--model.init_args.label_smoothing", "0",  # random fixture labels: the floor is the category prior
-          "--model.init_args.network_kwargs", json.dumps(small),
-          "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.log_every_n_steps", "1",
-          "--trainer.logger", "CSVLogger", "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"),
-          "--trainer.enable_model_summary", "false", "--trainer.enable_progress_bar", "false"])
-    assert "test rotation | miou_instance" in capsys.readouterr().out
-    rows = list(csv.DictReader(next((tmp_path / "logs").rglob("metrics.csv")).open()))
+    out, per_epoch = train_through_cli(
+        "shapenet_part/partseg-parot_seg-z", "--trainer.max_epochs", "8",
+        "--data.init_args.root", str(tmp_path), "--data.init_args.download", "false",
+        "--data.init_args.num_points", "128", "--data.init_args.num_workers", "0",
+        "--data.init_args.batch_size", "4", "--model.init_args.lr", "0.01", "--model.init_args.scheduler", "none",
+        "--model.init_args.label_smoothing", "0",  # random fixture labels: the floor is the category prior
+        "--model.init_args.network_kwargs", json.dumps(small))
+    assert "test rotation | miou_instance" in out
     for key in ("train/loss", "train/dir_local", "train/dir_global"):
-        first = [float(r[key]) for r in rows if r.get(key) and int(r["epoch"]) == 0]
-        last = [float(r[key]) for r in rows if r.get(key) and int(r["epoch"]) == 7]
-        assert first and last and sum(last) / len(last) < 0.8 * sum(first) / len(first), (key, first, last)
+        values = per_epoch(key)
+        assert values[7] < 0.8 * values[0], (key, values)
 
     checkpoint = next((tmp_path / "logs").rglob("last.ckpt"))
     task = from_pretrained(str(checkpoint))

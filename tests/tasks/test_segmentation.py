@@ -3,8 +3,8 @@ config, checkpoints keep the category table, and bad input is rejected."""
 
 from __future__ import annotations
 
-import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -83,24 +83,18 @@ def test_wrong_network_kind_and_bad_tables_are_rejected() -> None:
         task._step(batch, "train")
 
 
-def test_pointgeo_train_lowers_the_risurconv_segmentation_loss(tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture) -> None:
+def test_pointgeo_train_lowers_the_risurconv_segmentation_loss(tmp_path: Path, train_through_cli: Callable) -> None:
     """The shipped RISurConv ShapeNet-part config, shrunk to test size, trains through the CLI on fixtures."""
     shapes = {split: [(s, f"{split}{i}") for i, s in enumerate(SYNSETS[:4] * count)]
               for split, count in (("train", 4), ("val", 1), ("test", 1))}
     write_shapenet_part_txt(tmp_path / FOLDER, shapes, points=160)
     small = get_model_entry("risurconv_seg").test_kwargs
-    main(["train", "--config", "shapenet_part/partseg-risurconv_seg-z", "--trainer.max_epochs", "10",
-          "--data.init_args.root", str(tmp_path), "--data.init_args.download", "false",
-          "--data.init_args.num_points", "128", "--data.init_args.num_workers", "0",
-          "--data.init_args.batch_size", "8", "--model.init_args.lr", "0.01", "--model.init_args.scheduler", "none",
-          "--model.init_args.network_kwargs", json.dumps(small),
-          "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.log_every_n_steps", "1",
-          "--trainer.logger", "CSVLogger", "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"),
-          "--trainer.enable_model_summary", "false", "--trainer.enable_progress_bar", "false"])
-    assert "test rotation | miou_instance" in capsys.readouterr().out
-    rows = list(csv.DictReader(next((tmp_path / "logs").rglob("metrics.csv")).open()))
-    losses = [(int(r["epoch"]), float(r["train/loss"])) for r in rows if r.get("train/loss")]
-    first = [loss for epoch, loss in losses if epoch == 0]
-    last = [loss for epoch, loss in losses if epoch == 9]
-    assert first and last and sum(last) / len(last) < 0.7 * sum(first) / len(first), losses
+    out, per_epoch = train_through_cli(
+        "shapenet_part/partseg-risurconv_seg-z", "--trainer.max_epochs", "10",
+        "--data.init_args.root", str(tmp_path), "--data.init_args.download", "false",
+        "--data.init_args.num_points", "128", "--data.init_args.num_workers", "0",
+        "--data.init_args.batch_size", "8", "--model.init_args.lr", "0.01", "--model.init_args.scheduler", "none",
+        "--model.init_args.network_kwargs", json.dumps(small))
+    assert "test rotation | miou_instance" in out
+    loss = per_epoch("train/loss")
+    assert loss[9] < 0.7 * loss[0], loss
