@@ -67,7 +67,7 @@ def released_training_step(checkout: Path, name: str, batch: int, points: int,
                            device: str) -> tuple[torch.nn.Module, Callable[[], None]]:
     """The released network of a checkout and its own training step (log-softmax outputs, NLL loss), on the same
     random clouds as :func:`training_step`; ``pointops`` (CUDA only) is served by the checkout's torch functions."""
-    sys.path[:0] = [str(checkout), str(checkout / "models")]
+    sys.path[:0] = [path for path in (str(checkout), str(checkout / "models")) if path not in sys.path]
     ops = types.ModuleType("pointops.functions.pointops")
     package = types.ModuleType("pointops")
     package.functions = types.ModuleType("pointops.functions")

@@ -50,6 +50,22 @@ def _momentum(bn: nn.BatchNorm1d) -> float:
     return bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
 
 
+def _check_training_rows(rows: int) -> None:
+    """BatchNorm's batch statistics need at least two rows."""
+    if rows < 2:
+        raise ValueError("BatchNorm in training needs more than one value per channel")
+
+
+def _stack(kind: str, widths: Sequence[int], last_only: str, negative_slope: float) -> list[LinearBN]:
+    """``LinearBN(C_i, C_{i+1})`` for consecutive ``widths``, the boolean option ``last_only`` (``pool`` or
+    ``relu``) on for the last layer only."""
+    if len(widths) < 2:
+        raise ValueError(f"{kind} needs input and output widths; got {list(widths)}")
+    last = len(widths) - 2
+    return [LinearBN(c_in, c_out, negative_slope=negative_slope, **{last_only: i == last})
+            for i, (c_in, c_out) in enumerate(zip(widths, widths[1:]))]
+
+
 def _activate_(x: Tensor, slope: float | None) -> Tensor:
     """In place: the leaky ReLU of ``slope`` (0: ReLU; ``None``: identity)."""
     if slope == 0:
@@ -439,8 +455,8 @@ class LinearBN(nn.Module):
             offsets = torch.arange(idx.shape[0], device=idx.device).view(-1, *([1] * (idx.dim() - 1))) * n
             flat_idx = (idx + offsets).reshape(-1)
             f2 = features.reshape(-1, features.shape[-1])
-        if self.training and a2.shape[0] < 2:
-            raise ValueError("BatchNorm in training needs more than one value per channel")
+        if self.training:
+            _check_training_rows(a2.shape[0])
         pool = a.shape[-2] if self.pool else 0
         if pool and self.training:
             out = _PooledMLPFunction.apply(a2, f2, self.gathered_weight, flat_idx, pool, (self,), self.weight,
@@ -466,18 +482,13 @@ class PooledMLP(nn.Sequential):
     """
 
     def __init__(self, widths: Sequence[int], negative_slope: float = 0.0) -> None:
-        if len(widths) < 2:
-            raise ValueError(f"PooledMLP needs input and output widths; got {list(widths)}")
-        last = len(widths) - 2
-        super().__init__(*(LinearBN(c_in, c_out, negative_slope=negative_slope, pool=i == last)
-                           for i, (c_in, c_out) in enumerate(zip(widths, widths[1:]))))
+        super().__init__(*_stack("PooledMLP", widths, "pool", negative_slope))
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training:
             return super().forward(x)
         a = x.reshape(-1, x.shape[-1])
-        if a.shape[0] < 2:
-            raise ValueError("BatchNorm in training needs more than one value per channel")
+        _check_training_rows(a.shape[0])
         params = [t for layer in self for t in (layer.weight, layer.bn.weight, layer.bn.bias)]
         out = _PooledMLPFunction.apply(a, None, None, None, x.shape[-2], tuple(self), *params)
         return out.view(*x.shape[:-2], -1)
@@ -493,9 +504,9 @@ class LinearBNChain(nn.Sequential):
     variance ``σ_k² = diag(W_k A_{k-1} C A_{k-1}ᵀ W_kᵀ)``. In training the chain computes
     ``act((x - m) A_Lᵀ + A_L m + t_L)``: one product from the input's width to the output's, with the small matrices
     built (in float64) by autograd-tracked operations, so every gradient (parameters, and through ``m, C`` the
-    input) is exact; the inner shifts ``β_k`` cancel in the next normalisation and get exact zeros. It is meant for narrow
-    inputs (the centred input is kept for the covariance's gradient when the input requires one). In evaluation it
-    runs its layers in turn. Parameters and state-dict keys are those of the ``nn.Sequential`` of its layers.
+    input) is exact; the inner shifts ``β_k`` cancel in the next normalisation and get exact zeros. It is meant
+    for narrow inputs (the centred input is kept for the covariance's gradient when the input requires one). In
+    evaluation it runs its layers in turn. Parameters and state-dict keys are those of the ``nn.Sequential`` of its layers.
 
     Args:
         widths: ``C_0, C_1, ..., C_L``.
@@ -506,19 +517,14 @@ class LinearBNChain(nn.Sequential):
     """
 
     def __init__(self, widths: Sequence[int], negative_slope: float = 0.0) -> None:
-        if len(widths) < 2:
-            raise ValueError(f"LinearBNChain needs input and output widths; got {list(widths)}")
-        last = len(widths) - 2
-        super().__init__(*(LinearBN(c_in, c_out, relu=i == last, negative_slope=negative_slope)
-                           for i, (c_in, c_out) in enumerate(zip(widths, widths[1:]))))
+        super().__init__(*_stack("LinearBNChain", widths, "relu", negative_slope))
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training:
             return super().forward(x)
         a = x.reshape(-1, x.shape[-1])
         m = a.shape[0]
-        if m < 2:
-            raise ValueError("BatchNorm in training needs more than one value per channel")
+        _check_training_rows(m)
         mean = a.mean(0)
         centred = a - mean
         cov = (centred.t() @ centred).double() / m  # (C_0, C_0)
