@@ -4,6 +4,12 @@ All functions take dense batches ``(B, N, 3)`` and never build a ``(B, M, N)`` d
 ``max_elements``: queries are processed in chunks. Distances returned are recomputed exactly from the chosen
 neighbours (``||q - p||^2`` in the input dtype), so they are differentiable and free of the cancellation error of
 the matrix-product formula used for the search itself.
+
+Exact ties (equidistant neighbours: regular grids, symmetric CAD parts) are decided invariantly
+(:mod:`pointgeo.geometry.ties`): the fast search returns ``2k + 2`` candidates, their distances are recomputed in
+float64, distances within the cloud's tie tolerance count as equal and are ordered by the candidates' invariant
+rank, and a query whose tie at the ``k``-th place reaches past the candidates is searched again over all points.
+So which neighbour is the ``k``-th, and the order of equidistant ones, turn with the cloud instead of with rounding.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from torch import Tensor
 
 from pointgeo.geometry.backends import Backend, choose, open3d_ops
 from pointgeo.geometry.checks import check_points
+from pointgeo.geometry.ties import invariant_rank, tie_break, tie_scale
 
 MAX_ELEMENTS = 1 << 25
 """Largest number of entries of one chunk of the query-by-point distance matrix (128 MiB in float32)."""
@@ -63,6 +70,30 @@ def _knn_open3d(query: Tensor, points: Tensor, k: int) -> Tensor:
     return result.neighbors_index.long().view(b, m, k) - offsets
 
 
+def _resolve_ties(query: Tensor, points: Tensor, candidates: Tensor, k: int, max_elements: int) -> Tensor:
+    """The ``k`` nearest among ``candidates (B, M, C)`` (``C >= k``, a superset of the ``k`` nearest up to ties)
+    with exact ties decided by the points' invariant rank; queries whose tie at the ``k``-th place may reach past
+    the candidates are searched again over all points. Returns ``(B, M, k)``."""
+    n = points.shape[1]
+    q, p = query.double(), points.double()
+    rank, tau = invariant_rank(points), tie_scale(points)[:, None, None]  # (B, N), (B, 1, 1)
+    dist = (index_points(p, candidates) - q.unsqueeze(2)).norm(dim=-1)  # (B, M, C)
+    order, tie = tie_break(dist, tau, torch.gather(rank.unsqueeze(1).expand(-1, q.shape[1], -1), 2, candidates))
+    idx = torch.gather(candidates, -1, order[..., :k])
+    if candidates.shape[-1] == n:
+        return idx
+    unsure = (tie[..., k - 1] == tie[..., -1]).nonzero(as_tuple=True)  # the k-th's tie runs to the last candidate
+    if unsure[0].numel():
+        rows = max(1, max_elements // n)
+        fixed = []
+        for b, m in zip(unsure[0].split(rows), unsure[1].split(rows)):
+            d = (p[b] - q[b, m].unsqueeze(1)).norm(dim=-1)  # (rows, N)
+            o, _ = tie_break(d, tau[b, 0], rank[b])
+            fixed.append(o[:, :k])
+        idx[unsure] = torch.cat(fixed)
+    return idx
+
+
 def knn(
     query: Tensor,
     points: Tensor,
@@ -81,7 +112,8 @@ def knn(
         backend: ``auto`` uses Open3D's kernel for float32 CPU clouds in 3D when it loads, else pure torch.
 
     Returns:
-        ``(idx, sqdist)``: ``idx (B, M, k)`` long indices into ``N`` sorted by increasing distance, and
+        ``(idx, sqdist)``: ``idx (B, M, k)`` long indices into ``N`` sorted by increasing distance, distances
+        within the tie tolerance (:func:`~pointgeo.geometry.ties.tie_scale`) ordered by the points' invariant rank;
         ``sqdist (B, M, k)`` the exact squared distances (differentiable w.r.t. both inputs).
     """
     check_points(points, "points", min_points=k, dim=None)
@@ -92,12 +124,12 @@ def knn(
         raise ValueError(f"k must be >= 1; got {k}")
     use = choose(backend, query, points) if points.shape[-1] == 3 else "torch"
     with torch.no_grad():
-        q, p = query.detach(), points.detach()
-        idx = _knn_open3d(q, p, k) if use == "open3d" else _knn_torch(q, p, k, max_elements)
-    sqdist = ((index_points(points, idx) - query.unsqueeze(2)) ** 2).sum(-1)
-    # Re-sort by the exact distances so ordering never depends on the rounding of the ranking formula.
-    sqdist, order = sqdist.sort(dim=-1, stable=True)
-    return torch.gather(idx, -1, order), sqdist
+        centroid = points.detach().mean(dim=1, keepdim=True)  # the ranking formula loses digits far from 0
+        q, p = query.detach() - centroid, points.detach() - centroid
+        c = min(points.shape[1], 2 * k + 2)
+        candidates = _knn_open3d(q, p, c) if use == "open3d" else _knn_torch(q, p, c, max_elements)
+        idx = _resolve_ties(q, p, candidates, k, max_elements)
+    return idx, ((index_points(points, idx) - query.unsqueeze(2)) ** 2).sum(-1)
 
 
 def ball_query(
@@ -112,7 +144,9 @@ def ball_query(
     """Up to ``k`` neighbours within ``radius`` of every query, nearest first, padded with the nearest one.
 
     Unlike the PointNet++ CUDA kernel (the first ``k`` points *by index* inside the ball), the neighbours kept are
-    the ``k`` nearest inside the ball, so the result does not depend on the order of the points.
+    the ``k`` nearest inside the ball, so the result does not depend on the order of the points. A neighbour
+    within the tie tolerance of the sphere (:func:`~pointgeo.geometry.ties.tie_scale`, e.g. on a grid whose
+    spacing is the radius) counts as inside, whatever the rounding in this pose.
 
     Returns:
         ``(idx, mask)``: ``idx (B, M, k)`` indices, ``mask (B, M, k)`` true where the neighbour is inside the
@@ -122,6 +156,6 @@ def ball_query(
     if radius <= 0:
         raise ValueError(f"radius must be > 0; got {radius}")
     idx, sqdist = knn(query, points, k, max_elements=max_elements, backend=backend)
-    mask = sqdist <= radius * radius
+    mask = sqdist.detach().double().sqrt() <= radius + tie_scale(points)[:, None, None]
     idx = torch.where(mask, idx, idx[..., :1].expand_as(idx))
     return idx, mask

@@ -6,8 +6,11 @@ RIConv++):
 * **Ordering** (:func:`angular_order`): project ``v_j = x_j - p`` onto the tangent plane, ``t_j = v_j - (v_j·n) n``;
   the reference direction ``r`` is the unit projection of the neighbour with the largest ``‖t_j‖``; the walk
   starts at ``r`` and visits the neighbours by the angle ``atan2((û_j × r)·n, û_j·r)`` in ``[0, 2π)``. Directions
-  within ``√ε`` of the line of ``r`` count as exactly on it (angle 0 or π, ties kept in the incoming order), so
-  rounding cannot reorder collinear neighbours. The order is as invariant as the sign of ``n``.
+  within ``√ε`` of the line of ``r`` count as exactly on it (angle 0 or π), neighbours on the normal through ``p``
+  (no tangent direction) at angle 0, and angles within ``√ε`` of each other are one tie walked in the incoming
+  order; likewise ``r`` is the first neighbour (incoming order) whose ``‖t_j‖`` is within ``√ε`` of the largest.
+  With the incoming order decided invariantly (:func:`~pointgeo.geometry.neighbors.knn`), rounding cannot reorder
+  equidistant, collinear or duplicated neighbours. The order is as invariant as the sign of ``n``.
 * **Descriptor** (:func:`risp_features`): with ``i-``/``i+`` the neighbours ``step`` places before/after ``i`` (cyclic),
   the 14 channels are distances, angles and normal angles of the triangles ``(p, x_i, x_{i-})`` and
   ``(p, x_i, x_{i+})`` (table in the docstring of :func:`risp_features`). All are dot products of vectors that rotate
@@ -40,23 +43,33 @@ def angular_order(centre: Tensor, normal: Tensor, neighbours: Tensor) -> Tensor:
         neighbours: ``(..., K, 3)`` neighbour positions.
 
     Returns:
-        ``(..., K)`` long indices into ``K`` (a stable sort, so ties keep the incoming order).
+        ``(..., K)`` long indices into ``K`` (ties, within ``√ε``, keep the incoming order).
     """
     v = neighbours - centre.unsqueeze(-2)
     n = normal.unsqueeze(-2)
     t = v - _dot(v, n).unsqueeze(-1) * n
     length = t.norm(dim=-1)
-    u = t / (length.unsqueeze(-1) + EPS)
-    ref_index = length.argmax(-1, keepdim=True)
+    tol = torch.finfo(length.dtype).eps ** 0.5
+    longest = length.amax(-1, keepdim=True)
+    u = t / torch.where(length > 0, length, 1.0).unsqueeze(-1)
+    # the first neighbour (in the incoming order) whose projection is within √ε of the longest
+    ref_index = (length >= (1 - tol) * longest).int().argmax(-1, keepdim=True)
     ref = torch.gather(u, -2, ref_index.unsqueeze(-1).expand(*u.shape[:-2], 1, 3))
     cos = _dot(u, ref)
     # Directions (anti)parallel to r (a line through p, duplicated points) have no side: within √ε, which bounds
     # the rounding of nearby points' directions, they are put exactly at angle 0 or π.
     across = _dot(torch.linalg.cross(u, ref.expand_as(u)), n)
-    across = torch.where(across.abs() > torch.finfo(across.dtype).eps ** 0.5, across, 0.0)
+    across = torch.where(across.abs() > tol, across, 0.0)
     angle = torch.atan2(across, cos).remainder(2 * torch.pi)  # (..., K) in [0, 2π) around n from r
+    angle = torch.where(length > tol * longest, angle, 0.0)  # on the normal through p: no direction, angle 0
     key = angle.scatter(-1, ref_index, -1.0)  # the walk starts at r itself
-    return key.sort(dim=-1, stable=True).indices
+    # angles within √ε of their predecessor are one tie, walked in the incoming order
+    order = key.argsort(dim=-1, stable=True)
+    sorted_key = key.gather(-1, order)
+    split = torch.ones_like(sorted_key, dtype=torch.bool)
+    split[..., 1:] = sorted_key[..., 1:] - sorted_key[..., :-1] > tol
+    tie = split.long().cumsum(-1)
+    return order.gather(-1, (tie * key.shape[-1] + order).argsort(dim=-1))
 
 
 def risp_features(centre: Tensor, centre_normal: Tensor, neighbours: Tensor, neighbour_normals: Tensor,

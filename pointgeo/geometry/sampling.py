@@ -7,40 +7,36 @@ from torch import Tensor
 
 from pointgeo.geometry.backends import Backend, choose, open3d_ops
 from pointgeo.geometry.checks import check_points
-from pointgeo.geometry.frames import principal_axes
 from pointgeo.geometry.neighbors import index_points
+from pointgeo.geometry.ties import invariant_rank
+
+TIE_BIAS = 1e-6
+"""Relative weight of the tie-breaking term in FPS's distances (see :func:`tie_weights`)."""
 
 
-MIRROR_BIAS = 1e-6
-"""Relative weight of the mirror-breaking term in FPS's distances (see :func:`mirror_weights`)."""
+def tie_weights(pos: Tensor) -> Tensor:
+    """Per-point weights ``1 + 1e-6 (rank + 1) / N`` of clouds ``(B, N, 3) -> (B, N)``, ``rank`` the points'
+    invariant rank (:func:`~pointgeo.geometry.ties.invariant_rank`).
 
-
-def mirror_weights(pos: Tensor) -> Tensor:
-    """Per-point weights ``1 + 1e-6 det(V) y_1 y_2 y_3 / r^3`` of clouds ``(B, N, 3) -> (B, N)``.
-
-    ``y = (p - c) V`` are principal coordinates and ``r`` the cloud radius. The signed principal volume does not
-    depend on the axes' signs, turns with the cloud and changes sign under a mirror, so the weights tell mirror
-    images apart: FPS multiplies its distances by them, and the exact distance ties of a mirror-symmetric cloud
-    (its points come in pairs) are then decided the same way in every orientation. Elsewhere they change a pick
-    only between distances within ~1e-6 of each other, and invariantly so.
+    FPS multiplies its distances by them, so exact ties (mirror images, the points of a grid) are decided by the
+    rank, the same way in every orientation: one rank step (``1e-6 / N``, ``1e-9`` at ``N = 1024``) is far above
+    float64 rounding. Elsewhere they change a pick only between distances within 1e-6 of each other, and
+    invariantly so.
     """
-    centred = pos - pos.mean(dim=1, keepdim=True)
-    _, axes = principal_axes(centred)
-    volume = (centred @ axes).prod(-1) * torch.linalg.det(axes).unsqueeze(-1)
-    radius = centred.norm(dim=-1).amax(dim=1, keepdim=True).clamp_min(torch.finfo(pos.dtype).tiny)
-    return 1 + MIRROR_BIAS * volume / radius**3
+    n = pos.shape[1]
+    return 1 + TIE_BIAS * (invariant_rank(pos) + 1).to(pos.dtype) / n
 
 
 def farthest_from_centroid(pos: Tensor, weights: Tensor | None = None) -> Tensor:
-    """Index of the point farthest from its cloud's centroid, distances weighted by :func:`mirror_weights`:
+    """Index of the point farthest from its cloud's centroid, distances weighted by :func:`tie_weights`:
     ``(B, N, 3) -> (B,)``.
 
     This start point is invariant to rotations, translations and permutations of the cloud, unlike PyG's random
-    start or the CUDA kernels' fixed index 0; only duplicated points (interchangeable) and clouds whose symmetry
-    the weights cannot see (repeated principal eigenvalues) are left tied.
+    start or the CUDA kernels' fixed index 0; only points that no invariant key tells apart (duplicates, points
+    exchanged by a rotational symmetry of the cloud) are left tied.
     """
     centred = pos - pos.mean(dim=1, keepdim=True)
-    weights = mirror_weights(pos) if weights is None else weights
+    weights = tie_weights(pos) if weights is None else weights
     return ((centred * centred).sum(-1) * weights).argmax(dim=1)
 
 
@@ -104,7 +100,7 @@ def farthest_point_sampling(
 
     Iteratively picks the point maximising the distance to the already-picked set. The loop runs over the
     ``m`` picks; the batch is processed at once. The pure-torch backend weights the distances by
-    :func:`mirror_weights`, so exact ties between mirror images are decided invariantly at every pick; Open3D's
+    :func:`tie_weights`, so exact ties (mirror images, grids) are decided invariantly at every pick; Open3D's
     kernel (the float32 fast path) does so for the start point only.
 
     Args:
@@ -122,7 +118,7 @@ def farthest_point_sampling(
     if m < 1:
         raise ValueError(f"m must be >= 1; got {m}")
     b = pos.shape[0]
-    weights = mirror_weights(pos)
+    weights = tie_weights(pos)
     if start is None:
         far = farthest_from_centroid(pos, weights)
     elif isinstance(start, int):

@@ -1,0 +1,114 @@
+"""Invariant tie-breaking: the decisions that exact ties leave to rounding, made the same way in every pose.
+
+Real clouds hold exact ties: CAD samples have equidistant neighbours on regular grids, mirror-symmetric parts,
+points at one distance from the centroid. Which neighbour is the ``k``-th, in which order equidistant neighbours
+come, which of two equally far points FPS takes: rounding decides them, and rounding changes with every rotation
+and translation. Here every such decision compares values only up to a **tie tolerance relative to the cloud's own
+scale** and breaks what is tied by an invariant per-point key, so that it turns with the cloud.
+
+* :func:`tie_scale`: ``τ = TIE(dtype) · s`` with ``s`` the cloud's RMS radius about its centroid and
+  ``TIE = ε^{3/4}`` of the input dtype (float64 ``1.8e-12``, float32 ``6.4e-6``): above the rounding of the
+  coordinates of a rotated cloud (``~ε`` of its extent, ``ε^{-1/4}`` times that for offsets up to ``~8000`` (float64)
+  / ``~50`` (float32) times its size), far below the differences of distinct real values (``1e-6`` for
+  coordinates stored with six decimals).
+* :func:`invariant_rank`: a rank ``(B, N)`` of the points by invariant keys, each compared within its own
+  tolerance: the distance to the centroid; the coordinate along every principal axis whose eigenvalue is separated
+  from the others (signed by its third moment where that is significant, else its absolute value); the signed
+  principal volume ``det(V) y_1 y_2 y_3`` (a pseudo-scalar: it tells mirror images apart). A key's tolerance grows
+  with the conditioning of the axes it uses (``∝ λ_1 / gap``), so nearly repeated eigenvalues make it a tie rather
+  than a coin flip. Points tied in every key remain in index order: they are exchanged by a symmetry of the cloud
+  that no invariant quantity sees (exactly repeated eigenvalues: axisymmetric clouds), the one case left open.
+* :func:`tie_break`: the order of values ``(..., K)`` ascending, values within a tolerance of their predecessor
+  ordered by a secondary integer key (chained: a run of near-equal values is one tie).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+SKEW = 1e-9
+"""Third moments below this fraction of ``Σ ‖y‖^3`` (plus the axes' own error) give a principal coordinate no sign."""
+
+
+def tie_fraction(dtype: torch.dtype) -> float:
+    """``ε^{3/4}`` of ``dtype``: the relative tolerance within which values count as tied."""
+    return torch.finfo(dtype).eps ** 0.75
+
+
+def tie_scale(points: Tensor) -> Tensor:
+    """``(B,)`` float64 tie tolerance ``τ = ε^{3/4} · RMS radius`` of clouds ``(B, N, D)`` (a length)."""
+    x = points.detach().double()
+    radius = (x - x.mean(dim=1, keepdim=True)).pow(2).sum(-1).mean(-1).sqrt()
+    tiny = torch.finfo(torch.float64).tiny
+    return tie_fraction(points.dtype) * torch.where(radius > 0, radius, x.abs().amax(dim=(1, 2)).clamp_min(tiny))
+
+
+def _regroup(group: Tensor, key: Tensor, tol: Tensor) -> tuple[Tensor, Tensor]:
+    """Sort ``key (B, N)`` within the groups ``group (B, N)`` (non-decreasing integers) and split the groups where
+    a sorted key exceeds its predecessor by more than ``tol (B, 1)``: ``-> (permutation, new groups)``."""
+    by_key = key.argsort(dim=-1, stable=True)
+    by_group = group.gather(-1, by_key).argsort(dim=-1, stable=True)
+    perm = by_key.gather(-1, by_group)
+    g, k = group.gather(-1, perm), key.gather(-1, perm)
+    split = torch.ones_like(g, dtype=torch.bool)
+    split[..., 1:] = (g[..., 1:] != g[..., :-1]) | (k[..., 1:] - k[..., :-1] > tol)
+    return perm, split.long().cumsum(-1)
+
+
+def lexicographic_rank(keys: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """Ranks ``(B, N)`` (``0 … N-1``) of points ordered by ``keys``: ``[(key (B, N), tol (B, 1)), ...]`` compared
+    in turn, each within its tolerance; points tied in every key keep their index order."""
+    b, n = keys[0][0].shape
+    order = torch.arange(n, device=keys[0][0].device).expand(b, n)
+    group = torch.zeros(b, n, dtype=torch.long, device=order.device)
+    for key, tol in keys:
+        perm, group = _regroup(group, key.gather(-1, order), tol)
+        order = order.gather(-1, perm)
+    return torch.empty_like(order).scatter_(-1, order, torch.arange(n, device=order.device).expand(b, n))
+
+
+@torch.no_grad()
+def invariant_rank(points: Tensor) -> Tensor:
+    """Rank ``(B, N)`` of the points of clouds ``(B, N, D)`` by rotation-, translation- and permutation-invariant
+    keys (see the module docstring; for ``D != 3`` only the distance to the centroid)."""
+    x = points.detach().double()
+    y = x - x.mean(dim=1, keepdim=True)
+    tau = tie_scale(points)[:, None]  # (B, 1)
+    radius = y.norm(dim=-1)
+    keys = [(radius, tau)]
+    if points.shape[-1] == 3:
+        scatter = y.transpose(1, 2) @ y
+        evals, axes = torch.linalg.eigh(scatter)  # ascending
+        evals, axes = evals.flip(-1), axes.flip(-1)
+        gaps = (evals[:, :, None] - evals[:, None, :]).abs() + torch.diag_embed(torch.full_like(evals, torch.inf))
+        # relative error of each axis: the scatter's perturbation (∝ the tie fraction) over its eigenvalue gap
+        error = (6 * tie_fraction(points.dtype) * evals[:, :1] / gaps.amin(-1).clamp_min(1e-300)).clamp_max(1e300)
+        coords = y @ axes  # (B, N, 3)
+        r_max = radius.amax(-1, keepdim=True)  # (B, 1)
+        moment, size = coords.pow(3).sum(1), radius.pow(3).sum(1, keepdim=True)  # (B, 3), (B, 1)
+        signed = moment.abs() > (SKEW + 3 * error) * size
+        oriented = torch.where(signed[:, None], coords * torch.sign(moment)[:, None], coords.abs())
+        for k in range(3):
+            keys.append((oriented[..., k], tau + r_max * error[:, k : k + 1]))
+        volume = coords.prod(-1) * torch.linalg.det(axes)[:, None]
+        keys.append((volume, r_max**3 * (3 * tie_fraction(points.dtype) + 3 * error.amax(-1, keepdim=True))))
+    return lexicographic_rank(keys)
+
+
+def tie_break(values: Tensor, tol: Tensor, secondary: Tensor) -> tuple[Tensor, Tensor]:
+    """Sort ``values (..., K)`` ascending, runs of values within ``tol`` (broadcast to ``(..., 1)``) of their
+    predecessor counting as one tie, ordered by the integer ``secondary (..., K)`` (distinct within a row).
+
+    Returns:
+        ``(order, tie)``: the permutation ``(..., K)``, and ``tie (..., K)`` the index of the tie (run) each sorted
+        value belongs to (non-decreasing).
+    """
+    order = values.argsort(dim=-1, stable=True)
+    v = values.gather(-1, order)
+    split = torch.ones_like(v, dtype=torch.bool)
+    split[..., 1:] = v[..., 1:] - v[..., :-1] > tol
+    tie = split.long().cumsum(-1)
+    combined = tie * (int(secondary.amax()) + 1) + secondary.gather(-1, order)
+    resort = combined.argsort(dim=-1)
+    return order.gather(-1, resort), tie.gather(-1, resort)
