@@ -230,6 +230,8 @@ def read_split_json(path: Path) -> list[tuple[str, str]]:
         raise DatasetFileError(f"{path} is not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from exc
     if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
         raise DatasetFileError(f"{path} must hold a JSON list of strings \"shape_data/<synset>/<shape id>\"")
+    if not entries:
+        raise DatasetFileError(f"{path} lists no shapes (an empty JSON list)")
     pairs = [tuple(e.split("/")[-2:]) for e in entries]
     bad = next((e for e, p in zip(entries, pairs) if len(p) != 2 or not all(p) or "\x00" in e), None)
     if bad is not None:

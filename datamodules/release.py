@@ -116,11 +116,14 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def read_list(path: Path) -> list[str]:
-    """The non-empty lines of a list file."""
+    """The non-empty lines of a list file (at least one)."""
     if not path.is_file():
         raise DatasetFileError(f"missing list file {path}")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DatasetFileError(f"{path} is not a text list file: {exc}") from exc
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise DatasetFileError(f"{path} lists nothing (an empty list file)")
+    return lines

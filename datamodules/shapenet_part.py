@@ -158,6 +158,7 @@ class ShapeNetPartDataModule(PointCloudDataModule):
             rows = read_txt_cloud(path, columns=7)
             if (rows[:, 6] != np.round(rows[:, 6])).any():
                 raise DatasetFileError(f"{path}: the part labels (7th column) must be integers")
+            check_parts(rows[None, :, 6].astype(np.int64), np.asarray([synsets[synset]]), str(path))
             keep = self._choose(len(rows), i)
             pos.append(rows[keep, :3])
             normal.append(rows[keep, 3:6])
@@ -169,6 +170,8 @@ class ShapeNetPartDataModule(PointCloudDataModule):
     def _h5_split(self, split: str) -> dict[str, np.ndarray]:
         shards = [self.raw_dir / Path(line).name for line in read_list(self.raw_dir / f"{split}_hdf5_file_list.txt")]
         parts = [read_h5_arrays(s, extra=("pid",)) for s in tqdm(shards, desc=f"shapenet_part {split}: reading h5")]
+        for shard, part in zip(shards, parts):
+            check_parts(part["pid"], part["label"], str(shard))
         pos = np.concatenate([p["pos"] for p in parts])
         seg = np.concatenate([p["pid"] for p in parts]).astype(np.int64)
         if pos.shape[1] < self.num_points:

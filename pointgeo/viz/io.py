@@ -82,6 +82,8 @@ def read_points(path: str | Path, num_points: int = 1024, seed: int = 0) -> tupl
     if len(pos) == 0:
         raise DatasetFileError(f"{path} contains no points")
     check_coordinates(pos, path, "points")
+    with np.errstate(over="ignore", invalid="ignore"):  # normals beyond float32 become inf, refused below
+        normal = None if normal is None else normal.astype(np.float32)
     if normal is not None and not np.isfinite(normal).all():
         raise DatasetFileError(f"{path} contains NaN or inf normals")
-    return pos.astype(np.float32), None if normal is None else normal.astype(np.float32)
+    return pos.astype(np.float32), normal
