@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from pointgeo.datamodules.base import CloudArrays, PointCloudDataModule, sample_seed
 from pointgeo.datamodules.readers import DatasetFileError, read_h5_arrays, read_off, read_txt_cloud, sample_mesh
-from pointgeo.datamodules.release import ensure_release, processed_path, read_list, save_atomic
+from pointgeo.datamodules.release import ensure_release, load_processed, processed_path, read_list, save_atomic
 from pointgeo.download import cache_dir
 from pointgeo.geometry import RotationMode, farthest_point_sampling
 
@@ -142,11 +142,8 @@ class ModelNetDataModule(PointCloudDataModule):
                 save_atomic(self._cache_path(split), self._preprocess(split))
 
     def load_split(self, split: str) -> CloudArrays:
-        path = self._cache_path(split)
-        if not path.is_file():
-            self.prepare_data()
-        with np.load(path) as data:
-            return CloudArrays(data["pos"], data["label"], data["normal"] if "normal" in data else None)
+        return load_processed(self._cache_path(split), self.prepare_data,
+                              lambda d: CloudArrays(d["pos"], d["label"], d.get("normal")))
 
     @property
     def class_names(self) -> list[str]:

@@ -4,11 +4,17 @@
 * ``read_off``: Object File Format meshes, including the glued header of some ModelNet files (``OFF490 518 0``);
   polygons are fan-triangulated.
 * ``sample_mesh``: area-weighted surface points with their face normals (trimesh), seeded.
-* ``read_h5_arrays``: the ``data`` / ``label`` / ``normal`` arrays of an HDF5 shard.
+* ``read_h5_arrays``: the ``data`` / ``label`` / ``normal`` arrays of an HDF5 shard (and per-point extras).
+* ``read_split_json``: a ShapeNet part split list (``shape_data/<synset>/<id>`` entries).
+
+Whatever is wrong with a file (empty, truncated, bit-flipped, wrongly typed, not the format at all), the only error
+that comes out is :class:`DatasetFileError` naming the file; ``tests/datamodules/test_fuzz_readers.py`` fuzzes every
+reader to hold that. Coordinates must be finite and within ``COORDINATE_LIMIT`` in magnitude.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
@@ -17,7 +23,25 @@ import trimesh
 
 
 class DatasetFileError(ValueError):
-    """A dataset file is empty, truncated, corrupt or not in the expected format."""
+    """A file pointgeo reads (dataset file, processed cache, checkpoint, a user's point file) is empty, truncated,
+    corrupt or not in the expected format. The message names the file and what is wrong."""
+
+
+COORDINATE_LIMIT = 1e18
+"""Largest coordinate magnitude a reader accepts: beyond about 1.8e19, squared distances overflow float32."""
+
+H5_EXPANSION_LIMIT = 100
+"""An HDF5 dataset may declare at most this many times the file's size (compression): more means corrupt sizes."""
+
+
+def check_coordinates(values: np.ndarray, path: Path | str, what: str = "coordinates") -> None:
+    """Raise :class:`DatasetFileError` unless every value is finite and within ``COORDINATE_LIMIT``."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        raise DatasetFileError(f"{path} contains NaN or inf {what}")
+    if values.size and np.abs(values).max() > COORDINATE_LIMIT:
+        raise DatasetFileError(f"{path} has {what} of magnitude {np.abs(values).max():.3g}, beyond the limit "
+                               f"{COORDINATE_LIMIT:.0e} (squared distances would overflow float32)")
 
 
 def read_txt_cloud(path: Path, columns: int | tuple[int, ...] = 6) -> np.ndarray:
@@ -34,10 +58,11 @@ def read_txt_cloud(path: Path, columns: int | tuple[int, ...] = 6) -> np.ndarray
     except ValueError as exc:
         raise DatasetFileError(
             f"{path} is corrupt or truncated (rows of unequal length or not numbers): {exc}") from exc
+    if len(rows) == 0:
+        raise DatasetFileError(f"{path} holds no rows (only comments)")
     if rows.shape[1] not in allowed:
         raise DatasetFileError(f"{path} has {rows.shape[1]} columns per row; expected {' or '.join(map(str, allowed))}")
-    if not np.isfinite(rows).all():
-        raise DatasetFileError(f"{path} contains NaN or inf values")
+    check_coordinates(rows, path, "values")
     return rows
 
 
@@ -55,18 +80,21 @@ def read_off(path: Path) -> tuple[np.ndarray, np.ndarray]:
     tokens = head + tokens[1:]
     try:
         n_vert, n_face = int(tokens[0]), int(tokens[1])
+        if n_vert < 0 or n_face < 0:
+            raise ValueError(f"negative counts {n_vert} vertices, {n_face} faces")
         if len(tokens) < 3 + 3 * n_vert:
             raise ValueError(f"{n_vert} vertices announced, fewer present")
+        if len(tokens) < 3 + 3 * n_vert + 4 * n_face:  # every face is at least "3 i j k"
+            raise ValueError(f"{n_face} faces announced, fewer present")
         vertices = np.asarray(tokens[3 : 3 + 3 * n_vert], dtype=np.float64).reshape(n_vert, 3)
         triangles = _triangulate(np.asarray(tokens[3 + 3 * n_vert :], dtype=np.int64), n_face)
-    except (ValueError, IndexError) as exc:
+    except (ValueError, IndexError, OverflowError) as exc:  # OverflowError: an integer beyond int64
         raise DatasetFileError(f"{path} is corrupt or truncated: {exc}") from exc
     if n_vert == 0 or len(triangles) == 0:
         raise DatasetFileError(f"{path} has no vertices or no faces")
     if triangles.max() >= n_vert or triangles.min() < 0:
         raise DatasetFileError(f"{path} has a face that indexes a missing vertex")
-    if not np.isfinite(vertices).all():
-        raise DatasetFileError(f"{path} contains NaN or inf vertices")
+    check_coordinates(vertices, path, "vertices")
     return vertices, triangles
 
 
@@ -86,8 +114,10 @@ def _triangulate(face_tokens: np.ndarray, n_face: int) -> np.ndarray:
     starts = np.empty(n_face, dtype=np.int64)
     at = 0
     for i in range(n_face):  # each start depends on the previous face's size: inherently sequential
+        if at >= len(face_tokens):
+            raise ValueError(f"{n_face} faces announced, the face list ends early")
         starts[i] = at
-        at += int(face_tokens[at]) + 1
+        at += max(int(face_tokens[at]), 0) + 1
     if at > len(face_tokens):
         raise ValueError(f"{n_face} faces announced, the face list ends early")
     sizes = face_tokens[starts]
@@ -113,6 +143,8 @@ def sample_mesh(
     errors.
     """
     mesh = trimesh.Trimesh(vertices, triangles, process=False)
+    if not np.isfinite(mesh.area):
+        raise DatasetFileError(f"{source} has a surface area too large for float64 (vertices far too large)")
     if not mesh.area > 0:
         raise DatasetFileError(f"{source} has zero surface area (all faces degenerate)")
     points, face_index = trimesh.sample.sample_surface(mesh, n, seed=seed)
@@ -121,7 +153,8 @@ def sample_mesh(
 
 def read_h5_arrays(path: Path, extra: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """The ``data (S, N, 3)`` (as ``pos``), ``label (S,)``, ``normal (S, N, 3)`` when present, and the required
-    ``extra`` datasets (e.g. ShapeNet part's per-point ``pid``) of an HDF5 shard."""
+    per-point ``extra`` datasets ``(S, N)`` of integers (ShapeNet part's ``pid``, ScanObjectNN's ``mask``) of an
+    HDF5 shard. Labels must be non-negative integers."""
     if not path.is_file():
         raise DatasetFileError(f"missing HDF5 shard {path}")
     try:
@@ -129,22 +162,78 @@ def read_h5_arrays(path: Path, extra: tuple[str, ...] = ()) -> dict[str, np.ndar
             missing = [k for k in ("data", "label", *extra) if k not in fh]
             if missing:
                 raise DatasetFileError(f"{path} has no {' or '.join(missing)} dataset; keys: {sorted(fh.keys())}")
-            out = {"pos": fh["data"][...].astype(np.float32), "label": fh["label"][...].reshape(-1).astype(np.int64)}
+            out = {"pos": _h5_numbers(fh, "data", path, np.float32),
+                   "label": _h5_integers(fh, "label", path).reshape(-1)}
             if "normal" in fh:
-                out["normal"] = fh["normal"][...].astype(np.float32)
+                out["normal"] = _h5_numbers(fh, "normal", path, np.float32)
             for key in extra:
-                out[key] = fh[key][...]
-    except OSError as exc:
-        raise DatasetFileError(f"{path} is not a readable HDF5 file (corrupt or truncated?): {exc}") from exc
+                out[key] = _h5_integers(fh, key, path)
+    except DatasetFileError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (h5py reports corruption as OSError, KeyError, RuntimeError, ...)
+        raise DatasetFileError(f"{path} is not a readable HDF5 file (corrupt or truncated?): "
+                               f"{type(exc).__name__}: {str(exc)[:200]}") from exc
     if out["pos"].ndim != 3 or out["pos"].shape[-1] != 3 or len(out["label"]) != len(out["pos"]):
         raise DatasetFileError(f"{path}: data must be (S, N, 3) with S labels; got {out['pos'].shape}, "
                                f"{out['label'].shape}")
-    if not np.isfinite(out["pos"]).all():
-        raise DatasetFileError(f"{path} contains NaN or inf coordinates")
+    check_coordinates(out["pos"], path, "coordinates")
+    if len(out["label"]) and out["label"].min() < 0:
+        raise DatasetFileError(f"{path} has a negative label {int(out['label'].min())}")
     if "normal" in out:
         if out["normal"].shape != out["pos"].shape:
             raise DatasetFileError(f"{path}: normal must have the shape of data {out['pos'].shape}; "
                                    f"got {out['normal'].shape}")
         if not np.isfinite(out["normal"]).all():
             raise DatasetFileError(f"{path} contains NaN or inf normals")
+    for key in extra:
+        if out[key].shape != out["pos"].shape[:2]:
+            raise DatasetFileError(f"{path}: {key} must be per point, {out['pos'].shape[:2]}; got {out[key].shape}")
     return out
+
+
+def _h5_dataset(fh: h5py.File, key: str, path: Path) -> h5py.Dataset:
+    """``fh[key]`` if it is a dataset of plausible size (``H5_EXPANSION_LIMIT``) and real numbers."""
+    dset = fh[key]
+    if not isinstance(dset, h5py.Dataset):
+        raise DatasetFileError(f"{path}: {key} is a {type(dset).__name__}, not a dataset")
+    if dset.dtype.kind not in "biuf":
+        raise DatasetFileError(f"{path}: {key} has dtype {dset.dtype}; expected numbers")
+    declared = dset.size * dset.dtype.itemsize
+    if declared > H5_EXPANSION_LIMIT * path.stat().st_size + (1 << 20):
+        raise DatasetFileError(f"{path}: {key} declares {declared} bytes in a file of {path.stat().st_size} "
+                               f"(corrupt sizes)")
+    return dset
+
+
+def _h5_numbers(fh: h5py.File, key: str, path: Path, dtype: type) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become inf, rejected afterwards
+        return np.asarray(_h5_dataset(fh, key, path)[()]).astype(dtype)
+
+
+def _h5_integers(fh: h5py.File, key: str, path: Path) -> np.ndarray:
+    values = np.asarray(_h5_dataset(fh, key, path)[()])
+    if values.dtype.kind == "f":
+        if not np.isfinite(values).all() or (values != np.round(values)).any() or (np.abs(values) > 2**62).any():
+            raise DatasetFileError(f"{path}: {key} must hold integers; it holds other numbers")
+    elif values.dtype.kind == "u" and values.size and values.max() > 2**62:
+        raise DatasetFileError(f"{path}: {key} holds integers beyond int64")
+    return values.astype(np.int64)
+
+
+def read_split_json(path: Path) -> list[tuple[str, str]]:
+    """``(synset, shape id)`` of every ``"shape_data/<synset>/<id>"`` entry of a ShapeNet part split JSON list."""
+    if not path.is_file():
+        raise DatasetFileError(f"missing split file {path}")
+    try:
+        entries = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise DatasetFileError(f"{path} is not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from exc
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        raise DatasetFileError(f"{path} must hold a JSON list of strings \"shape_data/<synset>/<shape id>\"")
+    if not entries:
+        raise DatasetFileError(f"{path} lists no shapes (an empty JSON list)")
+    pairs = [tuple(e.split("/")[-2:]) for e in entries]
+    bad = next((e for e, p in zip(entries, pairs) if len(p) != 2 or not all(p) or "\x00" in e), None)
+    if bad is not None:
+        raise DatasetFileError(f"{path} has the entry {bad[:100]!r}; expected \"shape_data/<synset>/<shape id>\"")
+    return pairs  # type: ignore[return-value]

@@ -7,7 +7,11 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
+import zipfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -17,6 +21,9 @@ from pointgeo.download import DownloadError, download, extract_archive
 
 class DatasetNotFoundError(FileNotFoundError):
     """The dataset is not on disk and could not be downloaded."""
+
+
+T = TypeVar("T")
 
 
 def ensure_release(url: str, raw_dir: Path, root: Path, *, allow_download: bool, label: str,
@@ -68,8 +75,55 @@ def save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
             os.unlink(tmp)
 
 
+def load_processed(path: Path, build: Callable[[], None], convert: Callable[[Mapping[str, np.ndarray]], T]) -> T:
+    """``convert`` applied to the arrays of the processed cache file ``path``, which ``build()`` writes when missing.
+
+    A cache file that cannot be read whole (truncated, bit-flipped, not an ``.npz``, missing arrays, or arrays that
+    ``convert`` refuses with ``ValueError``/``KeyError``) is reported in a warning, removed and built again; if the
+    rebuilt file fails too, :class:`DatasetFileError` names it. Every array is read (and its CRC checked) before
+    ``convert`` sees it, so no lazily read corrupt member surfaces later.
+    """
+    if not path.is_file():
+        build()
+    try:
+        return _converted(path, convert)
+    except DatasetFileError as exc:
+        warnings.warn(f"the processed cache {path} is unreadable ({exc}); rebuilding it", stacklevel=2)
+    path.unlink(missing_ok=True)
+    build()
+    try:
+        return _converted(path, convert)
+    except DatasetFileError as exc:
+        raise DatasetFileError(f"the rebuilt processed cache {path} is unreadable too: {exc}") from exc
+
+
+def _converted(path: Path, convert: Callable[[Mapping[str, np.ndarray]], T]) -> T:
+    arrays = _read_npz(path)
+    try:
+        return convert(arrays)
+    except (KeyError, ValueError) as exc:
+        raise DatasetFileError(f"{path} holds wrong arrays: {type(exc).__name__}: {exc}") from exc
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` (no pickles); one :class:`DatasetFileError` for whatever is wrong with it."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile,
+            NotImplementedError) as exc:
+        raise DatasetFileError(f"{path}: {type(exc).__name__}: {exc}") from exc
+
+
 def read_list(path: Path) -> list[str]:
-    """The non-empty lines of a list file."""
+    """The non-empty lines of a list file (at least one)."""
     if not path.is_file():
         raise DatasetFileError(f"missing list file {path}")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetFileError(f"{path} is not a text list file: {exc}") from exc
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise DatasetFileError(f"{path} lists nothing (an empty list file)")
+    return lines

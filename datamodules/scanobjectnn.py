@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from pointgeo.datamodules.base import CloudArrays, PointCloudDataModule
 from pointgeo.datamodules.readers import DatasetFileError, read_h5_arrays
-from pointgeo.datamodules.release import DatasetNotFoundError, processed_path, save_atomic
+from pointgeo.datamodules.release import DatasetNotFoundError, load_processed, processed_path, save_atomic
 from pointgeo.download import cache_dir
 from pointgeo.geometry import RotationMode, estimate_normals, farthest_point_sampling, index_points
 
@@ -138,9 +138,5 @@ class ScanObjectNNDataModule(PointCloudDataModule):
         return out
 
     def load_split(self, split: str) -> CloudArrays:
-        path = self._cache_path(split)
-        if not path.is_file():
-            self.prepare_data()
-        with np.load(path) as d:
-            return CloudArrays(d["pos"], d["label"], d["normal"] if "normal" in d else None,
-                               mask=d["mask"] if "mask" in d else None)
+        return load_processed(self._cache_path(split), self.prepare_data,
+                              lambda d: CloudArrays(d["pos"], d["label"], d.get("normal"), mask=d.get("mask")))

@@ -14,7 +14,6 @@ checksums and is often down: without the files the error names the URL and the f
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -22,8 +21,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pointgeo.datamodules.base import CloudArrays, PointCloudDataModule, sample_seed
-from pointgeo.datamodules.release import ensure_release, processed_path, read_list, save_atomic
-from pointgeo.datamodules.readers import DatasetFileError, read_h5_arrays, read_txt_cloud
+from pointgeo.datamodules.release import ensure_release, load_processed, processed_path, read_list, save_atomic
+from pointgeo.datamodules.readers import DatasetFileError, read_h5_arrays, read_split_json, read_txt_cloud
 from pointgeo.download import cache_dir
 from pointgeo.geometry import RotationMode
 
@@ -47,7 +46,9 @@ ShapeNetFormat = Literal["normal_resampled", "hdf5"]
 
 
 def check_parts(seg: np.ndarray, category: np.ndarray, where: str) -> None:
-    """Raise if any point's part id lies outside its shape's category parts."""
+    """Raise if a category is unknown or any point's part id lies outside its shape's category parts."""
+    if len(category) and (category.min() < 0 or category.max() >= len(CATEGORIES)):
+        raise DatasetFileError(f"{where}: category labels outside 0..{len(CATEGORIES) - 1}")
     lo = np.asarray([parts[0] for parts in CATEGORY_PARTS])[category][:, None]
     hi = np.asarray([parts[-1] for parts in CATEGORY_PARTS])[category][:, None]
     bad = np.flatnonzero(((seg < lo) | (seg > hi)).any(1))
@@ -132,36 +133,32 @@ class ShapeNetPartDataModule(PointCloudDataModule):
                 save_atomic(self._cache_path(split), arrays)
 
     def load_split(self, split: str) -> CloudArrays:
-        path = self._cache_path(split)
-        if not path.is_file():
-            self.prepare_data()
-        with np.load(path) as d:
-            return CloudArrays(d["pos"], d["category"], d["normal"] if "normal" in d else None, d["seg"], d["category"])
+        return load_processed(self._cache_path(split), self.prepare_data,
+                              lambda d: CloudArrays(d["pos"], d["category"], d.get("normal"), d["seg"], d["category"]))
 
     def _choose(self, n: int, shape: int) -> np.ndarray:
         rng = np.random.default_rng(sample_seed(self.seed, shape))
         return rng.choice(n, self.num_points, replace=n < self.num_points)
 
     def _txt_split(self, split: str) -> dict[str, np.ndarray]:
-        synsets = {line.split()[1]: i for i, line in enumerate(read_list(self.raw_dir / "synsetoffset2category.txt"))}
+        lines = [line.split() for line in read_list(self.raw_dir / "synsetoffset2category.txt")]
+        synsets = {words[1]: i for i, words in enumerate(lines) if len(words) == 2}
         if sorted(synsets.values()) != list(range(len(CATEGORIES))) or len(synsets) != len(CATEGORIES):
             raise DatasetFileError(f"{self.raw_dir / 'synsetoffset2category.txt'} must list the 16 categories")
         list_file = self.raw_dir / "train_test_split" / f"shuffled_{split}_file_list.json"
-        if not list_file.is_file():
-            raise DatasetFileError(f"missing split file {list_file}")
-        try:
-            entries = json.loads(list_file.read_text())
-        except json.JSONDecodeError as exc:
-            raise DatasetFileError(f"{list_file} is not valid JSON: {exc}") from exc
         pos, normal, seg, category = [], [], [], []
-        for i, entry in enumerate(tqdm(entries, desc=f"shapenet_part {split}: reading txt")):
-            synset, shape_id = entry.split("/")[-2:]
+        for i, (synset, shape_id) in enumerate(tqdm(read_split_json(list_file),
+                                                    desc=f"shapenet_part {split}: reading txt")):
+            entry = f"{synset}/{shape_id}"
             if synset not in synsets:
                 raise DatasetFileError(f"{list_file} names {entry} of an unknown category {synset}")
             path = self.raw_dir / synset / f"{shape_id}.txt"
             if not path.is_file():
                 raise DatasetFileError(f"{list_file} names {entry}, but {path} is missing")
             rows = read_txt_cloud(path, columns=7)
+            if (rows[:, 6] != np.round(rows[:, 6])).any():
+                raise DatasetFileError(f"{path}: the part labels (7th column) must be integers")
+            check_parts(rows[None, :, 6].astype(np.int64), np.asarray([synsets[synset]]), str(path))
             keep = self._choose(len(rows), i)
             pos.append(rows[keep, :3])
             normal.append(rows[keep, 3:6])
@@ -173,6 +170,8 @@ class ShapeNetPartDataModule(PointCloudDataModule):
     def _h5_split(self, split: str) -> dict[str, np.ndarray]:
         shards = [self.raw_dir / Path(line).name for line in read_list(self.raw_dir / f"{split}_hdf5_file_list.txt")]
         parts = [read_h5_arrays(s, extra=("pid",)) for s in tqdm(shards, desc=f"shapenet_part {split}: reading h5")]
+        for shard, part in zip(shards, parts):
+            check_parts(part["pid"], part["label"], str(shard))
         pos = np.concatenate([p["pos"] for p in parts])
         seg = np.concatenate([p["pid"] for p in parts]).astype(np.int64)
         if pos.shape[1] < self.num_points:

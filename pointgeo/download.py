@@ -6,8 +6,17 @@ well-kept fetcher of the scientific Python stack and already does the verify-the
 resume interrupted transfers, so its downloader is :class:`ResumableDownloader` (requests + tqdm): it streams into a
 stable ``<dest>.part`` file, resumes it with an HTTP ``Range`` request on the next run (restarting when the server
 ignores ranges), shows a progress bar, and hands the finished file to pooch. A wrong checksum removes the file and
-raises :class:`ChecksumError` with both hashes; an unreachable host, or ``POINTGEO_OFFLINE=1``, raises
-:class:`DownloadError` naming the URL and the exact path where the file can be placed by hand. A local path or ``file://`` URL is accepted wherever a URL is.
+raises :class:`ChecksumError` with both hashes; an unreachable host, a malformed or unsupported URL (only ``http``
+and ``https`` are fetched), or ``POINTGEO_OFFLINE=1``, raises :class:`DownloadError` naming the URL and the exact
+path where the file can be placed by hand; the mirrors are tried after any URL that fails. A local path or
+``file://`` URL is accepted wherever a URL is.
+
+A transfer is complete only when the part file holds as many bytes as the server announced: ``Content-Length``
+(bytes are asked for uncompressed, ``Accept-Encoding: identity``, so that this is the file's size), else the total of
+a ``Content-Range``, else the ``Content-Length`` of a ``HEAD`` request. A connection closed before that stays a part
+file, never takes the final name, and is resumed by the next run. A server that announces no size at all (no length,
+no range, no ``HEAD``) and ends the body by closing the connection cannot be told from a complete one; with a
+``sha256`` the hash still catches it.
 """
 
 from __future__ import annotations
@@ -38,6 +47,25 @@ class ChecksumError(RuntimeError):
     """A file's sha256 differs from the expected one; the file has been removed."""
 
 
+REMOTE_SCHEMES = ("http", "https")
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be fetched (a malformed or non-``http(s)`` URL), or ``None`` when it can be tried."""
+    try:
+        parsed = urlparse(url)
+        parsed.port  # noqa: B018  (raises ValueError for a port that is not a number in 0..65535)
+    except ValueError as exc:
+        return f"malformed URL ({exc})"
+    if parsed.scheme.lower() not in REMOTE_SCHEMES:
+        return f"unsupported URL scheme {parsed.scheme!r} (pointgeo downloads over {' and '.join(REMOTE_SCHEMES)})"
+    if not parsed.hostname:
+        return "malformed URL (no host name)"
+    if any(c.isspace() for c in url):
+        return "malformed URL (it contains white space)"
+    return None
+
+
 def cache_dir() -> Path:
     """The pointgeo cache root: ``$POINTGEO_HOME``, else ``~/.cache/pointgeo``."""
     return Path(os.environ.get("POINTGEO_HOME", "~/.cache/pointgeo")).expanduser()
@@ -58,8 +86,11 @@ def sha256sum(path: Path) -> str:
 
 
 def local_path(url: str) -> Path | None:
-    """The filesystem path of a local path or ``file://`` URL, ``None`` for a remote URL."""
-    parsed = urlparse(url)
+    """The filesystem path of a local path or ``file://`` URL, ``None`` for a remote (or malformed) URL."""
+    try:
+        parsed = urlparse(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket: not a path; download() reports it as malformed
+        return None
     if parsed.scheme == "file":
         return Path(url2pathname(parsed.path))
     if len(parsed.scheme) <= 1:  # a plain path (a one-letter scheme is a Windows drive)
@@ -96,9 +127,9 @@ class ResumableDownloader:
         whole file (200) is followed from byte 0.
 
         Raises:
-            DownloadError: the connection ended before ``Content-Length`` bytes arrived (the part file is kept).
+            DownloadError: fewer bytes arrived than the server announced (the part file is kept).
         """
-        headers = {"Range": f"bytes={done}-"} if done else {}
+        headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={done}-"} if done else {})}
         with requests.get(url, stream=True, timeout=self.timeout, headers=headers) as response:
             if done and response.status_code == 416:  # nothing left past ``done``: complete if the sizes agree
                 return _content_range(response)[1] == done
@@ -107,8 +138,7 @@ class ResumableDownloader:
                 return False
             if response.status_code != 206:
                 done = 0
-            length = response.headers.get("Content-Length")
-            total = int(length) + done if length is not None else None
+            total = self._announced_total(url, response, done)
             with open(self.part_path, "ab" if done else "wb") as fh, tqdm(
                 total=total, initial=done, unit="B", unit_scale=True, desc=Path(urlparse(url).path).name,
                 disable=not self.progress,
@@ -117,9 +147,31 @@ class ResumableDownloader:
                     fh.write(block)
                     bar.update(len(block))
         size = self.part_path.stat().st_size
-        if total is not None and size < total:
+        if total is None:
+            total = self._head_length(url)
+        if total is not None and size != total:
             raise DownloadError(f"{url}: the connection closed after {size} of {total} bytes")
         return True
+
+    @staticmethod
+    def _announced_total(url: str, response: requests.Response, done: int) -> int | None:
+        """The file's full size as this response announces it: ``done + Content-Length`` (unless the body is
+        content-encoded), else the total of its ``Content-Range``; ``None`` when it announces neither."""
+        length = response.headers.get("Content-Length")
+        encoded = response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
+        if length is not None and length.strip().isdigit() and not encoded:
+            return int(length) + done
+        return _content_range(response)[1] if response.status_code == 206 else None
+
+    def _head_length(self, url: str) -> int | None:
+        """The ``Content-Length`` of a ``HEAD`` request (``None`` when the server gives none or refuses ``HEAD``)."""
+        try:
+            head = requests.head(url, timeout=self.timeout, allow_redirects=True,
+                                 headers={"Accept-Encoding": "identity"})
+        except requests.RequestException:
+            return None
+        length = head.headers.get("Content-Length", "")
+        return int(length) if head.ok and length.strip().isdigit() else None
 
 
 def _content_range(response: requests.Response) -> tuple[int | None, int | None]:
@@ -173,16 +225,19 @@ def download(
     part = dest.with_name(dest.name + ".part")
     errors = []
     for candidate in urls:
+        if (problem := url_problem(candidate)) is not None:
+            errors.append(f"{candidate}: {problem}")
+            continue
         try:
             pooch.retrieve(
                 candidate, known_hash=f"sha256:{expected}" if expected else None, fname=dest.name, path=dest.parent,
                 downloader=ResumableDownloader(part, progress=progress),
             )
             return dest
+        except (requests.RequestException, OSError, DownloadError) as exc:  # before ValueError: some are both
+            errors.append(f"{candidate}: {exc}")
         except ValueError as exc:  # pooch's hash mismatch; it has removed the file
             raise ChecksumError(f"{candidate}: {exc}. The file was removed; run again to retry.") from exc
-        except (requests.RequestException, OSError, DownloadError) as exc:
-            errors.append(f"{candidate}: {exc}")
     kept = f" The partial file {part} is kept; running again resumes it." if part.exists() else ""
     raise DownloadError(f"could not download {dest.name} ({'; '.join(errors)}); {_manual_hint(urls, dest)}.{kept}")
 

@@ -5,23 +5,29 @@ shipped config that trained it, its training data and rotation, its measured tes
 weights and of their training data. Files go through :func:`pointgeo.download.download` (streamed, resumable,
 verified, moved into ``$POINTGEO_HOME/checkpoints`` atomically; ``POINTGEO_OFFLINE=1`` forbids the network).
 Checkpoints shipped inside the package are served the same way from a ``file://`` URL. Wherever a name is accepted,
-a local path or ``file://`` URL of a checkpoint is accepted too. Checkpoints are loaded with ``weights_only=True``.
+a local path or ``file://`` URL of a checkpoint is accepted too. Checkpoints are loaded with ``weights_only=True``,
+and :func:`rebuild_task` is the one place that turns a loaded checkpoint back into its task (``from_pretrained`` and
+the robustness report both use it). :func:`resolve_ckpt_path` gives ``pointgeo train|validate|test|predict`` a local,
+verified file for an ``http(s)`` ``--ckpt_path`` before Lightning sees it. Every file that cannot be used is one
+:class:`~pointgeo.datamodules.readers.DatasetFileError` naming it.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import shutil
 import warnings
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 
 from pointgeo import __version__
-from pointgeo.download import cache_dir, download, local_path, sha256sum
+from pointgeo.download import REMOTE_SCHEMES, cache_dir, download, local_path, sha256sum
 
 
 @dataclass(frozen=True)
@@ -99,48 +105,69 @@ def fetch(name_or_path: str, *, progress: bool = True) -> Path:
                     progress=progress)
 
 
+def _file_error(message: str) -> ValueError:
+    from pointgeo.datamodules.readers import DatasetFileError  # the one error of unusable files (lazy: h5py, trimesh)
+
+    return DatasetFileError(message)
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A pointgeo checkpoint loaded with ``weights_only=True``, with a clear error for anything else."""
+    """A pointgeo checkpoint loaded with ``weights_only=True``; anything else (corrupt, truncated, a pickle of other
+    objects, missing or wrongly typed parts) raises ``DatasetFileError`` naming the file."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001  (pickle, zip and unsafe-global errors all mean the same to a user)
-        raise ValueError(f"{path} is not a readable checkpoint (corrupt, truncated or not weights-only): {exc}") from exc
+        raise _file_error(f"{path} is not a readable checkpoint (corrupt, truncated or not weights-only): "
+                          f"{type(exc).__name__}: {str(exc)[:300]}") from exc
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
-        raise ValueError(f"{path} is not a pointgeo checkpoint (no state_dict / hyper_parameters)")
-    meta = ckpt.get("pointgeo", {})
+        raise _file_error(f"{path} is not a pointgeo checkpoint (no state_dict / hyper_parameters)")
+    state, hparams, meta = ckpt["state_dict"], ckpt["hyper_parameters"], ckpt.get("pointgeo", {})
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise _file_error(f"{path}: state_dict must map parameter names to tensors")
+    if not isinstance(hparams, dict) or not all(isinstance(k, str) for k in hparams):
+        raise _file_error(f"{path}: hyper_parameters must be a dict with string keys")
+    if not isinstance(ckpt.get("datamodule_hyper_parameters", {}), dict):
+        raise _file_error(f"{path}: datamodule_hyper_parameters must be a dict")
+    if not isinstance(meta, dict) or not all(isinstance(meta.get(k, ""), str) for k in ("version", "task", "task_class")):
+        raise _file_error(f"{path}: its pointgeo metadata must be a dict of strings (version, task, task_class)")
     if meta.get("version", __version__).split(".")[:2] != __version__.split(".")[:2]:
         warnings.warn(f"{path} was written by pointgeo {meta['version']}; this is pointgeo {__version__}", stacklevel=2)
     return ckpt
 
 
-def from_pretrained(name_or_path: str, num_classes: int | None = None, *, progress: bool = True) -> Any:
-    """A ready LightningModule (in eval mode) from a registry name, a local path or a ``file://`` URL.
+def rebuild_task(ckpt: dict[str, Any], source: str, num_classes: int | None = None) -> Any:
+    """The task (in eval mode) that a checkpoint loaded by :func:`load_checkpoint` describes; ``source`` names it in
+    messages.
 
-    The network is ``task.net``. Every stored weight must fit the network rebuilt from the checkpoint's
-    hyper-parameters, except that with ``num_classes`` different from a classification checkpoint's, the parameters
-    whose shape no longer fits (the classifier's last layer) are re-initialised and a warning names them; the rest
-    keeps its trained values. Raises ``KeyError`` (unknown name), ``FileNotFoundError`` (missing file) and
-    ``ValueError`` (corrupt file, unknown task kind, hyper-parameters or weights that do not fit this pointgeo).
+    The class comes from :func:`pointgeo.tasks.task_class_for`, its arguments from the stored hyper-parameters, and
+    every stored weight must fit; with ``num_classes`` different from a classification checkpoint's, the parameters
+    whose shape no longer fits (the classifier's last layer) are re-initialised and a warning names them.
+
+    Raises:
+        DatasetFileError: unknown task kind, hyper-parameters that do not build the task, or weights that do not fit.
     """
     import pointgeo.tasks
 
-    ckpt = load_checkpoint(fetch(name_or_path, progress=progress))
     meta = ckpt.get("pointgeo", {})
     kind = meta.get("task", "classification")
-    cls = pointgeo.tasks.task_class_for(meta, name_or_path)
+    try:
+        cls = pointgeo.tasks.task_class_for(meta, source)
+    except ValueError as exc:
+        raise _file_error(str(exc)) from exc
     hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
     new_head = num_classes is not None and num_classes != hparams.get("num_classes")
     if new_head and kind != "classification":
-        raise ValueError(f"num_classes={num_classes}: only classification heads can be replaced; {name_or_path} is a "
+        raise ValueError(f"num_classes={num_classes}: only classification heads can be replaced; {source} is a "
                          f"{kind} checkpoint for {hparams.get('num_classes')} categories")
     if new_head:
         hparams["num_classes"] = num_classes
     written_by = f"written by pointgeo {meta.get('version', 'unknown')}"
     try:
         task = cls(**hparams)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ValueError(f"{name_or_path} ({written_by}): its hyper-parameters do not build a {cls.__name__}: "
-                         f"{exc}") from exc
+    except Exception as exc:  # noqa: BLE001  (whatever a network makes of stored settings: they do not build it)
+        raise _file_error(f"{source} ({written_by}): its hyper-parameters do not build a {cls.__name__}: "
+                          f"{type(exc).__name__}: {str(exc)[:300]}") from exc
     own, stored = task.state_dict(), ckpt["state_dict"]
     missing = sorted(k for k in own if k not in stored)
     unexpected = sorted(k for k in stored if k not in own)
@@ -148,12 +175,59 @@ def from_pretrained(name_or_path: str, num_classes: int | None = None, *, progre
     if missing or unexpected or (reshaped and not new_head):
         problems = {"missing": missing, "unexpected": unexpected, "other shape": reshaped}
         found = "; ".join(f"{what} {', '.join(keys)}" for what, keys in problems.items() if keys)
-        raise ValueError(f"{name_or_path} ({written_by}): its weights do not fit the {hparams.get('network')!r} "
-                         f"network of this pointgeo: {found}")
+        raise _file_error(f"{source} ({written_by}): its weights do not fit its network {hparams.get('network')!r} "
+                          f"in this pointgeo: {found}")
     if reshaped:
         warnings.warn(f"head replaced for {num_classes} classes: re-initialised {', '.join(reshaped)}", stacklevel=2)
-    task.load_state_dict({k: v for k, v in stored.items() if k not in reshaped}, strict=not reshaped)
+    try:
+        task.load_state_dict({k: v for k, v in stored.items() if k not in reshaped}, strict=not reshaped)
+    except RuntimeError as exc:  # e.g. a complex tensor where a real parameter belongs
+        raise _file_error(f"{source} ({written_by}): its weights cannot be copied into its network: "
+                          f"{str(exc)[:300]}") from exc
     return task.eval()
+
+
+def from_pretrained(name_or_path: str, num_classes: int | None = None, *, progress: bool = True) -> Any:
+    """A ready LightningModule (in eval mode) from a registry name, a local path or a ``file://`` URL.
+
+    The network is ``task.net``; see :func:`rebuild_task` for how the checkpoint must fit and what ``num_classes``
+    does. Raises ``KeyError`` (unknown name), ``FileNotFoundError`` (missing file), ``DatasetFileError`` (a
+    ``ValueError``: corrupt file, unknown task kind, hyper-parameters or weights that do not fit this pointgeo) and
+    ``ValueError`` (``num_classes`` for a segmentation checkpoint).
+    """
+    return rebuild_task(load_checkpoint(fetch(name_or_path, progress=progress)), name_or_path, num_classes)
+
+
+def resolve_ckpt_path(ckpt_path: str | None, *, progress: bool = True) -> str | None:
+    """The ``ckpt_path`` to hand to Lightning: an ``http(s)`` URL becomes a local file, anything else (``None``,
+    ``"last"``, ``"best"``, a local path) is returned unchanged.
+
+    Lightning alone would unpickle a remote checkpoint in full (``weights_only=False``), which runs whatever code the
+    file holds. Here the URL goes through :func:`pointgeo.download.download` into the checkpoint cache
+    (``url-<hash of the URL>-<name>.ckpt``: resumable, atomic, and verified when the URL ends in
+    ``#sha256=<hex>``), and the file must load with ``weights_only=True`` and hold a ``state_dict``; a file that does
+    not is removed from the cache and refused with ``DatasetFileError``. Lightning then reads the local file, which
+    it loads ``weights_only`` too. A URL is downloaded once; ``pointgeo cache clear`` forgets it.
+    """
+    if ckpt_path is None or local_path(str(ckpt_path)) is not None:
+        return ckpt_path
+    url, _, fragment = str(ckpt_path).partition("#")
+    if urlparse(url).scheme.lower() not in REMOTE_SCHEMES:
+        return ckpt_path  # another fsspec protocol: Lightning's own business
+    sha256 = fragment.removeprefix("sha256=") if fragment.startswith("sha256=") else None
+    stem = Path(urlparse(url).path).stem or "checkpoint"
+    dest = checkpoint_dir() / f"url-{hashlib.sha256(url.encode()).hexdigest()[:12]}-{stem}.ckpt"
+    path = download(url, dest, sha256=sha256, progress=progress)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+            raise ValueError("it holds no state_dict")
+    except Exception as exc:  # noqa: BLE001  (unsafe globals, corrupt zip, wrong content: all refused alike)
+        path.unlink(missing_ok=True)
+        raise _file_error(f"refused the checkpoint {url}: it does not load with weights_only=True as a Lightning "
+                          f"checkpoint ({type(exc).__name__}: {str(exc)[:300]}); it was removed from "
+                          f"{checkpoint_dir()}") from exc
+    return str(path)
 
 
 def export_checkpoint(src: Path, dst: Path) -> tuple[str, int]:

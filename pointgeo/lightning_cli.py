@@ -16,6 +16,8 @@ class PointGeoCLI(LightningCLI):
     * ``data.num_classes`` and ``data.use_normals`` are linked into the model's arguments.
     * A :class:`ModelCheckpoint` (configurable as ``checkpoint``) keeps the best ``val/acc`` and ``last.ckpt``, so
       ``--ckpt_path .../last.ckpt`` resumes an interrupted run.
+    * An ``http(s)`` ``--ckpt_path`` is fetched by :func:`pointgeo.hub.resolve_ckpt_path` (verified download,
+      ``weights_only`` check) and Lightning gets the local file.
     """
 
     def __init__(self, args: list[str], run: bool = True) -> None:
@@ -40,6 +42,13 @@ class PointGeoCLI(LightningCLI):
         })
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.init_args.use_normals", "model.init_args.use_normals", apply_on="parse")
+
+    def before_instantiate_classes(self) -> None:
+        from pointgeo.hub import resolve_ckpt_path
+
+        section = self.config.get(self.subcommand) if self.subcommand else None
+        if section is not None and section.get("ckpt_path") is not None:
+            section.ckpt_path = resolve_ckpt_path(section.ckpt_path)
 
 
 def test_under_rotations(cli: LightningCLI, modes: tuple[str, ...]) -> dict[str, float]:

@@ -160,3 +160,62 @@ def test_extraction_is_atomic_and_rejects_corrupt_archives(tmp_path: Path) -> No
     with pytest.raises(ValueError, match="corrupt or truncated"):
         extract_archive(broken, tmp_path / "out2", progress=False)
     assert not (tmp_path / "out2").exists() and not list(tmp_path.glob(".out2.*"))
+
+
+@pytest.mark.parametrize(("bad", "problem"), [
+    ("ftp://127.0.0.1/file.bin", "unsupported URL scheme 'ftp'"),
+    ("htps://127.0.0.1/file.bin", "unsupported URL scheme 'htps'"),
+    ("http://[::1/file.bin", "malformed URL"),
+    ("http:///file.bin", "malformed URL .no host name"),
+    ("http://127.0.0.1:99999/file.bin", "malformed URL"),
+    ("http://127.0.0.1/my file.bin", "malformed URL .it contains white space"),
+])
+def test_malformed_or_unsupported_urls_are_reported_as_such_and_the_mirrors_are_tried(
+        server: RangeServer, tmp_path: Path, bad: str, problem: str) -> None:
+    dest = tmp_path / "file.bin"
+    assert download(bad, dest, sha256=SHA, mirrors=[server.url], progress=False).read_bytes() == PAYLOAD
+    with pytest.raises(DownloadError, match=problem) as info:
+        download(bad, tmp_path / "other.bin", sha256=SHA, progress=False)
+    assert "sha256" not in str(info.value) and "place it at" in str(info.value)  # not a checksum mismatch
+    assert not isinstance(info.value, ChecksumError)
+
+
+def test_cut_without_content_length_is_caught_by_the_head_size_and_resumed(server: RangeServer,
+                                                                          tmp_path: Path) -> None:
+    server.send_length = False  # the body ends when the connection closes: a cut looks like the end
+    server.cut_after = 100_000
+    dest = tmp_path / "file.bin"
+    with pytest.raises(DownloadError, match=f"closed after 100000 of {len(PAYLOAD)} bytes"):
+        download(server.url, dest, progress=False)  # no hash to catch it either
+    assert not dest.exists() and (tmp_path / "file.bin.part").stat().st_size == 100_000
+    assert server.requests[-1]["method"] == "HEAD"
+    assert download(server.url, dest, progress=False).read_bytes() == PAYLOAD
+    assert server.requests[-1].get("Range") == "bytes=100000-"
+
+
+def test_cut_of_a_resumed_transfer_without_length_or_head_is_caught_by_its_content_range(
+        server: RangeServer, tmp_path: Path) -> None:
+    server.send_length, server.answer_head = False, False
+    dest = tmp_path / "file.bin"
+    (tmp_path / "file.bin.part").write_bytes(PAYLOAD[:100_000])
+    server.cut_after = 200_000
+    with pytest.raises(DownloadError, match=f"closed after 300000 of {len(PAYLOAD)} bytes"):
+        download(server.url, dest, progress=False)
+    assert not dest.exists()
+    assert download(server.url, dest, progress=False).read_bytes() == PAYLOAD
+    assert not any(r.get("method") == "HEAD" for r in server.requests)  # the Content-Range total sufficed
+
+
+def test_cut_chunked_transfer_is_never_moved_into_place(server: RangeServer, tmp_path: Path) -> None:
+    server.chunked, server.cut_after = True, 150_000
+    dest = tmp_path / "file.bin"
+    with pytest.raises(DownloadError, match="running again resumes it"):
+        download(server.url, dest, progress=False)
+    assert not dest.exists()
+    assert download(server.url, dest, progress=False).read_bytes() == PAYLOAD
+
+
+def test_complete_transfer_without_any_announced_size_is_accepted(server: RangeServer, tmp_path: Path) -> None:
+    server.send_length, server.answer_head = False, False
+    assert download(server.url, tmp_path / "file.bin", progress=False).read_bytes() == PAYLOAD
+    assert all(r.get("Accept-Encoding") == "identity" for r in server.requests)

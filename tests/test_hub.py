@@ -161,3 +161,57 @@ def test_cli_download_models_and_cache(capsys: pytest.CaptureFixture, served: Ra
     assert hub.cache_entries() == []
     with pytest.raises(SystemExit, match="did you mean"):
         main(["download", "pointnet.synthetic"])
+
+
+def _no_lightning_http(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make Lightning's own remote loading (which unpickles in full) fail loudly if it were ever reached."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Lightning loaded a remote checkpoint itself")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+
+
+def test_remote_ckpt_path_is_fetched_verified_and_tested_locally(served: RangeServer, capsys: pytest.CaptureFixture,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    _no_lightning_http(monkeypatch)
+    url = f"{served.url}#sha256={SHIPPED.sha256}"
+    main(["test", "--config", SHIPPED.config, "--ckpt_path", url, "--trainer.default_root_dir", str(tmp_path),
+          "--trainer.enable_progress_bar", "false", "--trainer.logger", "false", "--trainer.limit_test_batches", "2"])
+    out = capsys.readouterr().out
+    assert "test/acc" in out and any(r.get("method") != "HEAD" for r in served.requests)
+    cached = [p for p in hub.cache_entries() if p.name.startswith("url-")]
+    assert len(cached) == 1 and cached[0].name.endswith("-file.ckpt") and cached[0].read_bytes() == PAYLOAD
+    assert hub.resolve_ckpt_path(url) == str(cached[0])  # cached: no second download
+    assert hub.resolve_ckpt_path("last") == "last" and hub.resolve_ckpt_path(None) is None
+    assert hub.resolve_ckpt_path(str(tmp_path / "a.ckpt")) == str(tmp_path / "a.ckpt")
+    with pytest.raises(ChecksumError):
+        hub.resolve_ckpt_path(f"{served.url.replace('file.bin', 'file.bin?v=2')}#sha256={'0' * 64}")
+
+
+def test_remote_checkpoint_whose_pickle_would_run_code_is_refused(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    import os
+
+    marker = tmp_path / "code-was-run"
+
+    class Payload:
+        def __reduce__(self) -> tuple:
+            return os.mkdir, (str(marker),)
+
+    crafted = tmp_path / "crafted.ckpt"
+    ckpt = torch.load(hub.fetch(NAME), weights_only=True)
+    torch.save({**ckpt, "callbacks": Payload()}, crafted)
+    monkeypatch.delenv("POINTGEO_OFFLINE", raising=False)
+    server = RangeServer(crafted.read_bytes())
+    _no_lightning_http(monkeypatch)
+    try:
+        with pytest.raises(ValueError, match="refused the checkpoint .* weights_only=True") as info:
+            main(["test", "--config", SHIPPED.config, "--ckpt_path", server.url,
+                  "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"])
+    finally:
+        server.close()
+    assert type(info.value).__name__ == "DatasetFileError"
+    assert not marker.exists() and hub.cache_entries() == []  # nothing ran, nothing unsafe stays in the cache
+    torch.load(crafted, weights_only=False)  # what a full unpickling (Lightning's default for URLs) would have done
+    assert marker.is_dir()

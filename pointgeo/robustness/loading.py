@@ -35,29 +35,22 @@ def _public(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_model(spec: str, dtype: torch.dtype, device: str) -> LoadedModel:
-    """Rebuild the task of ``spec`` (a pretrained name, a checkpoint path or a ``file://`` URL).
+    """Rebuild the task of ``spec`` (a pretrained name, a checkpoint path or a ``file://`` URL) with
+    :func:`pointgeo.hub.rebuild_task`, every weight fitting exactly.
 
-    Raises ``KeyError`` for an unknown name, ``FileNotFoundError`` for a missing file and ``ValueError`` for a
-    corrupt checkpoint, one of an unsupported task, or one whose weights do not fit its own network.
+    Raises ``KeyError`` for an unknown name, ``FileNotFoundError`` for a missing file and ``ValueError``
+    (``DatasetFileError``) for a corrupt checkpoint, one of an unsupported task, or one whose weights do not fit its
+    own network.
     """
     from pointgeo.download import sha256sum
-    from pointgeo.hub import CHECKPOINTS, fetch, load_checkpoint
-    from pointgeo.tasks import task_class_for
+    from pointgeo.hub import CHECKPOINTS, fetch, load_checkpoint, rebuild_task
 
     path = fetch(spec, progress=False)
     ckpt = load_checkpoint(path)
     meta = ckpt.get("pointgeo", {})
     kind = meta.get("task", "classification")
-    cls = task_class_for(meta, spec)
     hparams = _public(ckpt["hyper_parameters"])
-    try:
-        task = cls(**hparams)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ValueError(f"{spec}: its hyper-parameters do not build a {cls.__name__}: {exc}") from exc
-    try:
-        task.load_state_dict(ckpt["state_dict"], strict=True)
-    except RuntimeError as exc:
-        raise ValueError(f"{spec}: its weights do not fit its network {hparams.get('network')!r}: {exc}") from exc
+    task = rebuild_task(ckpt, spec)
     task = task.to(device=device, dtype=dtype).eval()
     data = dict(ckpt.get("datamodule_hyper_parameters", {}))
     identity = {

@@ -1,7 +1,9 @@
 """Reading a user's point or mesh file into a cloud: ``.ply``, ``.pcd``, ``.xyz``, ``.txt``, ``.off``, ``.obj``, ``.stl``.
 
-Point files keep their points (and normals when present); meshes are sampled by area to ``num_points`` points with
-face normals. Every failure is one :class:`~pointgeo.datamodules.readers.DatasetFileError` naming the file.
+Point files keep their points (and normals when present); meshes (and ``.ply`` files with faces) are sampled by area
+to ``num_points`` points with face normals. Every failure is one
+:class:`~pointgeo.datamodules.readers.DatasetFileError` naming the file. PLY files are parsed by trimesh and PCD
+files by :mod:`pointgeo.viz.pcd`: Open3D's readers crash the process on some corrupt files of both formats.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pointgeo.datamodules.readers import DatasetFileError, read_off, read_txt_cloud, sample_mesh
+from pointgeo.datamodules.readers import DatasetFileError, check_coordinates, read_off, read_txt_cloud, sample_mesh
 
 POINT_FORMATS = (".ply", ".pcd", ".xyz", ".txt")
 MESH_FORMATS = (".off", ".obj", ".stl")
@@ -23,15 +25,44 @@ def _mesh_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
     try:
         mesh = trimesh.load(path, force="mesh", process=False)
+        vertices, faces = np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64)
     except Exception as exc:  # noqa: BLE001  (trimesh raises many kinds of errors for bad files)
-        raise DatasetFileError(f"{path} is not a readable mesh: {exc}") from exc
-    if len(mesh.vertices) == 0 or len(mesh.faces) == 0:
-        raise DatasetFileError(f"{path} has no vertices or no faces")
-    return np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64)
+        raise DatasetFileError(f"{path} is not a readable mesh: {type(exc).__name__}: {str(exc)[:200]}") from exc
+    return _checked_mesh(path, vertices, faces)
+
+
+def _checked_mesh(path: Path, vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if len(vertices) == 0 or faces.ndim != 2 or len(faces) == 0 or faces.shape[1] != 3:
+        raise DatasetFileError(f"{path} has no vertices or no triangles")
+    if faces.min() < 0 or faces.max() >= len(vertices):
+        raise DatasetFileError(f"{path} has a face that indexes a missing vertex")
+    check_coordinates(vertices, path, "vertices")
+    return vertices, faces
+
+
+def _read_ply(path: Path, num_points: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    from trimesh.exchange.ply import load_ply
+
+    try:
+        with open(path, "rb") as fh:
+            data = load_ply(fh)
+        vertices = np.asarray(data["vertices"], dtype=np.float64)
+        faces = np.asarray(data["faces"], dtype=np.int64) if data.get("faces") is not None else None
+        normal = data.get("vertex_normals")
+        normal = None if normal is None else np.asarray(normal, dtype=np.float64)
+    except Exception as exc:  # noqa: BLE001  (the PLY parser's ValueError, KeyError, IndexError, UnicodeDecodeError)
+        raise DatasetFileError(f"{path} is not a readable PLY file: {type(exc).__name__}: {str(exc)[:200]}") from exc
+    if faces is not None and len(faces):
+        return sample_mesh(*_checked_mesh(path, vertices, faces), num_points, seed, source=path)
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or (normal is not None and normal.shape != vertices.shape):
+        raise DatasetFileError(f"{path}: its vertices must be (N, 3) (normals too); got {vertices.shape}")
+    return vertices, normal
 
 
 def read_points(path: str | Path, num_points: int = 1024, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
     """``(pos (N, 3), normal (N, 3) | None)`` float32 from a point or mesh file."""
+    from pointgeo.viz.pcd import read_pcd
+
     path = Path(path)
     if not path.is_file():
         raise DatasetFileError(f"no such file: {path}")
@@ -39,24 +70,20 @@ def read_points(path: str | Path, num_points: int = 1024, seed: int = 0) -> tupl
     if suffix in (".txt", ".xyz"):
         rows = read_txt_cloud(path, columns=(3, 6))
         pos, normal = rows[:, :3], (rows[:, 3:6] if rows.shape[1] == 6 else None)
-    elif suffix in (".ply", ".pcd"):
-        import open3d as o3d
-
-        cloud = o3d.io.read_point_cloud(str(path))
-        if not cloud.has_points():
-            if suffix == ".ply":  # maybe a mesh ply
-                vertices, faces = _mesh_arrays(path)
-                return sample_mesh(vertices, faces, num_points, seed)
-            raise DatasetFileError(f"{path} contains no points")
-        pos = np.asarray(cloud.points, dtype=np.float32)
-        normal = np.asarray(cloud.normals, dtype=np.float32) if cloud.has_normals() else None
+    elif suffix == ".ply":
+        pos, normal = _read_ply(path, num_points, seed)
+    elif suffix == ".pcd":
+        pos, normal = read_pcd(path)
     elif suffix in MESH_FORMATS:
         vertices, faces = _mesh_arrays(path)
-        return sample_mesh(vertices, faces, num_points, seed)
+        return sample_mesh(vertices, faces, num_points, seed, source=path)
     else:
         raise DatasetFileError(f"{path}: unsupported file type {suffix!r}; use one of {POINT_FORMATS + MESH_FORMATS}")
     if len(pos) == 0:
         raise DatasetFileError(f"{path} contains no points")
-    if not np.isfinite(pos).all() or (normal is not None and not np.isfinite(normal).all()):
-        raise DatasetFileError(f"{path} contains NaN or inf values")
-    return pos.astype(np.float32), None if normal is None else normal.astype(np.float32)
+    check_coordinates(pos, path, "points")
+    with np.errstate(over="ignore", invalid="ignore"):  # normals beyond float32 become inf, refused below
+        normal = None if normal is None else normal.astype(np.float32)
+    if normal is not None and not np.isfinite(normal).all():
+        raise DatasetFileError(f"{path} contains NaN or inf normals")
+    return pos.astype(np.float32), normal
