@@ -10,7 +10,7 @@ level before the first (warm-up) run (sampled every millisecond; on GPU, CUDA's 
 
 from __future__ import annotations
 
-import pointgeo  # noqa: F401  (first: its CPU memory settings must precede torch, see pointgeo's docstring)
+import common  # noqa: F401  (first: it opts in to pointgeo's CPU memory settings before torch starts)
 import argparse
 
 import numpy as np

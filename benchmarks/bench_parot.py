@@ -10,7 +10,7 @@ parameter count and the ratios (throughput: ours / reference; memory: reference 
 
 from __future__ import annotations
 
-import pointgeo  # noqa: F401  (first: its CPU memory settings must precede torch, see pointgeo's docstring)
+import common  # noqa: F401  (first: it opts in to pointgeo's CPU memory settings before torch starts)
 import argparse
 
 import torch

@@ -17,7 +17,7 @@ reference figures were measured, and the ratios are printed against that run too
 
 from __future__ import annotations
 
-import pointgeo  # noqa: F401  (first: its CPU memory settings must precede torch, see pointgeo's docstring)
+import common  # noqa: F401  (first: it opts in to pointgeo's CPU memory settings before torch starts)
 import argparse
 import importlib
 import sys

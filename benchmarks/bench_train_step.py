@@ -9,7 +9,7 @@ GPU, CUDA's peak allocation) and parameter count, with the ratio of samples/s ag
 
 from __future__ import annotations
 
-import pointgeo  # noqa: F401  (first: its CPU memory settings must precede torch, see pointgeo's docstring)
+import common  # noqa: F401  (first: it opts in to pointgeo's CPU memory settings before torch starts)
 import argparse
 
 import torch

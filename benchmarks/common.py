@@ -1,16 +1,17 @@
 """Shared helpers of the benchmarks: timing (median of repeats) and peak memory (sampled RSS, or CUDA's counter).
 
-pointgeo is imported before torch, as the ``pointgeo`` command does, so the runs use its CPU memory settings
-(transparent huge pages, see :mod:`pointgeo`); ``device_name`` reports them.
+Imported first by every benchmark: it opts in to pointgeo's CPU memory settings before torch starts, as the
+``pointgeo`` command does (transparent huge pages, :func:`pointgeo.enable_cpu_huge_pages`); ``device_name`` reports
+them.
 """
 
 from __future__ import annotations
 
-import os
+from pointgeo import enable_cpu_huge_pages
 
-import pointgeo  # noqa: F401  (before torch: its allocator settings)
+HUGE_PAGES = enable_cpu_huge_pages()  # before torch is imported, below
 
-import statistics
+import statistics  # noqa: E402
 import threading
 import time
 from collections.abc import Callable
@@ -80,7 +81,7 @@ def device_name(device: str) -> str:
     """A readable name of the device the benchmark runs on."""
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(device)
-    huge_pages = "on" if os.environ.get("THP_MEM_ALLOC_ENABLE") == "1" else "off"
+    huge_pages = "on" if HUGE_PAGES else "off"
     return f"CPU, {torch.get_num_threads()} torch threads, transparent huge pages {huge_pages}"
 
 

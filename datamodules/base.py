@@ -171,6 +171,9 @@ class RotatedCloudDataset(Dataset):
 class PointCloudDataModule(pl.LightningDataModule, ABC):
     """Base datamodule for fixed-size labelled clouds.
 
+    Every argument is keyword-only: subclasses forward them by name, so that a subclass adding or reordering its own
+    arguments can never shift one into another's place.
+
     Args:
         root: folder of the raw and processed files (subclasses default it into the pointgeo cache).
         num_points: points per sample.
@@ -191,6 +194,7 @@ class PointCloudDataModule(pl.LightningDataModule, ABC):
 
     def __init__(
         self,
+        *,
         root: str | None = None,
         num_points: int = 1024,
         use_normals: bool = False,

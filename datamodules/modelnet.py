@@ -111,8 +111,9 @@ class ModelNetDataModule(PointCloudDataModule):
         if sampling not in ("fps", "first"):
             raise ValueError(f"sampling must be 'fps' or 'first'; got {sampling!r}")
         root = root if root is not None else str(cache_dir() / "datasets" / f"modelnet{self.variant}")
-        super().__init__(root, num_points, use_normals, batch_size, num_workers, train_rotation, test_rotation,
-                         val_fraction, seed, scale_augment, jitter)
+        super().__init__(root=root, num_points=num_points, use_normals=use_normals, batch_size=batch_size,
+                         num_workers=num_workers, train_rotation=train_rotation, test_rotation=test_rotation,
+                         val_fraction=val_fraction, seed=seed, scale_augment=scale_augment, jitter=jitter)
         self.save_hyperparameters()
         self.format = format
         self.download = download

@@ -78,8 +78,9 @@ class ScanObjectNNDataModule(PointCloudDataModule):
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {list(VARIANTS)}; got {variant!r}")
         root = root if root is not None else str(cache_dir() / "datasets" / "scanobjectnn")
-        super().__init__(root, num_points, use_normals, batch_size, num_workers, train_rotation, test_rotation,
-                         val_fraction, seed, scale_augment, jitter)
+        super().__init__(root=root, num_points=num_points, use_normals=use_normals, batch_size=batch_size,
+                         num_workers=num_workers, train_rotation=train_rotation, test_rotation=test_rotation,
+                         val_fraction=val_fraction, seed=seed, scale_augment=scale_augment, jitter=jitter)
         self.save_hyperparameters()
         self.variant, self.return_mask, self.normal_k = variant, return_mask, normal_k
 

@@ -89,8 +89,9 @@ class ShapeNetPartDataModule(PointCloudDataModule):
         if format not in RELEASES:
             raise ValueError(f"format must be one of {list(RELEASES)}; got {format!r}")
         root = root if root is not None else str(cache_dir() / "datasets" / "shapenet_part")
-        super().__init__(root, num_points, use_normals, batch_size, num_workers, train_rotation, test_rotation,
-                         0.0, seed, scale_augment, jitter)
+        super().__init__(root=root, num_points=num_points, use_normals=use_normals, batch_size=batch_size,
+                         num_workers=num_workers, train_rotation=train_rotation, test_rotation=test_rotation,
+                         val_fraction=0.0, seed=seed, scale_augment=scale_augment, jitter=jitter)
         self.save_hyperparameters()
         self.format = format
         self.download = download

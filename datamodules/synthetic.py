@@ -214,8 +214,9 @@ class SyntheticShapesDataModule(PointCloudDataModule):
         jitter: float = 0.0,
     ) -> None:
         super().__init__(
-            None, num_points, use_normals, batch_size, num_workers, train_rotation, test_rotation,
-            val_fraction, seed, scale_augment, jitter,
+            root=None, num_points=num_points, use_normals=use_normals, batch_size=batch_size,
+            num_workers=num_workers, train_rotation=train_rotation, test_rotation=test_rotation,
+            val_fraction=val_fraction, seed=seed, scale_augment=scale_augment, jitter=jitter,
         )
         if num_train < len(SHAPES) or num_test < 1:
             raise ValueError(f"num_train must be >= {len(SHAPES)} and num_test >= 1; got {num_train}, {num_test}")

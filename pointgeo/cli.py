@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pointgeo import enable_cpu_huge_pages
 from pointgeo.configs import shipped_config
 
 LIGHTNING_COMMANDS = {"train": "fit", "fit": "fit", "validate": "validate", "test": "test", "predict": "predict"}
@@ -137,7 +138,9 @@ def cache_command(args: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``pointgeo`` console script."""
+    """Entry point of the ``pointgeo`` console script; opts in to pointgeo's CPU memory settings before any command
+    imports torch (:func:`pointgeo.enable_cpu_huge_pages`)."""
+    enable_cpu_huge_pages()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)

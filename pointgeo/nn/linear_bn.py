@@ -44,10 +44,29 @@ def _linear(a: Tensor, w_a: Tensor, f: Tensor | None, w_f: Tensor | None, idx: T
     return y
 
 
-def _momentum(bn: nn.BatchNorm1d) -> float:
-    """BatchNorm's averaging factor for this step (cumulative average when ``momentum`` is ``None``)."""
-    bn.num_batches_tracked.add_(1)
-    return bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+def _recomputing() -> bool:
+    """Whether this forward runs inside a backward pass, as activation checkpointing recomputes it (PyTorch's own
+    ``torch.utils.checkpoint`` tells its recomputations apart the same way)."""
+    return torch._C._current_graph_task_id() != -1
+
+
+def _update_running(bn: nn.BatchNorm1d, stats: Tensor) -> None:
+    """BatchNorm's running-estimate update from a batch's ``stats (2, C)``: its mean and unbiased variance, with
+    ``momentum`` or the cumulative average when it is ``None``. Once per training step: a recomputation by
+    activation checkpointing leaves the estimates alone (a stock BatchNorm would update them twice)."""
+    if _recomputing():
+        return
+    with torch.no_grad():
+        bn.num_batches_tracked.add_(1)
+        momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+        bn.running_mean.mul_(1 - momentum).add_(stats[0].to(bn.running_mean.dtype), alpha=momentum)
+        bn.running_var.mul_(1 - momentum).add_(stats[1].to(bn.running_var.dtype), alpha=momentum)
+
+
+def _update_stacked(layers: Sequence[LinearBN], stats: Tensor) -> None:
+    """:func:`_update_running` for consecutive layers whose statistics are side by side in ``stats (2, ΣC)``."""
+    for layer, part in zip(layers, stats.split([layer.weight.shape[0] for layer in layers], dim=1)):
+        _update_running(layer.bn, part)
 
 
 def _check_training_rows(rows: int) -> None:
@@ -99,32 +118,40 @@ class _LinearBNFunction(torch.autograd.Function):
     """``act(γ (y - μ) / σ + β)`` with ``y = [a ; f[idx]] Wᵀ``, optionally max-pooled over ``pool``-row groups;
     ``act`` is the identity when ``slope`` is ``None``, else the leaky ReLU of that negative slope (0: ReLU).
 
-    ``training``: ``μ, σ`` are the batch statistics of ``y`` (the gradient flows through them; ``bn``'s running
-    estimates are updated), otherwise ``bn``'s running estimates. The normalisation and its gradient are PyTorch's
-    own BatchNorm kernels."""
+    ``training``: ``μ, σ`` are the batch statistics of ``y`` (the gradient flows through them), otherwise the running
+    estimates passed in. Returns the output and ``stats (2, C)``: the batch mean and unbiased variance of ``y`` in
+    training (the caller updates its running estimates from them), the running estimates used otherwise. Every
+    tensor the backward needs is saved through ``save_for_backward``. The normalisation and its gradient are
+    PyTorch's own BatchNorm kernels."""
 
     @staticmethod
     def forward(ctx: FunctionCtx, a: Tensor, w_a: Tensor, f: Tensor | None, w_f: Tensor | None, idx: Tensor | None,
-                gamma: Tensor, beta: Tensor, bn: nn.BatchNorm1d, training: bool, slope: float | None,
-                pool: int) -> Tensor:
+                gamma: Tensor, beta: Tensor, running_mean: Tensor, running_var: Tensor, training: bool,
+                slope: float | None, pool: int, eps: float) -> tuple[Tensor, Tensor]:
         y = _linear(a, w_a, f, w_f, idx)
-        momentum = _momentum(bn) if training else 0.0
-        out, mean, invstd = torch.native_batch_norm(y, gamma, beta, bn.running_mean, bn.running_var, training,
-                                                    momentum, bn.eps)
+        if training:
+            # momentum 1 into fresh buffers: the batch mean and unbiased variance as BatchNorm's kernel forms them
+            stats = y.new_zeros(2, y.shape[1])
+            out, mean, invstd = torch.native_batch_norm(y, gamma, beta, stats[0], stats[1], True, 1.0, eps)
+            running = (None, None)
+        else:
+            # copies of the running estimates: later training steps overwrite the buffers in place
+            stats = torch.stack([running_mean, running_var])
+            out, mean, invstd = torch.native_batch_norm(y, gamma, beta, running_mean, running_var, False, 0.0, eps)
+            running = (stats[0], stats[1])
         del y
         _activate_(out, slope)
         arg = None
         if pool:
             out, arg = _max_rows(out, pool)
-        # Eval mode normalises with (copies of) the running estimates, which later training steps overwrite.
-        running = (None, None) if training else (bn.running_mean.clone(), bn.running_var.clone())
         ctx.save_for_backward(a, w_a, f, w_f, idx, gamma, beta, mean, invstd, *running, arg)
-        ctx.slope, ctx.pool, ctx.training, ctx.eps = slope, pool, training, bn.eps
-        return out
+        ctx.slope, ctx.pool, ctx.training, ctx.eps = slope, pool, training, eps
+        ctx.mark_non_differentiable(stats)
+        return out, stats
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, grad: Tensor, _grad_stats: Tensor) -> tuple[Tensor | None, ...]:
         a, w_a, f, w_f, idx, gamma, beta, mean, invstd, running_mean, running_var, arg = ctx.saved_tensors
         y = _linear(a, w_a, f, w_f, idx)  # recomputed pre-normalisation values
         m, c = y.shape
@@ -146,7 +173,7 @@ class _LinearBNFunction(torch.autograd.Function):
             dy_f = dy.new_zeros(f.shape[0], c).index_add_(0, idx, dy)
             grad_f = dy_f @ w_f if ctx.needs_input_grad[2] else None
             grad_w_f = dy_f.t() @ f if ctx.needs_input_grad[3] else None
-        return grad_a, grad_w_a, grad_f, grad_w_f, None, grad_gamma, grad_beta, None, None, None, None
+        return grad_a, grad_w_a, grad_f, grad_w_f, None, grad_gamma, grad_beta, *([None] * 6)
 
 
 CHUNK_ROWS = 8192
@@ -177,13 +204,6 @@ class _Moments:
         self.m2 += m2.double() + spread * (self.count * n / total)
         self.mean += delta * (n / total)
         self.count = total
-
-
-def _update_running(bn: nn.BatchNorm1d, mean: Tensor, var: Tensor, m: int) -> None:
-    """BatchNorm's running-estimate update from batch ``mean`` and biased ``var`` over ``m`` values."""
-    momentum = _momentum(bn)
-    bn.running_mean.mul_(1 - momentum).add_(mean.to(bn.running_mean.dtype), alpha=momentum)
-    bn.running_var.mul_(1 - momentum).add_(var.to(bn.running_var.dtype) * (m / (m - 1)), alpha=momentum)
 
 
 @dataclass
@@ -282,33 +302,36 @@ class _PooledMLPFunction(torch.autograd.Function):
     ``y = a Wᵀ + (f W_fᵀ)[idx]``, the per-point product formed once and gathered a chunk at a time (its gradient
     index-added back per chunk).
 
+    Returns the output and ``stats (2, ΣC)``: each layer's batch mean and unbiased variance of ``y`` side by side
+    (float64), from which the caller updates the running estimates. Every tensor the backward needs is saved through
+    ``save_for_backward`` (visible to saved-tensor hooks; activation checkpointing may drop and recompute them).
     Values and gradients equal those of ``nn.Linear`` + ``nn.BatchNorm1d`` + activation modules and a max (tested in
-    float64 to 1e-10), with PyTorch's running-estimate update."""
+    float64 to 1e-10)."""
 
     @staticmethod
     def forward(ctx: FunctionCtx, a: Tensor, f: Tensor | None, w_f: Tensor | None, idx: Tensor | None, pool: int,
-                modules: tuple[LinearBN, ...], *params: Tensor) -> Tensor:
+                slopes: tuple[float | None, ...], eps: tuple[float, ...], *params: Tensor) -> tuple[Tensor, Tensor]:
         ws, gammas, betas = params[0::3], params[1::3], params[2::3]
-        if f is not None and len(modules) > 1:
+        if f is not None and len(ws) > 1:
             raise ValueError("gathered features enter a single pooled layer only")
-        slopes = [module.negative_slope if module.relu else None for module in modules]
         m = a.shape[0]
         rows = max(1, CHUNK_ROWS // pool) * pool
         spans = [(s, min(s + rows, m)) for s in range(0, m, rows)]
         # float64 over per-chunk sums: a float64 reduction of the whole tensor converts it element by element (~20×)
-        offset = torch.stack([a[s:e].sum(0) for s, e in spans]).double().sum(0) / m if len(modules) > 1 else None
+        offset = torch.stack([a[s:e].sum(0) for s, e in spans]).double().sum(0) / m if len(ws) > 1 else None
         x = a if offset is None else a - offset.to(a.dtype)
         work = _Workspace(rows, a)
         hidden: list[_HiddenLayer] = []
-        for i in range(len(modules) - 1):
+        stats = []  # per layer: batch mean and unbiased variance of y, in float64
+        for i in range(len(ws) - 1):
             moments = _Moments(ws[i].shape[1], a.device, matrix=True)
             for s, e in spans:
                 moments.add(_hidden_outputs(x[s:e], hidden, work)[-1], work("centred", e - s, ws[i].shape[1]))
             w64 = ws[i].double()
             mean, var = w64 @ moments.mean, ((w64 @ moments.m2) * w64).sum(1) / m
-            _update_running(modules[i].bn, mean + w64 @ offset if i == 0 else mean, var, m)
+            stats.append(torch.stack([mean + w64 @ offset if i == 0 else mean, var * (m / (m - 1))]))
             hidden.append(_HiddenLayer(ws[i], gammas[i], betas[i], slopes[i], mean.to(a.dtype),
-                                       torch.rsqrt(var + modules[i].bn.eps).to(a.dtype),
+                                       torch.rsqrt(var + eps[i]).to(a.dtype),
                                        (moments.mean * m).to(a.dtype), moments.m2.to(a.dtype)))
         sign = torch.where(gammas[-1] < 0, -1.0, 1.0).to(a.dtype)
         w_top = ws[-1] * sign[:, None]
@@ -323,40 +346,44 @@ class _PooledMLPFunction(torch.autograd.Function):
             tops.append(top), rows_max.append(row)
             moments.add(y, y)
         var = moments.m2 / m
-        _update_running(modules[-1].bn, moments.mean * sign, var, m)
-        mean_s, invstd = moments.mean.to(a.dtype), torch.rsqrt(var + modules[-1].bn.eps).to(a.dtype)
+        stats.append(torch.stack([moments.mean * sign, var * (m / (m - 1))]))
+        mean_s, invstd = moments.mean.to(a.dtype), torch.rsqrt(var + eps[-1]).to(a.dtype)
         xhat = (torch.cat(tops) - mean_s) * invstd  # (P, C_L): x̂' at the arg-max rows
         out = _activate_(torch.addcmul(betas[-1], gammas[-1].abs(), xhat), slopes[-1])  # > 0 where its input was
-        # the backward needs the input as fed (centred or not); a centred copy is this function's own tensor
-        ctx.save_for_backward(a if offset is None else None, f, w_f, idx, *params)
-        ctx.centred = None if offset is None else x
-        ctx.hidden, ctx.spans, ctx.pool, ctx.slope = hidden, spans, pool, slopes[-1]
-        ctx.rows, ctx.gathered = rows, gathered
-        ctx.top = (w_top, sign, mean_s, invstd, torch.cat(rows_max), xhat, out)
-        return out
+        # x: the input as fed (centred or not); each hidden layer's statistics; the top layer's max and its rows
+        layer_stats = [t for layer in hidden for t in (layer.mean, layer.invstd, layer.input_sum, layer.input_gram)]
+        ctx.save_for_backward(x, f, w_f, idx, *params, *layer_stats, sign, mean_s, invstd, torch.cat(rows_max), xhat,
+                              out, gathered)
+        ctx.slopes, ctx.spans, ctx.pool, ctx.rows = slopes, spans, pool, rows
+        stats = torch.cat(stats, dim=1)
+        ctx.mark_non_differentiable(stats)
+        return out, stats
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        fed, f, w_f, idx, *params = ctx.saved_tensors
-        x = fed if ctx.centred is None else ctx.centred
-        hidden: list[_HiddenLayer] = ctx.hidden
+    def backward(ctx: Any, grad: Tensor, _grad_stats: Tensor) -> tuple[Tensor | None, ...]:
+        x, f, w_f, idx, *saved = ctx.saved_tensors
+        layers = len(ctx.slopes)
+        params, saved = saved[:3 * layers], saved[3 * layers:]
+        hidden = [_HiddenLayer(*params[3 * i:3 * i + 3], ctx.slopes[i], *saved[4 * i:4 * i + 4])
+                  for i in range(layers - 1)]
+        sign, mean_s, invstd, rows_max, xhat, out, gathered = saved[4 * (layers - 1):]
+        w_top = params[-3] * sign[:, None]
         spans, k = ctx.spans, ctx.pool
-        w_top, sign, mean_s, invstd, rows_max, xhat, out = ctx.top
         m = x.shape[0]
         need_input = ctx.needs_input_grad[0]
         grad_a = x.new_empty(x.shape) if need_input else None
         work = _Workspace(ctx.rows, x)
         grads: list[Tensor] = []
 
-        g_top = _activation_grad(grad, out, ctx.slope)  # (P, C_L), at the arg-max rows
+        g_top = _activation_grad(grad, out, ctx.slopes[-1])  # (P, C_L), at the arg-max rows
         grad_beta, grad_gamma_abs = g_top.sum(0), (g_top * xhat).sum(0)
         m1, c2 = grad_beta / m, grad_gamma_abs / m
         d = params[-2].abs() * invstd
         dense_scale = -d * c2 * invstd
         dense_w_t = (dense_scale[:, None] * w_top).t()
-        dense_gathered = None if f is None else ctx.gathered * dense_scale
-        grad_gathered = None if f is None else torch.zeros_like(ctx.gathered)
+        dense_gathered = None if f is None else gathered * dense_scale
+        grad_gathered = None if f is None else torch.zeros_like(gathered)
         dense_b = d * (c2 * invstd * mean_s - m1)
         g_top = g_top * d
         grad_w_top = torch.zeros_like(w_top)
@@ -405,7 +432,7 @@ class _PooledMLPFunction(torch.autograd.Function):
         if f is not None:
             grad_f = grad_gathered @ (w_f * sign[:, None]) if ctx.needs_input_grad[1] else None
             grad_w_f = (grad_gathered.t() @ f) * sign[:, None] if ctx.needs_input_grad[2] else None
-        return (grad_a, grad_f, grad_w_f, None, None, None, *grads)
+        return (grad_a, grad_f, grad_w_f, None, None, None, None, *grads)
 
 
 class LinearBN(nn.Module):
@@ -458,13 +485,16 @@ class LinearBN(nn.Module):
         if self.training:
             _check_training_rows(a2.shape[0])
         pool = a.shape[-2] if self.pool else 0
+        slope = self.negative_slope if self.relu else None
         if pool and self.training:
-            out = _PooledMLPFunction.apply(a2, f2, self.gathered_weight, flat_idx, pool, (self,), self.weight,
-                                           self.bn.weight, self.bn.bias)
-            return out.view(*lead, -1)
-        out = _LinearBNFunction.apply(a2, self.weight, f2, self.gathered_weight, flat_idx, self.bn.weight,
-                                      self.bn.bias, self.bn, self.training,
-                                      self.negative_slope if self.relu else None, pool)
+            out, stats = _PooledMLPFunction.apply(a2, f2, self.gathered_weight, flat_idx, pool, (slope,),
+                                                  (self.bn.eps,), self.weight, self.bn.weight, self.bn.bias)
+        else:
+            out, stats = _LinearBNFunction.apply(a2, self.weight, f2, self.gathered_weight, flat_idx, self.bn.weight,
+                                                 self.bn.bias, self.bn.running_mean, self.bn.running_var,
+                                                 self.training, slope, pool, self.bn.eps)
+        if self.training:
+            _update_running(self.bn, stats)
         return out.view(*lead, -1)
 
 
@@ -490,7 +520,10 @@ class PooledMLP(nn.Sequential):
         a = x.reshape(-1, x.shape[-1])
         _check_training_rows(a.shape[0])
         params = [t for layer in self for t in (layer.weight, layer.bn.weight, layer.bn.bias)]
-        out = _PooledMLPFunction.apply(a, None, None, None, x.shape[-2], tuple(self), *params)
+        slopes = tuple(layer.negative_slope if layer.relu else None for layer in self)
+        out, stats = _PooledMLPFunction.apply(a, None, None, None, x.shape[-2], slopes,
+                                              tuple(layer.bn.eps for layer in self), *params)
+        _update_stacked(list(self), stats)
         return out.view(*x.shape[:-2], -1)
 
 
@@ -536,8 +569,7 @@ class LinearBNChain(nn.Sequential):
             w = weight @ linear  # (C_k, C_0): W_k A_{k-1}
             mu = weight @ (linear @ mean64 + shift)
             var = ((w @ cov) * w).sum(1)
-            with torch.no_grad():
-                _update_running(layer.bn, mu, var, m)
+            _update_running(layer.bn, torch.stack([mu, var * (m / (m - 1))]).detach())
             scale = layer.bn.weight.double() * torch.rsqrt(var + layer.bn.eps)
             linear, shift = scale[:, None] * w, scale * (weight @ shift - mu) + layer.bn.bias.double()
         out = torch.addmm((linear @ mean64 + shift).to(a.dtype), centred, linear.to(a.dtype).t())

@@ -1,14 +1,17 @@
 """Models and data of a robustness run: checkpoints rebuilt exactly (every weight must fit), their identity, and the
-test datamodule (the first checkpoint's own data settings, or a config's ``data`` section)."""
+data settings of the test datamodule (the first checkpoint's own, or a config's ``data`` section; the datamodule is
+built by :func:`pointgeo.datamodules.settings.build_datamodule`)."""
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from pointgeo.datamodules.settings import public_settings
+
 
 @dataclass
 class LoadedModel:
@@ -20,18 +23,6 @@ class LoadedModel:
     kind: str
     identity: dict[str, Any]
     data: dict[str, Any]
-
-
-def _import(class_path: str) -> Any:
-    module, _, name = class_path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ValueError(f"cannot import {class_path!r}: {exc}") from exc
-
-
-def _public(settings: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in settings.items() if not k.startswith("_")}
 
 
 def load_model(spec: str, dtype: torch.dtype, device: str) -> LoadedModel:
@@ -49,7 +40,7 @@ def load_model(spec: str, dtype: torch.dtype, device: str) -> LoadedModel:
     ckpt = load_checkpoint(path)
     meta = ckpt.get("pointgeo", {})
     kind = meta.get("task", "classification")
-    hparams = _public(ckpt["hyper_parameters"])
+    hparams = public_settings(ckpt["hyper_parameters"])
     task = rebuild_task(ckpt, spec)
     task = task.to(device=device, dtype=dtype).eval()
     data = dict(ckpt.get("datamodule_hyper_parameters", {}))
@@ -64,25 +55,12 @@ def load_model(spec: str, dtype: torch.dtype, device: str) -> LoadedModel:
         "num_classes": hparams.get("num_classes"),
         "use_normals": bool(hparams.get("use_normals", False)),
         "train_rotation": data.get("train_rotation", "unknown"),
-        "trained_on": {"class_path": data.get("_class_path"), "settings": _public(data)},
+        "trained_on": {"class_path": data.get("_class_path"), "settings": public_settings(data)},
         "written_by_pointgeo": meta.get("version"),
         "epoch": ckpt.get("epoch"),
         "global_step": ckpt.get("global_step"),
     }
     return LoadedModel(spec, task, kind, identity, data)
-
-
-def build_datamodule(data: dict[str, Any], override: dict[str, Any] | None) -> Any:
-    """The datamodule of ``override`` (a config's ``data`` section: ``class_path`` and ``init_args``) or of a
-    checkpoint's stored settings ``data`` (``datamodule_hyper_parameters``)."""
-    spec = override if override is not None else {"class_path": data.get("_class_path"), "init_args": _public(data)}
-    if not spec.get("class_path"):
-        raise ValueError("the checkpoint records no datamodule; pass a data config with --data")
-    cls = _import(spec["class_path"])
-    try:
-        return cls(**(spec.get("init_args") or {}))
-    except TypeError as exc:
-        raise ValueError(f"the data settings do not build a {cls.__name__}: {exc}") from exc
 
 
 def read_data_config(config: str) -> dict[str, Any]:

@@ -11,20 +11,15 @@ from typing import Any
 import torch
 
 from pointgeo import __version__
+from pointgeo.datamodules.settings import build_datamodule
 from pointgeo.robustness.evaluators import Batch, Evaluator, evaluator_for
-from pointgeo.robustness.loading import (
-    LoadedModel,
-    build_datamodule,
-    check_same_data,
-    load_model,
-    read_data_config,
-)
+from pointgeo.robustness.loading import LoadedModel, check_same_data, load_model, read_data_config
 from pointgeo.robustness.output import ReportExistsError, check_target, write_report
 from pointgeo.robustness.protocol import PROTOCOLS, ProtocolSettings, evaluate
 
 PROTOCOL_LABEL = {"none": "none", "z": "z", "so3": "SO3"}
 
-__all__ = ["PROTOCOL_LABEL", "ReportExistsError", "build_datamodule", "run_robustness", "table_row"]
+__all__ = ["PROTOCOL_LABEL", "ReportExistsError", "run_robustness", "table_row"]
 
 
 def _test_batches(dm: Any, device: str, dtype: torch.dtype, max_samples: int | None) -> tuple[Iterator[Batch], int]:

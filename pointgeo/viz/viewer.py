@@ -62,8 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_state(ns: argparse.Namespace) -> ViewerState:
     """Load the model and the sample(s) the options name."""
     from pointgeo.datamodules.base import normalize_unit_sphere
+    from pointgeo.datamodules.settings import build_datamodule
     from pointgeo.hub import fetch, from_pretrained, load_checkpoint
-    from pointgeo.robustness.report import build_datamodule
 
     path = fetch(ns.model, progress=False)
     ckpt = load_checkpoint(path)

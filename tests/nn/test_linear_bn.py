@@ -1,5 +1,6 @@
 """LinearBN (recomputing Linear + BatchNorm + ReLU [+ gather] [+ max]) equals the composition of PyTorch modules:
-outputs, every gradient and the running statistics, in float64 to 1e-10."""
+outputs, every gradient and the running statistics, in float64 to 1e-10. Its custom autograd functions keep their
+tensors through ``save_for_backward`` only, and activation checkpointing around a layer changes nothing."""
 
 from __future__ import annotations
 
@@ -7,6 +8,15 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from autograd_checks import (
+    CHECKPOINT_MODES,
+    assert_equal_lists,
+    checkpointed_twin,
+    custom_function_nodes,
+    gradients,
+    offloaded_gradients,
+    tensors_on_ctx,
+)
 from pointgeo.nn import linear_bn
 from pointgeo.nn.linear_bn import LinearBN, LinearBNChain, PooledMLP
 
@@ -235,3 +245,87 @@ def test_chain_matches_stock_modules(widths: tuple[int, ...], slope: float) -> N
         torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-10)
     for layer in list(chain)[:-1]:
         assert torch.autograd.grad(chain(a), layer.bn.bias, upstream)[0].abs().max() < 1e-12
+
+
+def training_case(name: str) -> tuple[nn.Module, list[Tensor | None]]:
+    """A float64 layer in training mode (BatchNorm scales of both signs) and its inputs, in several chunks."""
+    torch.manual_seed(7)
+    a = (torch.randn(3, 23, 9, 4, dtype=torch.float64) + 2).requires_grad_()  # 621 rows: 10 chunks of 64, one short
+    features = torch.randn(3, 11, 5, dtype=torch.float64, requires_grad=True)
+    idx = torch.randint(0, 11, (3, 23, 9))
+    layers = {
+        "linear": (LinearBN(4, 6), [a]),
+        "linear-leaky": (LinearBN(4, 6, negative_slope=0.2), [a]),
+        "gathered": (LinearBN(4, 6, gathered_channels=5), [a, features, idx]),
+        "pooled": (LinearBN(4, 6, pool=True), [a]),
+        "pooled-gathered": (LinearBN(4, 6, gathered_channels=5, pool=True), [a, features, idx]),
+        "pooled-mlp": (PooledMLP((4, 6, 5, 7), negative_slope=0.2), [a]),
+        "chain": (LinearBNChain((4, 6, 5)), [a]),
+    }
+    layer, inputs = layers[name]
+    with torch.no_grad():
+        for module in layer.modules():
+            if isinstance(module, nn.BatchNorm1d):
+                module.weight.uniform_(-1, 1)
+                module.bias.uniform_(-1, 1)
+    return layer.double().train(), inputs
+
+
+FUNCTION_CASES = ["linear", "linear-leaky", "gathered", "pooled", "pooled-gathered", "pooled-mlp"]
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("name", FUNCTION_CASES)
+def test_custom_functions_keep_tensors_only_through_save_for_backward(name: str, training: bool,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """No tensor rides on a ``ctx`` attribute, and with every saved tensor offloaded by a saved-tensor hook (a
+    host copy packed, a fresh tensor unpacked) the backward still gives bit-identical gradients: it used the
+    unpacked tensors, every one of them."""
+    monkeypatch.setattr(linear_bn, "CHUNK_ROWS", 64)
+    layer, inputs = training_case(name)
+    layer.train(training)
+    leaves = [*layer.parameters(), *(t for t in inputs if t is not None and t.requires_grad)]
+    out = layer(*inputs)
+    nodes = custom_function_nodes(out)
+    assert nodes, "the layer ran no custom autograd function"
+    for node in nodes:
+        assert tensors_on_ctx(node) == [], (type(node).__name__, tensors_on_ctx(node))
+    upstream = torch.randn_like(out)
+    expected = gradients(out, leaves, upstream)
+    layer.load_state_dict(training_case(name)[0].train(training).state_dict())  # the same running statistics again
+    hooked, grads, packed, unpacked = offloaded_gradients(lambda: layer(*inputs), leaves, upstream)
+    assert packed >= 4 and unpacked == packed
+    torch.testing.assert_close(hooked, out, rtol=0, atol=0)
+    assert_equal_lists(grads, expected)
+
+
+@pytest.mark.parametrize("mode", CHECKPOINT_MODES)
+@pytest.mark.parametrize("name", [*FUNCTION_CASES, "chain"])
+def test_activation_checkpointing_changes_no_gradient_and_updates_statistics_once(
+        name: str, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``torch.utils.checkpoint`` around a training layer recomputes its forward in the backward pass: outputs and
+    every gradient are bit-identical to the plain run, and the running statistics are updated exactly once."""
+    monkeypatch.setattr(linear_bn, "CHUNK_ROWS", 64)
+    layer, inputs = training_case(name)
+    upstream = torch.randn_like(layer(*inputs)).detach()
+    layer.load_state_dict(training_case(name)[0].state_dict())
+    (out, grads, state), (out_ckpt, grads_ckpt, state_ckpt) = checkpointed_twin(layer, inputs, upstream, mode)
+    torch.testing.assert_close(out_ckpt, out, rtol=0, atol=0)
+    assert_equal_lists(grads_ckpt, grads)
+    assert_equal_lists(state_ckpt, state)
+    assert all(int(count) == 1 for count in state[2::3])
+
+
+@pytest.mark.parametrize("mode", ["non-reentrant-full", "reentrant"])
+def test_a_recomputation_that_updated_the_statistics_would_be_caught(mode: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checkpointing test can fail: updating the running estimates in a recomputation that runs the whole
+    forward again (as a stock BatchNorm does) counts two batches and moves the estimates twice."""
+    monkeypatch.setattr(linear_bn, "_recomputing", lambda: False)
+    layer, inputs = training_case("pooled-mlp")
+    upstream = torch.randn_like(layer(*inputs)).detach()
+    layer.load_state_dict(training_case("pooled-mlp")[0].state_dict())
+    (_, grads, state), (_, grads_ckpt, state_ckpt) = checkpointed_twin(layer, inputs, upstream, mode)
+    assert_equal_lists(grads_ckpt, grads)
+    assert [int(c) for c in state[2::3]] == [1, 1, 1] and [int(c) for c in state_ckpt[2::3]] == [2, 2, 2]
+    assert not torch.equal(state_ckpt[0], state[0])

@@ -1,5 +1,6 @@
 """The chunked offset-attention core equals PCT's composition of stock operations: values and every gradient in
-float64 to 1e-10, over several chunks, for neighbourhoods (B, S, K, C) and centres (B, L, C)."""
+float64 to 1e-10, over several chunks, for neighbourhoods (B, S, K, C) and centres (B, L, C); it keeps its tensors
+through ``save_for_backward`` only, and activation checkpointing around the block changes nothing."""
 
 from __future__ import annotations
 
@@ -7,6 +8,15 @@ import pytest
 import torch
 from torch import Tensor
 
+from autograd_checks import (
+    CHECKPOINT_MODES,
+    assert_equal_lists,
+    checkpointed_twin,
+    custom_function_nodes,
+    gradients,
+    offloaded_gradients,
+    tensors_on_ctx,
+)
 from pointgeo.nn import offset_attention
 from pointgeo.nn.offset_attention import OffsetAttention
 
@@ -44,3 +54,46 @@ def test_gradcheck() -> None:
     w_v = torch.randn(6, 6, dtype=torch.float64, requires_grad=True)
     b_v = torch.randn(6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(offset_attention._AttentionCoreFunction.apply, (x, w_qk, w_v, b_v))
+
+
+def attention_case(shape: tuple[int, ...], norm: str = "query") -> tuple[OffsetAttention, Tensor]:
+    """A float64 offset attention in training mode and an input of ``shape``."""
+    torch.manual_seed(3)
+    return OffsetAttention(8, norm=norm).double().train(), (torch.randn(shape, dtype=torch.float64) * 2).requires_grad_()
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 5, 8), (3, 11, 8)])
+def test_core_keeps_tensors_only_through_save_for_backward(shape: tuple[int, ...],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """No tensor rides on a ``ctx`` attribute (the core's nor the output layer's), and with every saved tensor
+    offloaded by a saved-tensor hook the gradients are bit-identical."""
+    monkeypatch.setattr(offset_attention, "CHUNK_ROWS", 12)
+    attention, x = attention_case(shape)
+    leaves = [x, *attention.parameters()]
+    out = attention(x)
+    nodes = custom_function_nodes(out)
+    assert {type(node).__name__ for node in nodes} == {"_AttentionCoreFunctionBackward", "_LinearBNFunctionBackward"}
+    for node in nodes:
+        assert tensors_on_ctx(node) == [], (type(node).__name__, tensors_on_ctx(node))
+    upstream = torch.randn_like(out)
+    expected = gradients(out, leaves, upstream)
+    hooked, grads, packed, unpacked = offloaded_gradients(lambda: attention(x), leaves, upstream)
+    assert packed >= 4 and unpacked == packed
+    torch.testing.assert_close(hooked, out, rtol=0, atol=0)
+    assert_equal_lists(grads, expected)
+
+
+@pytest.mark.parametrize("mode", CHECKPOINT_MODES)
+@pytest.mark.parametrize("shape,norm", [((2, 7, 5, 8), "query"), ((3, 11, 8), "query"), ((2, 7, 5, 8), "centres")])
+def test_activation_checkpointing_changes_no_gradient_and_updates_statistics_once(
+        shape: tuple[int, ...], norm: str, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``torch.utils.checkpoint`` around the whole block: the same output, gradients and running statistics of its
+    output layer (updated once) as without it."""
+    monkeypatch.setattr(offset_attention, "CHUNK_ROWS", 12)
+    attention, x = attention_case(shape, norm)
+    upstream = torch.randn_like(x).detach()
+    (out, grads, state), (out_ckpt, grads_ckpt, state_ckpt) = checkpointed_twin(attention, [x], upstream, mode)
+    torch.testing.assert_close(out_ckpt, out, rtol=0, atol=0)
+    assert_equal_lists(grads_ckpt, grads)
+    assert_equal_lists(state_ckpt, state)
+    assert int(state[2]) == 1

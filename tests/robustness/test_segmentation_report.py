@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from pointgeo.cli import main as pointgeo
+from pointgeo.datamodules.settings import build_datamodule
 from pointgeo.datamodules.shapenet_part import CATEGORIES, SYNSETS
 from pointgeo.metrics.part_iou import PartSegmentationIoU
 from pointgeo.robustness import ProtocolSettings, run_robustness
-from pointgeo.robustness.loading import build_datamodule, load_model
+from pointgeo.robustness.loading import load_model
 from pointgeo.testing.fake_data import write_shapenet_part_txt
 
 FOLDER = "shapenetcore_partanno_segmentation_benchmark_v0_normal"
