@@ -1,7 +1,9 @@
-"""LightningDataModules shared by every pointgeo model, and readers of the official dataset formats."""
+"""LightningDataModules shared by every pointgeo model, and readers of the official dataset formats (point clouds;
+molecules from ASE databases and OMol25's ``.aselmdb`` shards)."""
 
 from pointgeo.datamodules.base import CloudArrays, PointCloudDataModule
 from pointgeo.datamodules.modelnet import ModelNet10DataModule, ModelNet40DataModule, ModelNetDataModule
+from pointgeo.datamodules.molecules import MoleculeDataModule, OMol25DataModule
 from pointgeo.datamodules.readers import DatasetFileError
 from pointgeo.datamodules.release import DatasetNotFoundError
 from pointgeo.datamodules.scanobjectnn import ScanObjectNNDataModule
@@ -15,6 +17,8 @@ __all__ = [
     "ModelNet10DataModule",
     "ModelNet40DataModule",
     "ModelNetDataModule",
+    "MoleculeDataModule",
+    "OMol25DataModule",
     "PointCloudDataModule",
     "ScanObjectNNDataModule",
     "ShapeNetPartDataModule",

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from pointgeo.geometry import RotationMode, rotate, sample_rotations
+from pointgeo.geometry import POINT_CLOUD_FIELDS, RotationMode, apply_rigid_motion, sample_rotations
 
 ROTATION_MODES = ("none", "z", "so3")
 
@@ -97,6 +97,9 @@ class RotatedCloudDataset(Dataset):
         jitter: standard deviation of Gaussian noise added in training (0: off).
     """
 
+    fields = POINT_CLOUD_FIELDS
+    """Which keys of a sample rotate (``pos`` with translation, ``normal`` without); the rest are invariant."""
+
     def __init__(
         self,
         arrays: CloudArrays,
@@ -152,20 +155,20 @@ class RotatedCloudDataset(Dataset):
             pos = pos + self.jitter * torch.randn(pos.shape, generator=gen)
         rot = sample_rotations(self.rotation, 1, up_axis=self.up_axis, generator=gen)[0]
         sample = {
-            "pos": rotate(pos.double(), rot).float(),
+            "pos": pos,
             "label": torch.tensor(int(self.arrays.label[index]), dtype=torch.long),
             "index": torch.tensor(index, dtype=torch.long),
             "rotation": rot.float(),
         }
         if normal is not None:
-            sample["normal"] = rotate(normal.double(), rot).float()
+            sample["normal"] = normal
         if self.arrays.seg is not None:
             sample["seg"] = torch.from_numpy(self.arrays.seg[index]).long()[keep]
         if self.arrays.category is not None:
             sample["category"] = torch.tensor(int(self.arrays.category[index]), dtype=torch.long)
         if self.arrays.mask is not None:
             sample["mask"] = torch.from_numpy(self.arrays.mask[index]).bool()[keep]
-        return sample
+        return apply_rigid_motion(sample, self.fields, rot)  # in float64, rounded once to float32
 
 
 class PointCloudDataModule(pl.LightningDataModule, ABC):
@@ -191,6 +194,8 @@ class PointCloudDataModule(pl.LightningDataModule, ABC):
 
     name = "pointclouds"
     up_axis = "z"
+    fields = POINT_CLOUD_FIELDS
+    """The kind of each batch key under a rigid motion (``pointgeo.geometry.apply_rigid_motion``)."""
 
     def __init__(
         self,

@@ -1,10 +1,12 @@
-"""Pure tensor geometry shared by every pointgeo model: rotations, neighbour search, sampling, frames, normals.
+"""Pure tensor geometry shared by every pointgeo model: rotations, neighbour search, sampling, frames, normals,
+and the rigid motion of a batch by its fields' declared kinds.
 
 Nothing here knows about parameters, training, files or Lightning. Every model uses these functions; none
 re-implements them.
 """
 
 from pointgeo.geometry.checks import check_features, check_points
+from pointgeo.geometry.fields import FIELD_KINDS, POINT_CLOUD_FIELDS, FieldKind, FieldSpec, apply_rigid_motion
 from pointgeo.geometry.frames import canonical_frame, frame_from_directions, principal_axes, sign_flips
 from pointgeo.geometry.neighbors import ball_query, index_points, knn
 from pointgeo.geometry.normals import estimate_normals
@@ -23,6 +25,11 @@ from pointgeo.geometry.rotations import (
 from pointgeo.geometry.sampling import farthest_from_centroid, farthest_point_sampling
 
 __all__ = [
+    "FIELD_KINDS",
+    "POINT_CLOUD_FIELDS",
+    "FieldKind",
+    "FieldSpec",
+    "apply_rigid_motion",
     "RotationMode",
     "angle_sweep",
     "axis_angle_to_matrix",
