@@ -8,6 +8,11 @@ Network call conventions (dense batches, see :mod:`pointgeo.datamodules`):
 
 * ``classification``: ``net(pos (B, N, 3), normal (B, N, 3) | None) -> logits (B, num_classes)``
 * ``segmentation``: ``net(pos, normal, category (B,)) -> logits (B, N, num_parts)``
+* ``potential``: ``net(batch) -> energy (B,)`` on a ``torch_geometric`` batch of molecules or crystals (``pos``,
+  ``z``, ``charge``, ``spin``, optional ``cell``/``pbc``; see :mod:`pointgeo.nn.atoms`); built with
+  ``direct_forces=True``, ``(energy (B,), forces (N, 3))``. Forces are ``-∂E/∂pos``, taken by
+  :mod:`pointgeo.tasks.potential`; the invariance checked is the energy's, with the forces' equivariance
+  (:mod:`pointgeo.testing.potentials`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from torch import nn
 from pointgeo.testing.shapes import ADVERSARIAL_SHAPES
 
 Invariance = Literal["invariant", "equivariant", "approximate", "none"]
-TaskKind = Literal["classification", "segmentation"]
+TaskKind = Literal["classification", "segmentation", "potential"]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import torch
 from pointgeo.registry import create_model, get_model_entry, list_models
 from pointgeo.testing import ADVERSARIAL_SHAPES, adversarial_batch, assert_invariant, measure
 
-ALL = list_models()
+ALL = list_models(task="classification") + list_models(task="segmentation")  # potentials: test_potentials
 INVARIANT = [n for n in ALL if get_model_entry(n).invariance == "invariant"]
 
 

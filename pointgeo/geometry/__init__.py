@@ -7,8 +7,10 @@ re-implements them.
 
 from pointgeo.geometry.checks import check_features, check_points
 from pointgeo.geometry.fields import FIELD_KINDS, POINT_CLOUD_FIELDS, FieldKind, FieldSpec, apply_rigid_motion
+from pointgeo.geometry.frame_gradient import attach_frame_gradient
 from pointgeo.geometry.frames import canonical_frame, frame_from_directions, principal_axes, sign_flips
 from pointgeo.geometry.neighbors import ball_query, index_points, knn
+from pointgeo.geometry.neighbor_list import NeighborList, neighbor_list
 from pointgeo.geometry.normals import estimate_normals
 from pointgeo.geometry.rotations import (
     RotationMode,
@@ -32,6 +34,7 @@ __all__ = [
     "apply_rigid_motion",
     "RotationMode",
     "angle_sweep",
+    "attach_frame_gradient",
     "axis_angle_to_matrix",
     "axis_index",
     "ball_query",
@@ -44,6 +47,8 @@ __all__ = [
     "frame_from_directions",
     "index_points",
     "knn",
+    "NeighborList",
+    "neighbor_list",
     "principal_axes",
     "quaternion_to_matrix",
     "random_rotations",
