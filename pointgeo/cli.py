@@ -66,8 +66,9 @@ def run_lightning(command: str, args: list[str]) -> None:
 
 
 def list_models_command(args: list[str]) -> None:
-    """``pointgeo models [PATTERN] [--pretrained]``: networks with their task and guarantee (and the adversarial
-    shapes outside it, with the reasons), or checkpoints."""
+    """``pointgeo models [PATTERN] [--pretrained]``: networks with their task and guarantee; for an ``invariant``
+    network, per dtype the shape classes of the harness on which it is guaranteed, and the reason for each class
+    that is not. Or, with ``--pretrained``, the checkpoints."""
     parser = argparse.ArgumentParser(prog="pointgeo models", description="List the registered networks.")
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'tinvnn*'")
     parser.add_argument("--pretrained", action="store_true", help="list the published checkpoints instead")
@@ -75,19 +76,28 @@ def list_models_command(args: list[str]) -> None:
     if ns.pretrained:
         list_checkpoints(ns.pattern)
         return
+    import torch
+
     from pointgeo.registry import get_model_entry, list_models
+    from pointgeo.testing.shapes import guaranteed_shapes
 
     names = list_models(ns.pattern)
     if not names:
         print(f"no model matches {ns.pattern!r}")
         return
     width = max(len(n) for n in names)
+    pad = " " * (width + 2)
     for name in names:
         e = get_model_entry(name)
         print(f"{name:<{width}}  {e.task:<14}  {e.invariance:<11}  {e.description}")
-        for label, shapes in (("not guaranteed", e.not_guaranteed), ("guaranteed in float64 only", e.float64_only)):
-            for shape, reason in shapes.items():
-                print(f"{'':<{width}}  {label} on {shape} clouds: {reason}")
+        if e.invariance != "invariant":
+            continue
+        for label, dtype in (("float64", torch.float64), ("float32", torch.float32)):
+            print(f"{pad}{label} guaranteed on: {', '.join(guaranteed_shapes(e.excluded_shapes(dtype)))}")
+        for shape, reason in e.not_guaranteed.items():
+            print(f"{pad}not guaranteed on {shape}: {reason}")
+        for shape, reason in e.float64_only.items():
+            print(f"{pad}float64 only on {shape}: {reason}")
 
 
 def list_checkpoints(pattern: str) -> None:

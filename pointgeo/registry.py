@@ -26,8 +26,6 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from pointgeo.testing.shapes import ADVERSARIAL_SHAPES
-
 Invariance = Literal["invariant", "equivariant", "approximate", "none"]
 TaskKind = Literal["classification", "segmentation", "potential"]
 
@@ -46,19 +44,16 @@ class ModelEntry:
     test_num_points: int = 64
     """Points per cloud large enough for the network's largest neighbourhood, used by tests."""
     not_guaranteed: dict[str, str] = field(default_factory=dict)
-    """Adversarial shapes (names in :data:`pointgeo.testing.shapes.ADVERSARIAL_SHAPES`) on which the declared
-    invariance is *not* guaranteed, each with the reason; the harness measures them without asserting."""
+    """Shape classes (plain names; :data:`pointgeo.testing.shapes.SHAPE_CLASSES` lists them and the harness
+    checks the names) on which the declared invariance is *not* guaranteed, each with the reason; the harness
+    measures them and shows that they really fail."""
     float64_only: dict[str, str] = field(default_factory=dict)
-    """Adversarial shapes on which the invariance is guaranteed in float64 but not in float32 (whose rounding
-    reaches the tolerances that decide their exact ties), each with the reason; measured in float32."""
+    """Shape classes on which the invariance is guaranteed in float64 but not in float32 (whose rounding reaches
+    the tolerances that decide their exact ties), each with the reason; measured in float32."""
 
     def excluded_shapes(self, dtype: torch.dtype) -> dict[str, str]:
-        """The adversarial shapes outside the guarantee in ``dtype``, with the reasons."""
+        """The shape classes outside the guarantee in ``dtype``, with the reasons."""
         return {**self.not_guaranteed, **(self.float64_only if dtype != torch.float64 else {})}
-
-    def guaranteed_shapes(self, dtype: torch.dtype) -> list[str]:
-        """The adversarial shapes on which the invariance is guaranteed in ``dtype``."""
-        return [name for name in ADVERSARIAL_SHAPES if name not in self.excluded_shapes(dtype)]
 
 
 _REGISTRY: dict[str, ModelEntry] = {}

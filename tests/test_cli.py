@@ -56,11 +56,12 @@ def test_bad_arguments_and_commands_fail_clearly(capsys: pytest.CaptureFixture) 
 def test_models_lists_the_registry_and_help_is_light() -> None:
     out = subprocess.run([sys.executable, "-m", "pointgeo", "models", "tinvnn*"], capture_output=True, text=True,
                          check=True).stdout
-    names = [line.split()[0] for line in out.splitlines()]
+    names = [line.split()[0] for line in out.splitlines() if not line.startswith(" ")]
     assert names == ["tinvnn_dgcnn", "tinvnn_pointnet", "tinvnn_pointnet_seg"] and "invariant" in out
     out = subprocess.run([sys.executable, "-m", "pointgeo", "models", "risurconv_cls"], capture_output=True,
                          text=True, check=True).stdout
-    assert out.startswith("risurconv_cls") and "guaranteed in float64 only on mirror_symmetric clouds: FPS" in out
+    assert out.startswith("risurconv_cls") and "float64 guaranteed on: box, ellipsoid," in out
+    assert "float64 only on mirror_symmetric: FPS" in out and "not guaranteed on grid_cylinder: " in out
     code = "import sys, pointgeo.cli; pointgeo.cli.main(['--help']); print('torch' in sys.modules)"
     helped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "usage: pointgeo" in helped and helped.strip().endswith("False")

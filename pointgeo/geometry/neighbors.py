@@ -6,7 +6,7 @@ neighbours (``||q - p||^2`` in the input dtype), so they are differentiable and 
 the matrix-product formula used for the search itself.
 
 Exact ties (equidistant neighbours: regular grids, symmetric CAD parts) are decided invariantly
-(:mod:`pointgeo.geometry.ties`): the fast search returns ``2k + 2`` candidates, their distances are recomputed in
+(:mod:`pointgeo.geometry.ties`): the fast search returns ``k + k/2 + 2`` candidates, their distances are recomputed in
 float64, distances within the cloud's tie tolerance count as equal and are ordered by the candidates' invariant
 rank, and a query whose tie at the ``k``-th place reaches past the candidates is searched again over all points.
 So which neighbour is the ``k``-th, and the order of equidistant ones, turn with the cloud instead of with rounding.
@@ -73,24 +73,35 @@ def _knn_open3d(query: Tensor, points: Tensor, k: int) -> Tensor:
 def _resolve_ties(query: Tensor, points: Tensor, candidates: Tensor, k: int, max_elements: int) -> Tensor:
     """The ``k`` nearest among ``candidates (B, M, C)`` (``C >= k``, a superset of the ``k`` nearest up to ties)
     with exact ties decided by the points' invariant rank; queries whose tie at the ``k``-th place may reach past
-    the candidates are searched again over all points. Returns ``(B, M, k)``."""
+    the candidates are searched again over all points. The rank is computed only for clouds with a tie among
+    their first ``k + 1`` candidates. Returns ``(B, M, k)``."""
     n = points.shape[1]
     q, p = query.double(), points.double()
-    rank, tau = invariant_rank(points), tie_scale(points)[:, None, None]  # (B, N), (B, 1, 1)
+    tau = tie_scale(points)[:, None, None]  # (B, 1, 1)
     dist = (index_points(p, candidates) - q.unsqueeze(2)).norm(dim=-1)  # (B, M, C)
-    order, tie = tie_break(dist, tau, torch.gather(rank.unsqueeze(1).expand(-1, q.shape[1], -1), 2, candidates))
-    idx = torch.gather(candidates, -1, order[..., :k])
-    if candidates.shape[-1] == n:
-        return idx
-    unsure = (tie[..., k - 1] == tie[..., -1]).nonzero(as_tuple=True)  # the k-th's tie runs to the last candidate
-    if unsure[0].numel():
-        rows = max(1, max_elements // n)
-        fixed = []
-        for b, m in zip(unsure[0].split(rows), unsure[1].split(rows)):
-            d = (p[b] - q[b, m].unsqueeze(1)).norm(dim=-1)  # (rows, N)
-            o, _ = tie_break(d, tau[b, 0], rank[b])
-            fixed.append(o[:, :k])
-        idx[unsure] = torch.cat(fixed)
+    dist, order = dist.sort(dim=-1, stable=True)
+    candidates = torch.gather(candidates, -1, order)
+    tied = (dist.diff(dim=-1)[..., :k] <= tau).flatten(1).any(1)  # (B,): a tie among the first k + 1
+    if not bool(tied.any()):
+        return candidates[..., :k]
+    clouds = tied.nonzero().flatten()
+    rank = invariant_rank(points[clouds])  # (b, N)
+    cand, tau = candidates[clouds], tau[clouds]
+    order, tie = tie_break(dist[clouds], tau, torch.gather(rank.unsqueeze(1).expand(-1, q.shape[1], -1), 2, cand))
+    idx = candidates[..., :k].clone()
+    chosen = torch.gather(cand, -1, order[..., :k])
+    if cand.shape[-1] < n:
+        unsure = (tie[..., k - 1] == tie[..., -1]).nonzero(as_tuple=True)  # the k-th's tie reaches the last one
+        if unsure[0].numel():
+            rows = max(1, max_elements // n)
+            fixed = []
+            for c, m in zip(unsure[0].split(rows), unsure[1].split(rows)):
+                b = clouds[c]
+                d = (p[b] - q[b, m].unsqueeze(1)).norm(dim=-1)  # (rows, N)
+                o, _ = tie_break(d, tau[c, 0], rank[c])
+                fixed.append(o[:, :k])
+            chosen[unsure] = torch.cat(fixed)
+    idx[clouds] = chosen
     return idx
 
 
@@ -126,7 +137,7 @@ def knn(
     with torch.no_grad():
         centroid = points.detach().mean(dim=1, keepdim=True)  # the ranking formula loses digits far from 0
         q, p = query.detach() - centroid, points.detach() - centroid
-        c = min(points.shape[1], 2 * k + 2)
+        c = min(points.shape[1], k + k // 2 + 2)
         candidates = _knn_open3d(q, p, c) if use == "open3d" else _knn_torch(q, p, c, max_elements)
         idx = _resolve_ties(q, p, candidates, k, max_elements)
     return idx, ((index_points(points, idx) - query.unsqueeze(2)) ** 2).sum(-1)

@@ -16,13 +16,17 @@ scale** and breaks what is tied by an invariant per-point key, so that it turns 
   from the others (signed by its third moment where that is significant, else its absolute value); the signed
   principal volume ``det(V) y_1 y_2 y_3`` (a pseudo-scalar: it tells mirror images apart). A key's tolerance grows
   with the conditioning of the axes it uses (``∝ λ_1 / gap``), so nearly repeated eigenvalues make it a tie rather
-  than a coin flip. Points tied in every key remain in index order: they are exchanged by a symmetry of the cloud
-  that no invariant quantity sees (exactly repeated eigenvalues: axisymmetric clouds), the one case left open.
+  than a coin flip. Points tied in every invariant key are exchanged by a symmetry of the cloud that no invariant
+  quantity sees (exactly repeated eigenvalues: axisymmetric clouds), the one case left open: they are ordered by
+  their centred coordinates, which does not depend on the input order (and is invariant where the coordinates
+  already are: canonical frames, TinvNN), but does turn with the orientation. Exact duplicates keep index order.
 * :func:`tie_break`: the order of values ``(..., K)`` ascending, values within a tolerance of their predecessor
   ordered by a secondary integer key (chained: a run of near-equal values is one tie).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -68,32 +72,62 @@ def lexicographic_rank(keys: list[tuple[Tensor, Tensor]]) -> Tensor:
     return torch.empty_like(order).scatter_(-1, order, torch.arange(n, device=order.device).expand(b, n))
 
 
+def lexicographic_rank(keys: list[tuple[Tensor, Tensor]] | Callable[[], list[tuple[Tensor, Tensor]]],
+                       first: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """Ranks ``(B, N)`` (``0 … N-1``) of points ordered by ``keys``: ``[(key (B, N), tol (B, 1)), ...]`` compared
+    in turn, each within its tolerance; points tied in every key keep their index order. With ``first`` given,
+    ``keys`` may be a function building the further keys: it is called only if ``first`` leaves a tie."""
+    if first is not None:
+        keys = [first, *(keys() if callable(keys) else keys)] if _has_tie(*first) else [first]
+    b, n = keys[0][0].shape
+    order = torch.arange(n, device=keys[0][0].device).expand(b, n)
+    group = torch.zeros(b, n, dtype=torch.long, device=order.device)
+    for key, tol in keys:
+        perm, group = _regroup(group, key.gather(-1, order), tol)
+        order = order.gather(-1, perm)
+    return torch.empty_like(order).scatter_(-1, order, torch.arange(n, device=order.device).expand(b, n))
+
+
+def _has_tie(key: Tensor, tol: Tensor) -> bool:
+    """Whether two values of some row of ``key (B, N)`` lie within ``tol (B, 1)`` of each other."""
+    return bool((key.sort(dim=-1).values.diff(dim=-1) <= tol).any())
+
+
 @torch.no_grad()
 def invariant_rank(points: Tensor) -> Tensor:
     """Rank ``(B, N)`` of the points of clouds ``(B, N, D)`` by rotation-, translation- and permutation-invariant
-    keys (see the module docstring; for ``D != 3`` only the distance to the centroid)."""
+    keys (see the module docstring; for ``D != 3`` only the distance to the centroid). When no two points are at
+    the same distance from the centroid, that distance alone decides and nothing else is computed."""
     x = points.detach().double()
     y = x - x.mean(dim=1, keepdim=True)
     tau = tie_scale(points)[:, None]  # (B, 1)
     radius = y.norm(dim=-1)
-    keys = [(radius, tau)]
-    if points.shape[-1] == 3:
+    return lexicographic_rank(lambda: _further_keys(y, radius, tau, points.dtype), first=(radius, tau))
+
+
+def _further_keys(y: Tensor, radius: Tensor, tau: Tensor, dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:
+    """The keys after the distance to the centroid: oriented principal coordinates, the signed principal volume
+    (clouds in 3D), then the centred coordinates ``y (B, N, D)``."""
+    keys = []
+    if y.shape[-1] == 3:
         scatter = y.transpose(1, 2) @ y
         evals, axes = torch.linalg.eigh(scatter)  # ascending
         evals, axes = evals.flip(-1), axes.flip(-1)
         gaps = (evals[:, :, None] - evals[:, None, :]).abs() + torch.diag_embed(torch.full_like(evals, torch.inf))
         # relative error of each axis: the scatter's perturbation (∝ the tie fraction) over its eigenvalue gap
-        error = (6 * tie_fraction(points.dtype) * evals[:, :1] / gaps.amin(-1).clamp_min(1e-300)).clamp_max(1e300)
+        error = (6 * tie_fraction(dtype) * evals[:, :1] / gaps.amin(-1).clamp_min(1e-300)).clamp_max(1e300)
         coords = y @ axes  # (B, N, 3)
         r_max = radius.amax(-1, keepdim=True)  # (B, 1)
         moment, size = coords.pow(3).sum(1), radius.pow(3).sum(1, keepdim=True)  # (B, 3), (B, 1)
         signed = moment.abs() > (SKEW + 3 * error) * size
         oriented = torch.where(signed[:, None], coords * torch.sign(moment)[:, None], coords.abs())
-        for k in range(3):
-            keys.append((oriented[..., k], tau + r_max * error[:, k : k + 1]))
-        volume = coords.prod(-1) * torch.linalg.det(axes)[:, None]
-        keys.append((volume, r_max**3 * (3 * tie_fraction(points.dtype) + 3 * error.amax(-1, keepdim=True))))
-    return lexicographic_rank(keys)
+        keys += [(oriented[..., k], tau + r_max * error[:, k : k + 1]) for k in range(3)]
+        handedness = torch.sign((torch.linalg.cross(axes[..., 0], axes[..., 1]) * axes[..., 2]).sum(-1))  # det
+        volume = coords.prod(-1) * handedness[:, None]
+        keys.append((volume, r_max**3 * (3 * tie_fraction(dtype) + 3 * error.amax(-1, keepdim=True))))
+    # last resort, for points no invariant key tells apart: the centred coordinates themselves. Not rotation
+    # invariant, but independent of the input order, and invariant where the input already is (canonical frames)
+    return keys + [(y[..., d], tau) for d in range(min(3, y.shape[-1]))]
 
 
 def tie_break(values: Tensor, tol: Tensor, secondary: Tensor) -> tuple[Tensor, Tensor]:

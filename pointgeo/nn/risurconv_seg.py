@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from pointgeo.geometry import knn
 from pointgeo.nn.linear_bn import LinearBN
 from pointgeo.nn.offset_attention import AttentionNorm
-from pointgeo.nn.risurconv import FLOAT64_ONLY, RISurConvBlock, SurfaceConv, input_normals
+from pointgeo.nn.risurconv import FLOAT64_ONLY, NOT_GUARANTEED, RISurConvBlock, SurfaceConv, input_normals
 from pointgeo.registry import register_model
 
 
@@ -140,6 +140,7 @@ class RISurConvSegmenter(nn.Module):
                  "decoder_neighbours": (8, 8, 8, 8), "decoder_channels": (16, 16, 8, 8),
                  "decoder_mlps": ((16,), (8,), (8,), ()), "head": 16, "normal_k": 8},
     test_num_points=128,
+    not_guaranteed=NOT_GUARANTEED,
     float64_only=FLOAT64_ONLY,
 )
 def risurconv_seg(num_parts: int = 50, num_categories: int = 16, use_normals: bool = True,

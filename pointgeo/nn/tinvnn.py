@@ -34,6 +34,10 @@ from pointgeo.geometry.frames import canonical_frame, sign_flips
 from pointgeo.registry import create_model, register_model
 
 ScaleMode = Literal["none", "rms", "max"]
+REPEATED = ("two exactly equal eigenvalues of the scatter matrix: the principal frame is arbitrary within their "
+            "eigenspace (rounding picks it), so the canonical coordinates, and the backbone's output, turn with it")
+NOT_GUARANTEED = {"grid_cylinder": REPEATED, "grid_cone": REPEATED, "grid_sphere": REPEATED, "threefold": REPEATED}
+"""Shape classes outside TinvNN's guarantee, with the reason."""
 
 
 class TinvNN(nn.Module):
@@ -91,7 +95,7 @@ def _tinvnn(backbone: str, frame_averaging: bool, scale: ScaleMode, **backbone_k
 
 @register_model(
     "tinvnn_pointnet", task="classification", invariance="invariant",
-    test_kwargs={"channels": (16, 32), "head": (16,)}, test_num_points=32,
+    test_kwargs={"channels": (16, 32), "head": (16,)}, test_num_points=32, not_guaranteed=NOT_GUARANTEED,
 )
 def tinvnn_pointnet(num_classes: int = 40, use_normals: bool = False, frame_averaging: bool = True,
                     scale: ScaleMode = "none", **kwargs: object) -> TinvNN:
@@ -102,6 +106,10 @@ def tinvnn_pointnet(num_classes: int = 40, use_normals: bool = False, frame_aver
 @register_model(
     "tinvnn_dgcnn", task="classification", invariance="invariant",
     test_kwargs={"k": 8, "channels": (16, 16), "embedding": 32, "head": (16,)}, test_num_points=32,
+    not_guaranteed=NOT_GUARANTEED,
+    float64_only={"box_1_1001_2": "its 0.2 % eigenvalue gap turns float32's rounding of the input (6e-8) into "
+                                  "~3e-5 of the size in the canonical coordinates, above the tolerance that decides "
+                                  "the equidistant neighbours of its face grid in DGCNN's kNN"},
 )
 def tinvnn_dgcnn(num_classes: int = 40, use_normals: bool = False, frame_averaging: bool = True,
                  scale: ScaleMode = "none", **kwargs: object) -> TinvNN:
@@ -111,7 +119,7 @@ def tinvnn_dgcnn(num_classes: int = 40, use_normals: bool = False, frame_averagi
 
 @register_model(
     "tinvnn_pointnet_seg", task="segmentation", invariance="invariant",
-    test_kwargs={"channels": (16, 32), "head": (16,)}, test_num_points=32,
+    test_kwargs={"channels": (16, 32), "head": (16,)}, test_num_points=32, not_guaranteed=NOT_GUARANTEED,
 )
 def tinvnn_pointnet_seg(num_parts: int = 50, num_categories: int = 16, use_normals: bool = False,
                         frame_averaging: bool = True, scale: ScaleMode = "none", **kwargs: object) -> TinvNN:

@@ -8,12 +8,23 @@ from pointgeo.testing.invariance import (
     measure,
     measure_frame_equivariance,
 )
-from pointgeo.testing.shapes import ADVERSARIAL_SHAPES, adversarial_batch
+from pointgeo.testing.shapes import (
+    ADVERSARIAL_SHAPES,
+    SHAPE_CLASSES,
+    adversarial_batch,
+    check_declared_shapes,
+    guaranteed_shapes,
+    modelnet40_symmetric,
+)
 
 __all__ = [
     "ADVERSARIAL_SHAPES",
+    "SHAPE_CLASSES",
     "InvarianceReport",
     "adversarial_batch",
+    "check_declared_shapes",
+    "guaranteed_shapes",
+    "modelnet40_symmetric",
     "assert_equivariant",
     "assert_invariant",
     "frame_equivariance_error",

@@ -1,0 +1,109 @@
+"""Exact ties decided invariantly: kNN on grids, FPS on mirrored composites, the ball's surface, the RISP walk."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pointgeo.geometry import ball_query, farthest_point_sampling, index_points, knn, random_rotations, rotate
+from pointgeo.geometry.risp import angular_order
+from pointgeo.geometry.ties import invariant_rank, tie_break, tie_scale
+from pointgeo.testing.shapes import grid_cylinder, mirror_composite
+
+
+def asymmetric_grid() -> torch.Tensor:
+    """Integer grid points inside an asymmetric region: equidistant neighbours everywhere, no symmetry."""
+    g = torch.stack(torch.meshgrid(*[torch.arange(8.0, dtype=torch.float64)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    return g[(g[:, 0] + 0.7 * g[:, 1] ** 1.5 + 0.3 * g[:, 2] ** 2) < 14]
+
+
+def moved(pos: torch.Tensor, seed: int, offset: float = 20.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``pos (B, N, 3)`` rotated, permuted and shifted: ``(moved, rotation, permutation)``."""
+    g = torch.Generator().manual_seed(seed)
+    rot, perm = random_rotations(pos.shape[0], generator=g), torch.randperm(pos.shape[1], generator=g)
+    return rotate(pos, rot)[:, perm] + offset * torch.tensor([1.0, -0.4, 0.3], dtype=torch.float64), rot, perm
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_knn_on_a_grid_picks_and_orders_equidistant_neighbours_the_same_way_in_every_pose(dtype) -> None:
+    pos = asymmetric_grid()[None].expand(4, -1, -1)
+    idx, _ = knn(pos.to(dtype), pos.to(dtype), 7)
+    shifted, _, perm = moved(pos, 0)
+    idx_moved, _ = knn(shifted.to(dtype), shifted.to(dtype), 7)
+    inverse = torch.argsort(perm)
+    # neighbour j of moved point i is original point perm[j]; moved point i is original point perm[i]
+    assert torch.equal(perm[idx_moved][:, inverse], idx)
+
+
+def test_before_the_tie_rule_rounding_reordered_almost_every_grid_neighbourhood() -> None:
+    pos = asymmetric_grid()[None]
+    d = ((pos[:, :, None] - pos[:, None]) ** 2).sum(-1)
+    ties = (d.sort(-1).values[..., 1:8].diff(dim=-1) == 0).any(-1)
+    assert ties.float().mean() > 0.9  # the grid really holds equidistant neighbours at almost every point
+
+
+def test_knn_ties_past_the_candidates_are_searched_over_all_points() -> None:
+    # 40 points on a circle around a centre point: the 2k + 2 = 8 candidates of k = 3 cannot hold the whole tie
+    t = torch.arange(40, dtype=torch.float64) * (2 * torch.pi / 40)
+    ring = torch.stack([t.cos(), t.sin(), 0 * t], -1)
+    pos = torch.cat([torch.zeros(1, 3, dtype=torch.float64), ring, torch.tensor([[0.0, 0.0, 3.0]]).double()])[None]
+    idx, d = knn(pos[:, :1], pos, 3)
+    rank = invariant_rank(pos)[0]
+    ring_ranks = rank[1:41]
+    assert idx[0, 0, 0] == 0 and torch.allclose(d[0, 0, 1:], torch.ones(2, dtype=torch.float64), rtol=0, atol=1e-12)
+    assert rank[idx[0, 0, 1:]].tolist() == ring_ranks.sort().values[:2].tolist()  # the lowest ranks of the ring
+
+
+def test_invariant_rank_turns_with_mirror_composites_and_ties_where_a_symmetry_exchanges_points() -> None:
+    pos = torch.stack([mirror_composite(300, seed)[0] for seed in range(3)])
+    shifted, _, perm = moved(pos, 1)
+    assert torch.equal(invariant_rank(shifted), invariant_rank(pos)[:, perm])
+    # an exactly axisymmetric grid: points exchanged by its rotations are tied in every invariant key, so their
+    # rank falls to their coordinates: independent of the input order, but not of the orientation (the limit)
+    cyl = grid_cylinder(96)[0][None]
+    perm = torch.randperm(cyl.shape[1], generator=torch.Generator().manual_seed(0))
+    assert torch.equal(invariant_rank(cyl[:, perm]), invariant_rank(cyl)[:, perm])
+    shifted, _, perm = moved(cyl, 2)
+    assert not torch.equal(invariant_rank(shifted), invariant_rank(cyl)[:, perm])
+
+
+def test_fps_on_mirror_composites_is_invariant_in_float64() -> None:
+    pos = torch.stack([mirror_composite(400, seed)[0] for seed in range(3)])
+    shifted, rot, _ = moved(pos, 3, offset=1e3)
+    offset = shifted.mean(1, keepdim=True) - rotate(pos, rot).mean(1, keepdim=True)
+    chosen = rotate(index_points(pos, farthest_point_sampling(pos, 150)), rot)
+    chosen_moved = index_points(shifted, farthest_point_sampling(shifted, 150)) - offset
+    assert torch.allclose(chosen, chosen_moved, rtol=0, atol=1e-9)
+
+
+def test_ball_query_counts_neighbours_on_the_sphere_as_inside_in_every_pose() -> None:
+    pos = asymmetric_grid()[None].expand(8, -1, -1)
+    shifted, _, _ = moved(pos, 4, offset=50.0)
+    for cloud in (pos, shifted):
+        _, mask = ball_query(cloud, cloud, 1.0, 7)  # the grid spacing is the radius: axis neighbours on the sphere
+        d = ((cloud[:, :, None] - cloud[:, None]) ** 2).sum(-1)
+        exact = ((d - 1).abs() < 1e-9).sum(-1) + 1  # the point itself and its neighbours at exactly 1
+        assert torch.equal(mask.sum(-1), exact.clamp_max(7))
+
+
+def test_tie_break_orders_runs_of_near_equal_values_by_the_secondary_key() -> None:
+    values = torch.tensor([[1.0, 0.5, 1.0 + 1e-14, 0.5 - 1e-14, 2.0]], dtype=torch.float64)
+    order, tie = tie_break(values, torch.tensor([[1e-12]], dtype=torch.float64), torch.tensor([[4, 3, 0, 1, 2]]))
+    assert order.tolist() == [[3, 1, 2, 0, 4]] and tie.tolist() == [[1, 1, 2, 2, 3]]
+    assert tie_scale(torch.randn(2, 50, 3, dtype=torch.float64) * 1e-3).max() < 1e-14  # relative to the cloud
+
+
+def test_the_risp_walk_starts_and_runs_through_ties_in_the_incoming_order() -> None:
+    # Four neighbours at equal tangent length (a square) and two on one ray: the reference is the first of the
+    # square in the incoming order and the ray's neighbours keep their incoming order, in every pose.
+    centre = torch.zeros(3, dtype=torch.float64)
+    normal = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    nbrs = torch.tensor([[0.0, 1, 0], [1, 0, 0], [0, -1, 0], [-1, 0, 0], [0.3, 0.3, 0], [0.6, 0.6, 0]],
+                        dtype=torch.float64)
+    expected = angular_order(centre, normal, nbrs)
+    assert expected[0] == 0 and expected.tolist().index(4) + 1 == expected.tolist().index(5)
+    rot = random_rotations(64, generator=torch.Generator().manual_seed(0))
+    shift = torch.tensor([7.0, -2.0, 3.0], dtype=torch.float64)
+    one = lambda v: rotate(v.expand(64, 1, 3), rot)[:, 0]  # noqa: E731
+    orders = angular_order(one(centre) + shift, one(normal), rotate(nbrs.expand(64, 6, 3), rot) + shift)
+    assert (orders == expected).all()
