@@ -3,20 +3,29 @@
 Subclasses provide the raw arrays of each split through :meth:`PointCloudDataModule.load_split`; this class
 normalises the clouds, carves the validation split out of the training split, applies the rotation protocols and
 builds the loaders. Batches are dicts (see ``ARCHITECTURE.md``).
+
+Training is reproducible and resumable mid-epoch: the order of epoch ``e`` is a permutation drawn from
+``(seed, e)`` (:class:`EpochSampler`, sharded over DDP ranks), every random choice of a training sample (point
+subset, scale, jitter, rotation) is drawn from ``(seed, e, index)``, and the training loader
+(:class:`ResumableLoader`) tells Lightning how many batches of the epoch it delivered, so a run resumed from a
+checkpoint written inside an epoch skips exactly those and sees the rest in the same order.
 """
 
 from __future__ import annotations
 
+import math
 import zlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pointgeo.geometry import POINT_CLOUD_FIELDS, RotationMode, apply_rigid_motion, sample_rotations
 
@@ -89,8 +98,10 @@ class RotatedCloudDataset(Dataset):
         arrays: the split's clouds, already normalised.
         rotation: ``none``, ``z`` (about ``up_axis``) or ``so3``.
         up_axis: the dataset's up axis.
-        fixed_seed: ``None`` draws a fresh rotation at every access (training); an int fixes the rotation of
-            sample ``i`` from ``(fixed_seed, i)`` (validation and test), identical across runs and workers.
+        seed: seed of the split's random choices, identical across runs, machines and loader workers.
+        train: a training split: sample ``i`` of epoch ``e`` (the item ``(e, i)``, as :class:`EpochSampler`
+            yields them; a plain ``i`` is epoch 0) gets a point subset, augmentations and rotation drawn from
+            ``(seed, e, i)``, new each epoch. Otherwise sample ``i`` is fixed by ``(seed, i)`` (validation, test).
         num_points: points per sample; training takes a random subset, evaluation the first ``num_points``.
         use_normals: include the ``normal`` key.
         scale_range: random anisotropic scale ``U(lo, hi)`` per axis in training (``None``: off).
@@ -106,7 +117,8 @@ class RotatedCloudDataset(Dataset):
         rotation: RotationMode,
         up_axis: str,
         *,
-        fixed_seed: int | None,
+        seed: int,
+        train: bool,
         num_points: int,
         use_normals: bool,
         scale_range: tuple[float, float] | None = None,
@@ -121,7 +133,8 @@ class RotatedCloudDataset(Dataset):
         self.arrays = arrays
         self.rotation = rotation
         self.up_axis = up_axis
-        self.fixed_seed = fixed_seed
+        self.seed = seed
+        self.train = train
         self.num_points = num_points
         self.use_normals = use_normals
         self.scale_range = scale_range
@@ -130,13 +143,11 @@ class RotatedCloudDataset(Dataset):
     def __len__(self) -> int:
         return len(self.arrays.label)
 
-    def _generator(self, index: int) -> torch.Generator:
-        seed = sample_seed(self.fixed_seed, index) if self.fixed_seed is not None else int(torch.randint(2**62, ()))
-        return torch.Generator().manual_seed(seed)
-
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        gen = self._generator(index)
-        train = self.fixed_seed is None
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Tensor]:
+        epoch, index = (int(item[0]), int(item[1])) if isinstance(item, (tuple, list)) else (0, int(item))
+        train = self.train
+        gen = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index) if train else
+                                            sample_seed(self.seed, index))
         n_total = self.arrays.pos.shape[1]
         if train and self.num_points < n_total:
             keep = torch.randperm(n_total, generator=gen)[: self.num_points]
@@ -171,6 +182,74 @@ class RotatedCloudDataset(Dataset):
         return apply_rigid_motion(sample, self.fields, rot)  # in float64, rounded once to float32
 
 
+class EpochSampler(DistributedSampler):
+    """The training order: epoch ``e`` visits a permutation of the split drawn from ``(seed, e)``, this rank's
+    share of it (rank ``r`` of ``R`` takes every ``R``-th index from ``r``; the permutation is padded by its own
+    start so the ranks get equal shares, as :class:`~torch.utils.data.DistributedSampler` does). It yields
+    ``(epoch, index)`` items, so the dataset's per-epoch draws need no state in the loader's worker processes.
+
+    A :class:`~torch.utils.data.DistributedSampler`, so Lightning keeps it under DDP instead of replacing it, and
+    calls :meth:`set_epoch` before each epoch. :meth:`resume` makes the next pass over an epoch start part-way.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        dist = torch.distributed
+        ranks, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_available() and dist.is_initialized() \
+            else (1, 0)
+        super().__init__(dataset, num_replicas=ranks, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        self.start = 0
+        """Items of this rank's share of the current epoch already seen (skipped by the next pass)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.start = 0
+        super().set_epoch(epoch)
+
+    def resume(self, epoch: int, start: int) -> None:
+        """Make the next pass visit epoch ``epoch`` from item ``start`` of this rank's share on."""
+        if not 0 <= start <= self.num_samples:
+            raise ValueError(f"resume position {start} is outside this rank's {self.num_samples} training samples "
+                             f"(was the checkpoint written with another dataset or batch size?)")
+        self.epoch, self.start = epoch, start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        n = len(self.dataset)  # type: ignore[arg-type]
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(sample_seed(self.seed, self.epoch)))
+        order = order.repeat(math.ceil(self.total_size / n))[: self.total_size] if n else order
+        share = order[self.rank: self.total_size: self.num_replicas][self.start:].tolist()
+        epoch, self.start = self.epoch, 0
+        return iter([(epoch, index) for index in share])
+
+
+class ResumableLoader(DataLoader):
+    """The training loader: a :class:`~torch.utils.data.DataLoader` over an :class:`EpochSampler` that Lightning
+    checkpoints (``state_dict``: the epoch and how many of its batches were delivered) and restores
+    (``load_state_dict``: the next pass skips those batches). Counted where batches are handed to the training
+    loop, so worker prefetching does not move the position."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._position = {"epoch": 0, "batches": 0}
+
+    def __iter__(self) -> Iterator[Any]:
+        sampler = self.sampler
+        if not isinstance(sampler, EpochSampler):
+            raise TypeError(f"ResumableLoader needs an EpochSampler; got {type(sampler).__name__}")
+        position = {"epoch": sampler.epoch, "batches": sampler.start // self.batch_size}
+        self._position = position
+        for batch in super().__iter__():
+            position["batches"] += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        """The epoch and the number of its batches delivered so far (stored in checkpoints by Lightning)."""
+        return dict(self._position)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue the epoch of ``state`` after its delivered batches."""
+        self.sampler.resume(int(state["epoch"]), int(state["batches"]) * self.batch_size)  # type: ignore[attr-defined]
+
+
 class PointCloudDataModule(pl.LightningDataModule, ABC):
     """Base datamodule for fixed-size labelled clouds.
 
@@ -187,7 +266,8 @@ class PointCloudDataModule(pl.LightningDataModule, ABC):
         test_rotation: rotation protocol of the test split.
         val_fraction: fraction of the training split held out for validation (stratified, seeded). The test
             split is never used for model selection.
-        seed: seed of the split and of the fixed evaluation rotations.
+        seed: seed of the split, of the training order and augmentations (a function of ``(seed, epoch,
+            index)``, see :class:`EpochSampler`) and of the fixed evaluation rotations.
         scale_augment: random anisotropic scale range for training, e.g. ``[0.8, 1.25]`` (``None``: off).
         jitter: Gaussian jitter for training (0: off).
     """
@@ -304,7 +384,8 @@ class PointCloudDataModule(pl.LightningDataModule, ABC):
             self._splits[split],
             rotation,
             self.up_axis,
-            fixed_seed=None if train else sample_seed(self.seed, {"val": 1, "test": 2}[split]),
+            seed=sample_seed(self.seed, {"train": 0, "val": 1, "test": 2}[split]),
+            train=train,
             num_points=self.num_points,
             use_normals=self.use_normals,
             scale_range=self.scale_augment if train else None,
@@ -313,13 +394,15 @@ class PointCloudDataModule(pl.LightningDataModule, ABC):
 
     def _loader(self, split: str) -> DataLoader:
         dataset = self.dataset(split)
-        return DataLoader(
+        train = split == "train"
+        return (ResumableLoader if train else DataLoader)(
             dataset,
             batch_size=self.batch_size,
-            shuffle=split == "train",
-            drop_last=split == "train" and len(dataset) > self.batch_size,
+            sampler=EpochSampler(dataset, sample_seed(self.seed, 3)) if train else None,
+            drop_last=train and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(sample_seed(self.seed, 4)),  # worker seeds: not the global RNG
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -53,15 +53,26 @@ def _resolve_configs(args: list[str]) -> list[str]:
 
 def run_lightning(command: str, args: list[str]) -> None:
     """Run a LightningCLI subcommand; ``train`` falls back to the default config and tests afterwards."""
-    from pointgeo.lightning_cli import PointGeoCLI, test_under_rotations
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from pointgeo.lightning_cli import LastCheckpoint, PointGeoCLI, ResumeMismatchError, test_under_rotations
 
     subcommand = LIGHTNING_COMMANDS[command]
     args = _resolve_configs(args)
     has_config = any(a == "--config" or a.startswith("--config=") for a in args)
     if subcommand == "fit" and not has_config and not any(a in ("-h", "--help") for a in args):
         args = ["--config", str(shipped_config(DEFAULT_CONFIG)), *args]
-    cli = PointGeoCLI(args=[subcommand, *args])
+    try:
+        cli = PointGeoCLI(args=[subcommand, *args])
+    except ResumeMismatchError as exc:
+        raise SystemExit(f"pointgeo {command}: {exc}") from exc
+    except SIGTERMException as exc:  # Lightning's SystemExit would end the process with status 0
+        raise SystemExit(f"pointgeo {command}: stopped by SIGTERM") from exc
     if command == "train":
+        if cli.trainer.interrupted:
+            last = [cb.path(cli.trainer) for cb in cli.trainer.callbacks if isinstance(cb, LastCheckpoint)]
+            raise SystemExit("pointgeo train: interrupted before the end of the run"
+                             + (f"; resume with --ckpt_path {last[0]}" if last else ""))
         test_under_rotations(cli, ("none", "so3"))
 
 

@@ -15,7 +15,25 @@ import torch
 matplotlib.use("Agg")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+TEST_DATA_SETTING = "POINTGEO_TEST_DATA"
+"""The one setting that locates the real dataset samples: an environment variable naming their folder (relative
+paths from the repository root); unset, ``../shared/data`` beside the checkout."""
+
+
+def samples_folder() -> Path:
+    """The folder of the real dataset samples, from :data:`TEST_DATA_SETTING`."""
+    value = os.environ.get(TEST_DATA_SETTING)
+    return (REPO_ROOT / value).resolve() if value else REPO_ROOT.parent / "shared" / "data"
+
+
+def missing_sample(what: Path) -> None:
+    """Skip the test (fail it when ``CI=true``: CI must run every sample test) because ``what`` is absent."""
+    where = "" if os.environ.get(TEST_DATA_SETTING) else " (unset: ../shared/data beside the checkout)"
+    reason = (f"real dataset sample {what} is missing: set {TEST_DATA_SETTING} to the folder of the samples"
+              f"{where}")
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason}; CI=true requires it")
+    pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True)
@@ -27,16 +45,28 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def shared_data() -> Path:
-    """The folder of real samples of the official dataset files, which lies beside the repository checkout.
+    """The folder of real samples of the official dataset files (:data:`TEST_DATA_SETTING`, by default
+    ``../shared/data`` beside the checkout). Absent, the test is skipped with a reason naming the setting, or fails
+    under ``CI=true``."""
+    folder = samples_folder()
+    if not folder.is_dir():
+        missing_sample(folder)
+    return folder
 
-    The readers are tested on them, so a missing folder fails those tests with a message saying where it belongs.
-    """
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"the real dataset samples are missing: expected them in {SHARED_DATA} (../shared/data beside "
-                    f"the checkout)")
-    return SHARED_DATA
+
+@pytest.fixture
+def shared_sample(shared_data: Path) -> Callable[..., Path]:
+    """``shared_sample("modelnet40", "modelnet40_normal_resampled")``: that file or folder of the real samples;
+    absent, the test is skipped (fails under ``CI=true``) like a missing :func:`shared_data` folder."""
+    def need(*parts: str) -> Path:
+        path = shared_data.joinpath(*parts)
+        if not path.exists():
+            missing_sample(path)
+        return path
+
+    return need
 
 
 TrainedRun = tuple[str, Callable[[str], dict[int, float]]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -24,9 +25,9 @@ from pointgeo.testing.fake_data import box_mesh, write_modelnet_h5, write_modeln
 SMALL = dict(download=False, batch_size=4, val_fraction=0.0)
 
 
-def real_txt_root(shared: Path, tmp: Path) -> Path:
+def real_txt_root(shared_sample: Callable[..., Path], tmp: Path) -> Path:
     """A ModelNet40 txt layout over the real sample, with the official split lists restricted to its shapes."""
-    src = shared / "modelnet40" / "modelnet40_normal_resampled"
+    src = shared_sample("modelnet40", "modelnet40_normal_resampled")
     raw = tmp / "modelnet40_normal_resampled"
     raw.mkdir(parents=True)
     present = set()
@@ -41,8 +42,8 @@ def real_txt_root(shared: Path, tmp: Path) -> Path:
     return tmp
 
 
-def test_real_normal_resampled_sample_loads(shared_data: Path, tmp_path: Path) -> None:
-    dm = ModelNet40DataModule(root=str(real_txt_root(shared_data, tmp_path)), num_points=256, use_normals=True,
+def test_real_normal_resampled_sample_loads(shared_sample: Callable[..., Path], tmp_path: Path) -> None:
+    dm = ModelNet40DataModule(root=str(real_txt_root(shared_sample, tmp_path)), num_points=256, use_normals=True,
                               sampling="first", test_rotation="none", **SMALL)
     dm.prepare_data()
     dm.setup("fit")
@@ -59,10 +60,10 @@ def test_real_normal_resampled_sample_loads(shared_data: Path, tmp_path: Path) -
     assert along.argmax() == 1  # table tops face +-y: the txt release is y-up, as declared
 
 
-def test_real_modelnet10_lists_select_their_classes(shared_data: Path, tmp_path: Path) -> None:
-    root = real_txt_root(shared_data, tmp_path)
+def test_real_modelnet10_lists_select_their_classes(shared_sample: Callable[..., Path], tmp_path: Path) -> None:
+    root = real_txt_root(shared_sample, tmp_path)
     raw = root / "modelnet40_normal_resampled"
-    src = shared_data / "modelnet40" / "modelnet40_normal_resampled"
+    src = shared_sample("modelnet40", "modelnet40_normal_resampled")
     os.symlink(src / "modelnet10_shape_names.txt", raw / "modelnet10_shape_names.txt")
     for split in ("train", "test"):
         ids = [i for i in (src / f"modelnet10_{split}.txt").read_text().split() if (raw / i.rsplit("_", 1)[0]
@@ -74,10 +75,10 @@ def test_real_modelnet10_lists_select_their_classes(shared_data: Path, tmp_path:
         range(10))
 
 
-def test_real_off_meshes_sample_into_modelnet10(shared_data: Path, tmp_path: Path) -> None:
+def test_real_off_meshes_sample_into_modelnet10(shared_sample: Callable[..., Path], tmp_path: Path) -> None:
     raw = tmp_path / "ModelNet10"
     (raw / "bathtub").mkdir(parents=True)
-    os.symlink(shared_data / "modelnet10" / "ModelNet10" / "bathtub" / "train", raw / "bathtub" / "train")
+    os.symlink(shared_sample("modelnet10", "ModelNet10", "bathtub", "train"), raw / "bathtub" / "train")
     write_off(raw / "chair" / "test" / "chair_0001.off", *box_mesh(), glued_header=True)
     dm = ModelNet10DataModule(format="mesh", root=str(tmp_path), num_points=128, use_normals=True, **SMALL)
     dm.prepare_data()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,8 @@ def test_category_part_table_is_the_standard_one() -> None:
     assert [p for parts in CATEGORY_PARTS for p in parts] == list(range(50))
 
 
-def test_real_sample_loads_with_parts_and_categories(shared_data: Path, tmp_path: Path) -> None:
-    src = shared_data / "shapenet_part" / FOLDER
+def test_real_sample_loads_with_parts_and_categories(shared_sample: Callable[..., Path], tmp_path: Path) -> None:
+    src = shared_sample("shapenet_part", FOLDER)
     raw = tmp_path / FOLDER
     raw.mkdir()
     for synset in ("04225987", "04379243"):

@@ -42,8 +42,10 @@ def test_evaluation_rotations_are_fixed_and_training_rotations_vary() -> None:
     dm.setup("test")
     test = dm.dataset("test")
     assert torch.equal(test[3]["pos"], dm.dataset("test")[3]["pos"])
-    train = dm.dataset("train")
-    assert not torch.equal(train[0]["rotation"], train[0]["rotation"])
+    train = dm.dataset("train")  # a new rotation each epoch, a function of (seed, epoch, index)
+    assert not torch.equal(train[(0, 0)]["rotation"], train[(1, 0)]["rotation"])
+    assert torch.equal(train[(1, 0)]["rotation"], dm.dataset("train")[(1, 0)]["rotation"])
+    assert torch.equal(train[0]["pos"], train[(0, 0)]["pos"])
 
 
 def test_positions_and_normals_rotate_together() -> None:
