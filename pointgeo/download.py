@@ -138,7 +138,7 @@ class ResumableDownloader:
                 return False
             if response.status_code != 206:
                 done = 0
-            total = self._announced_total(url, response, done)
+            total = self._announced_total(response, done)
             with open(self.part_path, "ab" if done else "wb") as fh, tqdm(
                 total=total, initial=done, unit="B", unit_scale=True, desc=Path(urlparse(url).path).name,
                 disable=not self.progress,
@@ -154,7 +154,7 @@ class ResumableDownloader:
         return True
 
     @staticmethod
-    def _announced_total(url: str, response: requests.Response, done: int) -> int | None:
+    def _announced_total(response: requests.Response, done: int) -> int | None:
         """The file's full size as this response announces it: ``done + Content-Length`` (unless the body is
         content-encoded), else the total of its ``Content-Range``; ``None`` when it announces neither."""
         length = response.headers.get("Content-Length")
