@@ -359,6 +359,20 @@ def test_scanobjectnn_hdf5(seeds: dict[str, bytes], tmp_path: Path) -> None:
     run()
 
 
+def test_truncated_processed_cache_is_reported_and_rebuilt(tmp_path: Path) -> None:
+    write_modelnet_h5(tmp_path / "modelnet40_ply_hdf5_2048", MODELNET40_CLASSES, {"train": 3, "test": 2}, points=24)
+    dm = ModelNet40DataModule(format="hdf5", root=str(tmp_path), download=False, num_points=16)
+    reference = dm.load_split("test")
+    cache = dm._cache_path("test")
+    good = cache.read_bytes()
+    cache.write_bytes(good[: len(good) // 2])
+    with pytest.warns(UserWarning, match=rf"processed cache .*{cache.name} is unreadable .*; rebuilding it"):
+        arrays = dm.load_split("test")
+    assert np.array_equal(arrays.pos, reference.pos) and np.array_equal(arrays.label, reference.label)
+    assert cache.read_bytes() == good and [f.name for f in cache.parent.iterdir()].count(cache.name) == 1
+    assert_cache_clean(tmp_path, "test", failed=False)
+
+
 def test_corrupt_processed_cache_is_rebuilt(seeds: dict[str, bytes], tmp_path: Path) -> None:
     write_scanobjectnn_h5(tmp_path / "h5_files" / "main_split" / "training_objectdataset.h5", 3, points=24)
     write_scanobjectnn_h5(tmp_path / "h5_files" / "main_split" / "test_objectdataset.h5", 2, points=24)
@@ -440,3 +454,16 @@ def test_view_files(seeds: dict[str, bytes], tmp_path: Path, name: str) -> None:
             assert_cloud(*cloud)
 
     run()
+
+
+def test_the_strict_ply_and_pcd_readers_read_valid_files_exactly(seeds: dict[str, bytes], tmp_path: Path) -> None:
+    """The seeds (Open3D's own PLY and PCD writers: binary, ascii, binary_compressed) read back to their points and
+    normals, so the strict readers that replace Open3D's lose nothing."""
+    pos = np.random.default_rng(0).normal(size=(24, 3))
+    normal = pos / np.linalg.norm(pos, axis=1, keepdims=True)
+    for name in ("ply", "ply_ascii", "pcd", "pcd_ascii", "pcd_compressed"):
+        path = tmp_path / f"{name}.{VIEW_FILES[name]}"
+        path.write_bytes(seeds[name])
+        got_pos, got_normal = read_points(path)
+        assert got_normal is not None, name
+        assert np.allclose(got_pos, pos, rtol=0, atol=1e-5) and np.allclose(got_normal, normal, rtol=0, atol=1e-5), name
