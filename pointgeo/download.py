@@ -149,8 +149,10 @@ class ResumableDownloader:
         size = self.part_path.stat().st_size
         if total is None:
             total = self._head_length(url)
-        if total is not None and size != total:
+        if total is not None and size < total:
             raise DownloadError(f"{url}: the connection closed after {size} of {total} bytes")
+        if total is not None and size > total:
+            raise DownloadError(f"{url}: {size} bytes arrived but the server announced {total}")
         return True
 
     @staticmethod
@@ -164,14 +166,15 @@ class ResumableDownloader:
         return _content_range(response)[1] if response.status_code == 206 else None
 
     def _head_length(self, url: str) -> int | None:
-        """The ``Content-Length`` of a ``HEAD`` request (``None`` when the server gives none or refuses ``HEAD``)."""
+        """The ``Content-Length`` of a ``HEAD`` request (``None`` when the server gives none, or 0 as some dynamic
+        servers do, or refuses ``HEAD``)."""
         try:
             head = requests.head(url, timeout=self.timeout, allow_redirects=True,
                                  headers={"Accept-Encoding": "identity"})
         except requests.RequestException:
             return None
         length = head.headers.get("Content-Length", "")
-        return int(length) if head.ok and length.strip().isdigit() else None
+        return int(length) if head.ok and length.strip().isdigit() and int(length) > 0 else None
 
 
 def _content_range(response: requests.Response) -> tuple[int | None, int | None]:
