@@ -138,7 +138,7 @@ class ResumableDownloader:
                 return False
             if response.status_code != 206:
                 done = 0
-            total = self._announced_total(url, response, done)
+            total = self._announced_total(response, done)
             with open(self.part_path, "ab" if done else "wb") as fh, tqdm(
                 total=total, initial=done, unit="B", unit_scale=True, desc=Path(urlparse(url).path).name,
                 disable=not self.progress,
@@ -149,12 +149,14 @@ class ResumableDownloader:
         size = self.part_path.stat().st_size
         if total is None:
             total = self._head_length(url)
-        if total is not None and size != total:
+        if total is not None and size < total:
             raise DownloadError(f"{url}: the connection closed after {size} of {total} bytes")
+        if total is not None and size > total:
+            raise DownloadError(f"{url}: {size} bytes arrived but the server announced {total}")
         return True
 
     @staticmethod
-    def _announced_total(url: str, response: requests.Response, done: int) -> int | None:
+    def _announced_total(response: requests.Response, done: int) -> int | None:
         """The file's full size as this response announces it: ``done + Content-Length`` (unless the body is
         content-encoded), else the total of its ``Content-Range``; ``None`` when it announces neither."""
         length = response.headers.get("Content-Length")
@@ -164,14 +166,15 @@ class ResumableDownloader:
         return _content_range(response)[1] if response.status_code == 206 else None
 
     def _head_length(self, url: str) -> int | None:
-        """The ``Content-Length`` of a ``HEAD`` request (``None`` when the server gives none or refuses ``HEAD``)."""
+        """The ``Content-Length`` of a ``HEAD`` request (``None`` when the server gives none, or 0 as some dynamic
+        servers do, or refuses ``HEAD``)."""
         try:
             head = requests.head(url, timeout=self.timeout, allow_redirects=True,
                                  headers={"Accept-Encoding": "identity"})
         except requests.RequestException:
             return None
         length = head.headers.get("Content-Length", "")
-        return int(length) if head.ok and length.strip().isdigit() else None
+        return int(length) if head.ok and length.strip().isdigit() and int(length) > 0 else None
 
 
 def _content_range(response: requests.Response) -> tuple[int | None, int | None]:

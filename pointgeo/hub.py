@@ -129,7 +129,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise _file_error(f"{path}: hyper_parameters must be a dict with string keys")
     if not isinstance(ckpt.get("datamodule_hyper_parameters", {}), dict):
         raise _file_error(f"{path}: datamodule_hyper_parameters must be a dict")
-    if not isinstance(meta, dict) or not all(isinstance(meta.get(k, ""), str) for k in ("version", "task", "task_class")):
+    meta_keys = ("version", "task", "task_class")
+    if not isinstance(meta, dict) or not all(isinstance(meta.get(k, ""), str) for k in meta_keys):
         raise _file_error(f"{path}: its pointgeo metadata must be a dict of strings (version, task, task_class)")
     if meta.get("version", __version__).split(".")[:2] != __version__.split(".")[:2]:
         warnings.warn(f"{path} was written by pointgeo {meta['version']}; this is pointgeo {__version__}", stacklevel=2)
@@ -233,7 +234,7 @@ def resolve_ckpt_path(ckpt_path: str | None, *, progress: bool = True) -> str | 
 def export_checkpoint(src: Path, dst: Path) -> tuple[str, int]:
     """Write a slim copy of a training checkpoint (weights, hyper-parameters, data settings, pointgeo metadata; no
     optimizer state) to ``dst``; returns its sha256 and size."""
-    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(src)
     keep = ("epoch", "global_step", "pytorch-lightning_version", "state_dict", "hyper_parameters",
             "datamodule_hyper_parameters")
     slim = {k: ckpt[k] for k in keep if k in ckpt}

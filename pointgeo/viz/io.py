@@ -1,4 +1,5 @@
-"""Reading a user's point or mesh file into a cloud: ``.ply``, ``.pcd``, ``.xyz``, ``.txt``, ``.off``, ``.obj``, ``.stl``.
+"""Reading a user's point or mesh file into a cloud: ``.ply``, ``.pcd``, ``.xyz``, ``.txt``, ``.off``, ``.obj``,
+``.stl``.
 
 Point files keep their points (and normals when present); meshes (and ``.ply`` files with faces) are sampled by area
 to ``num_points`` points with face normals. Every failure is one
@@ -24,7 +25,8 @@ def _mesh_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
     import trimesh
 
     try:
-        mesh = trimesh.load(path, force="mesh", process=False)
+        with np.errstate(all="ignore"):  # NaN vertices warn in trimesh's normals; refused by _checked_mesh
+            mesh = trimesh.load(path, force="mesh", process=False)
         vertices, faces = np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64)
     except Exception as exc:  # noqa: BLE001  (trimesh raises many kinds of errors for bad files)
         raise DatasetFileError(f"{path} is not a readable mesh: {type(exc).__name__}: {str(exc)[:200]}") from exc

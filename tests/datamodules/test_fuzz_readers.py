@@ -35,6 +35,7 @@ from pointgeo.datamodules import (
 )
 from pointgeo.datamodules.modelnet import MODELNET40_CLASSES
 from pointgeo.datamodules.readers import read_off, read_txt_cloud, sample_mesh
+from pointgeo.robustness.loading import load_model
 from pointgeo.testing.fake_data import (
     box_mesh,
     write_modelnet_h5,
@@ -146,6 +147,21 @@ def put(path: Path, case: object, good: dict[str, np.ndarray] | None = None) -> 
         write_h5_variant(path, good or {}, case)  # type: ignore[arg-type]
 
 
+def fuzz(strategy: st.SearchStrategy[object], body: Callable[[object], None], examples: int = EXAMPLES) -> int:
+    """Run ``body`` on ``examples`` cases drawn from ``strategy`` (settings ``FUZZ``); returns how many ran."""
+    ran = 0
+
+    @settings(FUZZ, max_examples=examples)
+    @given(strategy)
+    def run(case: object) -> None:
+        nonlocal ran
+        ran += 1
+        body(case)
+
+    run()
+    return ran
+
+
 def read_or_clear_error(read: Callable[[], object], path: Path) -> object | None:
     """``read()``'s result, or ``None`` when it raised DatasetFileError naming ``path``; anything else propagates."""
     try:
@@ -225,8 +241,6 @@ def test_modelnet_txt(seeds: dict[str, bytes], tmp_path: Path) -> None:
     target = next((tmp_path / "modelnet40_normal_resampled" / "airplane").glob("*.txt"))
     seed = target.read_bytes()
 
-    @FUZZ
-    @given(corrupted_text(seed, _others(seeds, "txt", "xyz")))
     def run(case: bytes) -> None:
         target.write_bytes(case)
         rows = read_or_clear_error(lambda: read_txt_cloud(target), target)
@@ -239,7 +253,7 @@ def test_modelnet_txt(seeds: dict[str, bytes], tmp_path: Path) -> None:
         if arrays is not None:
             assert_split(arrays, 16)
 
-    run()
+    assert fuzz(corrupted_text(seed, _others(seeds, "txt", "xyz")), run) >= EXAMPLES
 
 
 def test_modelnet_hdf5(seeds: dict[str, bytes], tmp_path: Path) -> None:
@@ -250,8 +264,6 @@ def test_modelnet_hdf5(seeds: dict[str, bytes], tmp_path: Path) -> None:
     with h5py.File(target, "r") as fh:
         good = {k: fh[k][()] for k in fh}
 
-    @FUZZ
-    @given(h5_cases(target.read_bytes(), good, _others(seeds, "h5", "scan")))
     def run(case: object) -> None:
         put(target, case, good)
         shutil.rmtree(tmp_path / "processed", ignore_errors=True)
@@ -262,15 +274,12 @@ def test_modelnet_hdf5(seeds: dict[str, bytes], tmp_path: Path) -> None:
             assert_split(arrays, 16)
             assert (arrays.label < 40).all()
 
-    run()
+    assert fuzz(h5_cases(target.read_bytes(), good, _others(seeds, "h5", "scan")), run) >= EXAMPLES
 
 
 def test_off_meshes(seeds: dict[str, bytes], tmp_path: Path) -> None:
     target = tmp_path / "bathtub_0001.off"
 
-    @FUZZ
-    @given(st.one_of(corrupted_text(seeds["off"], _others(seeds, "off", "off_glued")),
-                     corrupted_text(seeds["off_glued"])))
     def run(case: bytes) -> None:
         target.write_bytes(case)
         mesh = read_or_clear_error(lambda: read_off(target), target)
@@ -284,7 +293,9 @@ def test_off_meshes(seeds: dict[str, bytes], tmp_path: Path) -> None:
             assert_cloud(*sampled)
             assert np.allclose(np.linalg.norm(sampled[1], axis=1), 1, rtol=0, atol=1e-4)
 
-    run()
+    cases = st.one_of(corrupted_text(seeds["off"], _others(seeds, "off", "off_glued")),
+                      corrupted_text(seeds["off_glued"]))
+    assert fuzz(cases, run) >= EXAMPLES
 
 
 def _shapenet_tree(root: Path) -> Path:
@@ -301,8 +312,6 @@ def test_shapenet_part_txt(seeds: dict[str, bytes], tmp_path: Path) -> None:
     folder = _shapenet_tree(tmp_path)
     target = folder / SYNSETS[0] / "train0.txt"
 
-    @FUZZ
-    @given(corrupted_text(target.read_bytes(), _others(seeds, "txt", "xyz")))
     def run(case: bytes) -> None:
         target.write_bytes(case)
         shutil.rmtree(tmp_path / "processed", ignore_errors=True)
@@ -313,7 +322,7 @@ def test_shapenet_part_txt(seeds: dict[str, bytes], tmp_path: Path) -> None:
             assert_split(arrays, 16)
             assert arrays.seg.shape == (2, 16) and (arrays.seg >= 0).all() and (arrays.seg < 50).all()
 
-    run()
+    assert fuzz(corrupted_text(target.read_bytes(), _others(seeds, "txt", "xyz")), run) >= EXAMPLES
 
 
 def test_shapenet_part_split_json(seeds: dict[str, bytes], tmp_path: Path) -> None:
@@ -321,9 +330,6 @@ def test_shapenet_part_split_json(seeds: dict[str, bytes], tmp_path: Path) -> No
     target = folder / "train_test_split" / "shuffled_train_file_list.json"
     seed = target.read_bytes()
 
-    @FUZZ
-    @given(st.one_of(corrupted_text(seed, _others(seeds)), json_values().map(lambda v: json.dumps(v).encode()),
-                     st.lists(st.text(max_size=40), max_size=4).map(lambda v: json.dumps(v).encode())))
     def run(case: bytes) -> None:
         target.write_bytes(case)
         shutil.rmtree(tmp_path / "processed", ignore_errors=True)
@@ -333,7 +339,9 @@ def test_shapenet_part_split_json(seeds: dict[str, bytes], tmp_path: Path) -> No
         if arrays is not None:
             assert arrays.pos.shape[1:] == (16, 3)
 
-    run()
+    cases = st.one_of(corrupted_text(seed, _others(seeds)), json_values().map(lambda v: json.dumps(v).encode()),
+                      st.lists(st.text(max_size=40), max_size=4).map(lambda v: json.dumps(v).encode()))
+    assert fuzz(cases, run) >= EXAMPLES
 
 
 def test_scanobjectnn_hdf5(seeds: dict[str, bytes], tmp_path: Path) -> None:
@@ -343,8 +351,6 @@ def test_scanobjectnn_hdf5(seeds: dict[str, bytes], tmp_path: Path) -> None:
     with h5py.File(target, "r") as fh:
         good = {k: fh[k][()] for k in fh}
 
-    @FUZZ
-    @given(h5_cases(target.read_bytes(), good, _others(seeds, "scan", "h5")))
     def run(case: object) -> None:
         put(target, case, good)
         shutil.rmtree(tmp_path / "processed", ignore_errors=True)
@@ -356,7 +362,21 @@ def test_scanobjectnn_hdf5(seeds: dict[str, bytes], tmp_path: Path) -> None:
             assert arrays.mask.shape == (len(arrays.pos), 16) and arrays.mask.dtype == bool
             assert (arrays.label < 15).all()
 
-    run()
+    assert fuzz(h5_cases(target.read_bytes(), good, _others(seeds, "scan", "h5")), run) >= EXAMPLES
+
+
+def test_truncated_processed_cache_is_reported_and_rebuilt(tmp_path: Path) -> None:
+    write_modelnet_h5(tmp_path / "modelnet40_ply_hdf5_2048", MODELNET40_CLASSES, {"train": 3, "test": 2}, points=24)
+    dm = ModelNet40DataModule(format="hdf5", root=str(tmp_path), download=False, num_points=16)
+    reference = dm.load_split("test")
+    cache = dm._cache_path("test")
+    good = cache.read_bytes()
+    cache.write_bytes(good[: len(good) // 2])
+    with pytest.warns(UserWarning, match=rf"processed cache .*{cache.name} is unreadable .*; rebuilding it"):
+        arrays = dm.load_split("test")
+    assert np.array_equal(arrays.pos, reference.pos) and np.array_equal(arrays.label, reference.label)
+    assert cache.read_bytes() == good and [f.name for f in cache.parent.iterdir()].count(cache.name) == 1
+    assert_cache_clean(tmp_path, "test", failed=False)
 
 
 def test_corrupt_processed_cache_is_rebuilt(seeds: dict[str, bytes], tmp_path: Path) -> None:
@@ -368,21 +388,21 @@ def test_corrupt_processed_cache_is_rebuilt(seeds: dict[str, bytes], tmp_path: P
     seed = cache.read_bytes()
     rebuilt = 0
 
-    @FUZZ
-    @given(corrupted(seed, (seeds["h5"], b"")))
     def run(case: bytes) -> None:
         nonlocal rebuilt
         cache.write_bytes(case)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             arrays = dm.load_split("train")
-        rebuilt += any("rebuilding it" in str(w.message) and cache.name in str(w.message) for w in caught)
+        was_rebuilt = any("rebuilding it" in str(w.message) and cache.name in str(w.message) for w in caught)
+        rebuilt += was_rebuilt
         for key in ("pos", "label", "mask"):  # rebuilt, or a flip that no reader can see (zip padding)
             assert np.array_equal(getattr(arrays, key), getattr(reference, key))
-        assert cache.read_bytes() == seed or not caught  # the rebuilt file is the original one
+        if was_rebuilt:
+            assert cache.read_bytes() == seed  # the rebuilt file is the original one
         assert_cache_clean(tmp_path, "train", failed=False)
 
-    run()
+    assert fuzz(corrupted(seed, (seeds["h5"], b"")), run) >= EXAMPLES
     assert rebuilt > EXAMPLES // 2
 
 
@@ -410,16 +430,19 @@ def test_checkpoints(seeds: dict[str, bytes], tmp_path: Path) -> None:
     keys = st.sampled_from(["top", "state_dict", "hyper_parameters", "pointgeo", "datamodule_hyper_parameters",
                             "network_kwargs", "num_classes", "network"])
 
-    @FUZZ
-    @given(st.one_of(corrupted(seeds["ckpt"], _others(seeds)), st.tuples(keys, CHECKPOINT_PARTS).map(wrongly_typed)))
     def run(case: bytes) -> None:
         target.write_bytes(case)
         task = read_or_clear_error(lambda: hub.from_pretrained(str(target), progress=False), target)
+        loaded = read_or_clear_error(lambda: load_model(str(target), torch.float32, "cpu"), target)
+        assert (task is None) == (loaded is None)  # the robustness loader rebuilds through the same function
         if task is not None:
             assert not task.training and isinstance(task, torch.nn.Module)
+            for key, value in task.state_dict().items():
+                torch.testing.assert_close(loaded.task.state_dict()[key], value, rtol=0, atol=0, equal_nan=True)
         assert hub.cache_entries() == []
 
-    run()
+    cases = st.one_of(corrupted(seeds["ckpt"], _others(seeds)), st.tuples(keys, CHECKPOINT_PARTS).map(wrongly_typed))
+    assert fuzz(cases, run) >= EXAMPLES
 
 
 VIEW_FILES = {"ply": "ply", "ply_ascii": "ply", "pcd": "pcd", "pcd_ascii": "pcd", "pcd_compressed": "pcd",
@@ -431,12 +454,23 @@ def test_view_files(seeds: dict[str, bytes], tmp_path: Path, name: str) -> None:
     target = tmp_path / f"scan.{VIEW_FILES[name]}"
     strategy = corrupted_text if name.endswith("ascii") or name in ("xyz", "txt", "off", "obj") else corrupted
 
-    @settings(FUZZ, max_examples=EXAMPLES // 2)
-    @given(strategy(seeds[name], _others(seeds, name)))
     def run(case: bytes) -> None:
         target.write_bytes(case)
         cloud = read_or_clear_error(lambda: read_points(target, num_points=32), target)
         if cloud is not None:
             assert_cloud(*cloud)
 
-    run()
+    assert fuzz(strategy(seeds[name], _others(seeds, name)), run, EXAMPLES // 2) >= EXAMPLES // 2
+
+
+def test_the_strict_ply_and_pcd_readers_read_valid_files_exactly(seeds: dict[str, bytes], tmp_path: Path) -> None:
+    """The seeds (Open3D's own PLY and PCD writers: binary, ascii, binary_compressed) read back to their points and
+    normals, so the strict readers that replace Open3D's lose nothing."""
+    pos = np.random.default_rng(0).normal(size=(24, 3))
+    normal = pos / np.linalg.norm(pos, axis=1, keepdims=True)
+    for name in ("ply", "ply_ascii", "pcd", "pcd_ascii", "pcd_compressed"):
+        path = tmp_path / f"{name}.{VIEW_FILES[name]}"
+        path.write_bytes(seeds[name])
+        got_pos, got_normal = read_points(path)
+        assert got_normal is not None, name
+        assert np.allclose(got_pos, pos, rtol=0, atol=1e-5) and np.allclose(got_normal, normal, rtol=0, atol=1e-5), name
