@@ -22,6 +22,10 @@ stored, and each chunk's products and element-wise passes run from cache.
 The forward values equal ``relu(batch_norm(cat([a, f[idx]]) @ W.T))`` (max-pooled; or leaky ReLU) exactly;
 BatchNorm follows PyTorch's semantics (biased variance to normalise, unbiased variance in the running estimate,
 ``momentum`` or the cumulative average when it is ``None``, running statistics in eval mode).
+
+The autograd functions keep every tensor for their backward through ``ctx.save_for_backward``, so saved-tensor hooks
+and activation checkpointing see them all, and return their batch statistics; the modules update the running
+estimates from those, once per training step (not again when ``torch.utils.checkpoint`` recomputes the forward).
 """
 
 from __future__ import annotations
