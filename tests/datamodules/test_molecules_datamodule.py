@@ -301,3 +301,4 @@ def test_a_trainer_draws_a_new_seeded_order_every_epoch(tmp_path: Path) -> None:
     assert sorted(sum(first, [])) == sorted(sum(second, [])) == sorted(dm._splits["train"][1].tolist())
     assert first != second  # Lightning set the epoch on the batch sampler's sampler
     assert "val/loss" in trainer.callback_metrics
+
