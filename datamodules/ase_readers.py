@@ -142,9 +142,10 @@ def find_shards(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[P
     raise DatasetFileError(f"{path} holds no database shards (no *.aselmdb, *.db or *.json files)")
 
 
-_LMDB_CONNECTIONS: dict[tuple[int, str], Any] = {}
-"""Open ``.aselmdb`` databases by (process id, resolved path). LMDB allows one environment per file and process
-(py-lmdb refuses a second), so every reader of a file in a process shares one connection."""
+_LMDB_CONNECTIONS: dict[tuple, Any] = {}
+"""Open ``.aselmdb`` databases by (process id, resolved path, inode, size, modification time). LMDB allows one
+environment per file and process (py-lmdb refuses a second), so every reader of a file in a process shares one
+connection."""
 
 
 def _check_lmdb_size(path: Path) -> None:
@@ -190,7 +191,8 @@ def connect(path: Path) -> Any:
         except ImportError as exc:
             raise ImportError(f"{path}: .aselmdb files need the ase-db-backends package "
                               f"(pip install 'pointgeo[molecules]'); plain ASE cannot read them") from exc
-        key = (os.getpid(), str(path.resolve()))
+        st = path.stat()
+        key = (os.getpid(), str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)  # a replaced file is new
         if key in _LMDB_CONNECTIONS:
             return _LMDB_CONNECTIONS[key]
         _check_lmdb_size(path)
