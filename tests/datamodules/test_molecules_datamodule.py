@@ -105,7 +105,7 @@ def test_element_references_are_fitted_on_the_training_split_only(tmp_path: Path
     assert torch.count_nonzero(none.element_energies).item() == 0
 
 
-def test_least_squares_helpers_by_hand() -> None:
+def test_least_squares_fit_by_hand() -> None:
     natoms = np.array([2, 3, 1])
     z = np.array([1, 1, 6, 1, 8, 8])
     counts = composition_counts(natoms, z, np.array([2, 0, 1]))
