@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -142,9 +142,10 @@ def find_shards(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[P
     raise DatasetFileError(f"{path} holds no database shards (no *.aselmdb, *.db or *.json files)")
 
 
-_LMDB_CONNECTIONS: dict[tuple[int, str], Any] = {}
-"""Open ``.aselmdb`` databases by (process id, resolved path). LMDB allows one environment per file and process
-(py-lmdb refuses a second), so every reader of a file in a process shares one connection."""
+_LMDB_CONNECTIONS: dict[tuple, Any] = {}
+"""Open ``.aselmdb`` databases by (process id, resolved path, inode, size, modification time). LMDB allows one
+environment per file and process (py-lmdb refuses a second), so every reader of a file in a process shares one
+connection."""
 
 
 def _check_lmdb_size(path: Path) -> None:
@@ -190,7 +191,8 @@ def connect(path: Path) -> Any:
         except ImportError as exc:
             raise ImportError(f"{path}: .aselmdb files need the ase-db-backends package "
                               f"(pip install 'pointgeo[molecules]'); plain ASE cannot read them") from exc
-        key = (os.getpid(), str(path.resolve()))
+        st = path.stat()
+        key = (os.getpid(), str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)  # a replaced file is new
         if key in _LMDB_CONNECTIONS:
             return _LMDB_CONNECTIONS[key]
         _check_lmdb_size(path)
@@ -224,9 +226,9 @@ def row_ids(db: Any, path: Path) -> np.ndarray:
     return np.sort(np.asarray(ids, dtype=np.int64))
 
 
-def _lookup(row: Any, key: str) -> Any:
-    """``key`` among the row's key-value pairs, its ``data`` and its stored calculator results, in that order;
-    ``None`` if absent.
+def _lookup(row: Any, key: str, data: Mapping[str, Any]) -> Any:
+    """``key`` among the row's key-value pairs, its ``data`` (decoded once per row by the caller) and its stored
+    calculator results, in that order; ``None`` if absent.
 
     ``row.get`` is not used: ``AtomsRow`` has properties of its own (``charge`` is the sum of the initial atomic
     charges, 0 for OMol25 rows), which would turn a missing total charge into a silent zero, and would hide a
@@ -236,7 +238,6 @@ def _lookup(row: Any, key: str) -> Any:
     # them through getattr, where the ``charge`` property shadows a stored ``charge`` pair
     if key in getattr(row, "_keys", ()) and key in row.__dict__:
         return row.__dict__[key]
-    data = row.get("data") or {}
     if key in data:
         return data[key]
     return row.__dict__.get(key) if key in _calculator_properties() else None
@@ -288,15 +289,16 @@ def row_to_record(row: Any, convention: RowConvention, where: str) -> MoleculeRe
     z = np.asarray(row.numbers, dtype=np.int64)
     pos = np.asarray(row.positions, dtype=np.float64)
     check_geometry(z, pos, where, convention.min_distance)
+    data = row.get("data") or {}  # ASE decodes the data blob at every access
 
-    energy = _lookup(row, convention.energy_key)
+    energy = _lookup(row, convention.energy_key, data)
     if energy is None:
         raise MoleculeRowError(f"{where}: no energy ({convention.energy_key!r} is neither a key-value pair, in "
                                f"the row's data nor a calculator result)")
     energy_arr = np.asarray(energy, dtype=np.float64).reshape(-1)
     if energy_arr.size != 1 or not np.isfinite(energy_arr[0]):
         raise MoleculeRowError(f"{where}: energy must be one finite number; got {energy!r}")
-    forces = _lookup(row, convention.forces_key)
+    forces = _lookup(row, convention.forces_key, data)
     if forces is None:
         if convention.require_forces:
             raise MoleculeRowError(f"{where}: no forces ({convention.forces_key!r} is neither a calculator result "
@@ -309,14 +311,14 @@ def row_to_record(row: Any, convention: RowConvention, where: str) -> MoleculeRe
             raise MoleculeRowError(f"{where}: forces contain NaN or inf")
         forces = forces * convention.energy_scale
 
-    charge = _lookup(row, convention.charge_key)
+    charge = _lookup(row, convention.charge_key, data)
     if charge is None:
         if convention.default_charge is None:
             raise MoleculeRowError(f"{where}: no total charge ({convention.charge_key!r} missing from the row's "
                                    f"key-value pairs and data); set charge_key to the row's name for it, or "
                                    f"default_charge to use one value for every such row")
         charge = convention.default_charge
-    spin = _lookup(row, convention.spin_key)
+    spin = _lookup(row, convention.spin_key, data)
     if spin is None:
         if convention.default_spin is None:
             raise MoleculeRowError(f"{where}: no spin ({convention.spin_key!r} missing from the row's key-value "
@@ -334,7 +336,7 @@ def row_to_record(row: Any, convention: RowConvention, where: str) -> MoleculeRe
 
     pbc = np.asarray(row.get("pbc", np.zeros(3, dtype=bool)), dtype=bool).reshape(3)
     cell = np.asarray(row.get("cell"), dtype=np.float64).reshape(3, 3) if pbc.any() else None
-    data_id = _lookup(row, convention.data_id_key)
+    data_id = _lookup(row, convention.data_id_key, data)
     return MoleculeRecord(z=z, pos=pos, energy=float(energy_arr[0]) * convention.energy_scale, forces=forces,
                           charge=charge, spin=spin, cell=cell, pbc=pbc,
                           data_id=None if data_id is None else str(data_id))
@@ -407,6 +409,25 @@ class AseDbReader:
     def record(self, index: int) -> MoleculeRecord:
         """Molecule ``index`` as a checked :class:`MoleculeRecord`."""
         return row_to_record(self.row(index), self.convention, self.where(index))
+
+    def records(self) -> Iterator[MoleculeRecord]:
+        """Every molecule in index order, read sequentially (one query per SQLite/JSON file: much faster than
+        :meth:`record` row by row)."""
+        for k, shard in enumerate(self.shards):
+            db = self._db(k)
+            ids = self._ids[self._shard == k]
+            try:
+                rows = (db.get(id=int(i)) for i in ids) if shard.suffix == ".aselmdb" else db.select(sort="id")
+                for expected, row in zip(ids, rows, strict=True):
+                    if row.id != expected:
+                        raise DatasetFileError(f"{shard} changed while it was read (row {row.id}, expected "
+                                               f"{int(expected)})")
+                    yield row_to_record(row, self.convention, f"{shard} row {row.id}")
+            except (DatasetFileError, ValueError):
+                raise
+            except Exception as exc:
+                raise DatasetFileError(f"cannot read {shard} (truncated or corrupt?): {type(exc).__name__}: "
+                                       f"{exc}") from exc
 
     def metadata(self) -> dict[str, np.ndarray] | None:
         """fairchem's ``metadata.npz`` beside the shards (``natoms`` per row, optional ``data_ids``), checked

@@ -116,8 +116,9 @@ def build_index(reader: AseDbReader, cache: Path | None = None, *, arrays: bool 
             path.unlink(missing_ok=True)  # a damaged cache entry is rebuilt
     columns: dict[str, list] = {k: [] for k in ("natoms", "energy", "charge", "spin", "z", "data_id", "pos",
                                                  "forces", "has_forces", "cell", "pbc")}
-    for i in tqdm(range(len(reader)), desc=f"indexing {reader.path.name}", disable=not progress, leave=False):
-        rec = reader.record(i)
+    bar = tqdm(reader.records(), total=len(reader), desc=f"indexing {reader.path.name}", disable=not progress,
+               leave=False)
+    for rec in bar:
         for key, value in (("natoms", len(rec.z)), ("energy", rec.energy), ("charge", rec.charge),
                            ("spin", rec.spin), ("z", rec.z.astype(np.uint8)), ("data_id", rec.data_id or "")):
             columns[key].append(value)

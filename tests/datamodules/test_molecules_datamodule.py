@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 import yaml
 from torch_geometric.data import Batch
@@ -104,7 +105,7 @@ def test_element_references_are_fitted_on_the_training_split_only(tmp_path: Path
     assert torch.count_nonzero(none.element_energies).item() == 0
 
 
-def test_least_squares_helpers_by_hand() -> None:
+def test_least_squares_fit_by_hand() -> None:
     natoms = np.array([2, 3, 1])
     z = np.array([1, 1, 6, 1, 8, 8])
     counts = composition_counts(natoms, z, np.array([2, 0, 1]))
@@ -261,3 +262,43 @@ def test_spookynet_config_trains_on_the_real_sample(shared_data: Path) -> None:
     assert set(batch.z.tolist()) <= {1, 6, 47}
     residual = (batch.energy.double() - batch.energy_reference.double()).abs()
     assert residual.max() < 5.0  # eV: the references take out the ~10 eV per molecule totals
+
+
+class ElementEnergyModel(pl.LightningModule):
+    """A minimal energy model for driving a Trainer: E = Σ_i w[z_i] (one weight per element); it records the
+    rows of every training batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(119))
+        self.seen: list[list[int]] = []
+
+    def _loss(self, batch: Batch) -> torch.Tensor:
+        energy = torch.zeros(batch.num_graphs).index_add_(0, batch.batch, self.w[batch.z])
+        return ((energy - (batch.energy - batch.energy_reference)) ** 2).mean()
+
+    def training_step(self, batch: Batch, _: int) -> torch.Tensor:
+        self.seen.append(batch.index.tolist())
+        return self._loss(batch)
+
+    def validation_step(self, batch: Batch, _: int) -> None:
+        self.log("val/loss", self._loss(batch), batch_size=batch.num_graphs)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=1e-3)
+
+
+def test_a_trainer_draws_a_new_seeded_order_every_epoch(tmp_path: Path) -> None:
+    folder, _ = synthetic_split(tmp_path / "set", n=40)
+    dm = MoleculeDataModule(str(folder), max_atoms=30, val_fraction=0.2, test_fraction=0.0)
+    model = ElementEnergyModel()
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
+                         inference_mode=False, default_root_dir=str(tmp_path))
+    trainer.fit(model, datamodule=dm)
+    per_epoch = len(dm.train_dataloader())
+    first, second = model.seen[:per_epoch], model.seen[per_epoch:]
+    assert sorted(sum(first, [])) == sorted(sum(second, [])) == sorted(dm._splits["train"][1].tolist())
+    assert first != second  # Lightning set the epoch on the batch sampler's sampler
+    assert "val/loss" in trainer.callback_metrics
+
