@@ -5,9 +5,10 @@ centred Cartesian coordinates). Molecules are padded to dense ``(B, N_max)`` ten
 ``torch_geometric.utils.to_dense_batch``; attention is masked so that atoms attend only to atoms of their own
 molecule (no loop over molecules).
 
-Token of atom ``i``: ``t_i = Emb_Z(z_i) + Emb_q(q) + Emb_s(s) + W φ(x_i)``, ``φ`` Gaussian features of each of the
-three coordinates. Each of ``L`` pre-LayerNorm blocks: ``h ← h + MHA(LN h)``, ``h ← h + MLP(LN h)``, the attention
-logits biased by ``b_ij = w_head · RBF(‖x_i − x_j‖)`` (a rotation-invariant distance bias). Energy:
+Token of atom ``i``: ``t_i = Emb_Z(z_i) + Emb_q(q) + Emb_s(s) + MLP(φ(x_i))``, ``φ`` Gaussian features of each of
+the three coordinates. Each of ``L`` pre-LayerNorm blocks: ``h ← h + MHA(LN h)``, ``h ← h + MLP(LN h)``, the
+attention logits biased by ``b_ij = MLP(RBF(‖x_i − x_j‖))`` per head and block (a rotation-invariant distance
+bias). Energy:
 ``E = Σ_i MLP(h_i) + e_Z(z_i)``.
 
 The attention is written out (softmax of ``QKᵀ/√d + b``) so that forces and the force loss can be differentiated
@@ -90,8 +91,8 @@ class AtomTransformer(nn.Module):
         self.register_buffer("dist_centres", torch.linspace(0.0, radius, num_basis))
         self.coord_width = 2 * radius / (num_basis - 1)
         self.dist_width = radius / (num_basis - 1)
-        self.coords = nn.Linear(3 * num_basis, channels)
-        self.bias = nn.Linear(num_basis, heads * num_layers)
+        self.coords = nn.Sequential(nn.Linear(3 * num_basis, channels), nn.SiLU(), nn.Linear(channels, channels))
+        self.bias = nn.Sequential(nn.Linear(num_basis, channels), nn.SiLU(), nn.Linear(channels, heads * num_layers))
         self.blocks = nn.ModuleList(AtomBlock(channels, heads) for _ in range(num_layers))
         self.norm = nn.LayerNorm(channels)
         self.heads = heads

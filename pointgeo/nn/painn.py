@@ -6,7 +6,8 @@ embedding with the molecule's charge and spin (:class:`pointgeo.nn.atoms.AtomEmb
 applies, with ``r_ij = r_j − r_i`` over the radius graph (:func:`pointgeo.geometry.neighbor_list`):
 
 * message (eq. 7–8): ``(a, b, c)_ij = φ(s_j) ∘ W(‖r_ij‖)``, ``φ`` an MLP ``F → 3F`` and ``W`` a linear map of
-  ``sin(nπ r / r_c) / r`` (n = 1..K) times the cosine cutoff ``½(cos(π r / r_c) + 1)``;
+  ``sin(nπ r / r_c) / r`` (n = 1..K), times the cosine cutoff ``½(cos(π r / r_c) + 1)`` (the energy and forces are
+  continuous as atoms cross the cutoff);
   ``Δs_i = Σ_j a_ij``, ``Δv_i = Σ_j b_ij v_j + c_ij r_ij / ‖r_ij‖``.
 * update (eq. 9–11): ``U v, V v`` (linear over channels), ``(a_vv, a_sv, a_ss) = MLP([s, ‖V v‖])``,
   ``Δv = a_vv ∘ U v``, ``Δs = a_ss + a_sv ∘ ⟨U v, V v⟩``.
@@ -37,16 +38,16 @@ from pointgeo.registry import register_model
 
 
 class RadialBasis(nn.Module):
-    """``sin(n π r / r_c) / r`` for ``n = 1..K`` times the cosine cutoff: ``(E,) -> (E, K)`` (PaiNN eq. 7)."""
+    """``sin(n π r / r_c) / r`` for ``n = 1..K`` and the cosine cutoff: ``(E,) -> ((E, K), (E,))`` (PaiNN eq. 7)."""
 
     def __init__(self, num_basis: int, cutoff: float) -> None:
         super().__init__()
         self.cutoff = cutoff
         self.register_buffer("freq", torch.arange(1, num_basis + 1, dtype=torch.float32) * math.pi / cutoff)
 
-    def forward(self, r: Tensor) -> Tensor:
+    def forward(self, r: Tensor) -> tuple[Tensor, Tensor]:
         envelope = 0.5 * (torch.cos(math.pi * r / self.cutoff) + 1.0) * (r < self.cutoff)
-        return torch.sin(r[:, None] * self.freq.to(r.dtype)) / r[:, None] * envelope[:, None]
+        return torch.sin(r[:, None] * self.freq.to(r.dtype)) / r[:, None], envelope
 
 
 class PaiNNMessage(MessagePassing):
@@ -58,12 +59,15 @@ class PaiNNMessage(MessagePassing):
         self.phi = nn.Sequential(nn.Linear(channels, channels), nn.SiLU(), nn.Linear(channels, 3 * channels))
         self.filter = nn.Linear(num_basis, 3 * channels)
 
-    def forward(self, s: Tensor, v: Tensor, edge_index: Tensor, rbf: Tensor, unit: Tensor) -> tuple[Tensor, Tensor]:
-        out = self.propagate(edge_index, phi=self.phi(s), v=v, rbf=rbf, unit=unit)  # (N, 4, F)
+    def forward(self, s: Tensor, v: Tensor, edge_index: Tensor, rbf: Tensor, envelope: Tensor,
+                unit: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.propagate(edge_index, phi=self.phi(s), v=v, rbf=rbf, envelope=envelope, unit=unit)  # (N, 4, F)
         return out[:, 0], out[:, 1:]
 
-    def message(self, phi_j: Tensor, v_j: Tensor, rbf: Tensor, unit: Tensor) -> Tensor:
-        a, b, c = (phi_j * self.filter(rbf)).split(self.channels, dim=-1)  # (E, F) each
+    def message(self, phi_j: Tensor, v_j: Tensor, rbf: Tensor, envelope: Tensor, unit: Tensor) -> Tensor:
+        # The envelope multiplies the whole filter (bias included), so an edge fades out smoothly at the cutoff.
+        w = self.filter(rbf) * envelope.unsqueeze(-1)
+        a, b, c = (phi_j * w).split(self.channels, dim=-1)  # (E, F) each
         dv = b.unsqueeze(1) * v_j + c.unsqueeze(1) * unit.unsqueeze(-1)  # (E, 3, F)
         return torch.cat([a.unsqueeze(1), dv], dim=1)
 
@@ -117,11 +121,11 @@ class PaiNN(nn.Module):
         graph = neighbor_list(batch.pos, self.cutoff, index, cell=cell, pbc=pbc)
         check_min_distance(graph.distances, graph.edge_index)
         edge_index = graph.edge_index.flip(0)  # messages flow from j (source) to i (target)
-        rbf = self.rbf(graph.distances)
+        rbf, envelope = self.rbf(graph.distances)
         unit = graph.vectors / graph.distances.unsqueeze(-1)
         v = s.new_zeros(s.shape[0], 3, s.shape[1])
         for message, update in zip(self.messages, self.updates):
-            ds, dv = message(s, v, edge_index, rbf, unit)
+            ds, dv = message(s, v, edge_index, rbf, envelope, unit)
             s, v = s + ds, v + dv
             ds, dv = update(s, v)
             s, v = s + ds, v + dv

@@ -207,3 +207,36 @@ class PotentialTask(PointGeoTask):
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         out = self(batch, stress=periodic_inputs(batch, graph_index(batch)[1])[0] is not None)
         return {k: v.detach() for k, v in out.items()}
+
+
+class TransIPPotentialTask(PotentialTask):
+    """:class:`PotentialTask` plus TransIP's contrastive alignment of rotated copies (the network must be
+    ``transip``): ``L + λ_eq · L_con`` with ``L_con`` from :func:`pointgeo.nn.transip.contrastive_loss` on one Haar
+    rotation per molecule and step. ``augment: true`` also trains the supervised losses on the rotated copy (inputs
+    and force labels rotated), which with ``contrastive_weight: 0`` is the data-augmentation baseline.
+
+    Args:
+        contrastive_weight: ``λ_eq``.
+        temperature: ``τ`` of the InfoNCE loss.
+        augment: rotate the supervised batch too.
+        **kwargs: :class:`PotentialTask`'s.
+    """
+
+    def __init__(self, network: str = "transip", contrastive_weight: float = 1.0, temperature: float = 0.1,
+                 augment: bool = False, **kwargs: Any) -> None:
+        if network != "transip":
+            raise ValueError(f"TransIPPotentialTask trains the 'transip' network; got {network!r}")
+        super().__init__(network=network, **kwargs)
+        self.save_hyperparameters()
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        from pointgeo.geometry import random_rotations
+        from pointgeo.nn.transip import contrastive_loss, rotate_molecules
+
+        rotation = random_rotations(batch.num_graphs, dtype=batch.pos.dtype, device=batch.pos.device)
+        supervised = self._step(rotate_molecules(batch, rotation) if self.hparams.augment else batch, "train")
+        if self.hparams.contrastive_weight == 0 or batch.num_graphs < 2:
+            return supervised
+        con = contrastive_loss(self.net, batch, rotation, self.hparams.temperature)
+        self.log("train/loss_contrastive", con, batch_size=batch.num_graphs)
+        return supervised + self.hparams.contrastive_weight * con
