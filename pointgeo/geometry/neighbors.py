@@ -73,35 +73,32 @@ def _knn_open3d(query: Tensor, points: Tensor, k: int) -> Tensor:
 def _resolve_ties(query: Tensor, points: Tensor, candidates: Tensor, k: int, max_elements: int) -> Tensor:
     """The ``k`` nearest among ``candidates (B, M, C)`` (``C >= k``, a superset of the ``k`` nearest up to ties)
     with exact ties decided by the points' invariant rank; queries whose tie at the ``k``-th place may reach past
-    the candidates are searched again over all points. The rank is computed only for clouds with a tie among
-    their first ``k + 1`` candidates. Returns ``(B, M, k)``."""
+    the candidates are searched again over all points. Only queries with a tie among their first ``k + 1``
+    candidates are re-sorted, and the rank is computed only for their clouds. Returns ``(B, M, k)``."""
     n = points.shape[1]
     q, p = query.double(), points.double()
     tau = tie_scale(points)[:, None, None]  # (B, 1, 1)
     dist = (index_points(p, candidates) - q.unsqueeze(2)).norm(dim=-1)  # (B, M, C)
     dist, order = dist.sort(dim=-1, stable=True)
     candidates = torch.gather(candidates, -1, order)
-    tied = (dist.diff(dim=-1)[..., :k] <= tau).flatten(1).any(1)  # (B,): a tie among the first k + 1
+    tied = (dist.diff(dim=-1)[..., :k] <= tau).any(-1)  # (B, M): a tie among the first k + 1 candidates
     if not bool(tied.any()):
         return candidates[..., :k]
-    clouds = tied.nonzero().flatten()
-    rank = invariant_rank(points[clouds])  # (b, N)
-    cand, tau = candidates[clouds], tau[clouds]
-    order, tie = tie_break(dist[clouds], tau, torch.gather(rank.unsqueeze(1).expand(-1, q.shape[1], -1), 2, cand))
-    idx = candidates[..., :k].clone()
-    chosen = torch.gather(cand, -1, order[..., :k])
+    clouds = tied.any(1).nonzero().flatten()
+    rank = torch.zeros(points.shape[:2], dtype=torch.long, device=points.device)
+    rank[clouds] = invariant_rank(points[clouds])
+    b, m = tied.nonzero(as_tuple=True)  # only the queries with a tie are re-sorted
+    cand, tol = candidates[b, m], tau[b, 0]  # (R, C), (R, 1)
+    order, tie = tie_break(dist[b, m], tol, torch.gather(rank[b], 1, cand))
+    chosen = torch.gather(cand, 1, order[:, :k])
     if cand.shape[-1] < n:
-        unsure = (tie[..., k - 1] == tie[..., -1]).nonzero(as_tuple=True)  # the k-th's tie reaches the last one
-        if unsure[0].numel():
-            rows = max(1, max_elements // n)
-            fixed = []
-            for c, m in zip(unsure[0].split(rows), unsure[1].split(rows)):
-                b = clouds[c]
-                d = (p[b] - q[b, m].unsqueeze(1)).norm(dim=-1)  # (rows, N)
-                o, _ = tie_break(d, tau[c, 0], rank[c])
-                fixed.append(o[:, :k])
-            chosen[unsure] = torch.cat(fixed)
-    idx[clouds] = chosen
+        unsure = (tie[:, k - 1] == tie[:, -1]).nonzero().flatten()  # the k-th's tie reaches the last candidate
+        rows = max(1, max_elements // n)
+        for u in unsure.split(rows) if unsure.numel() else ():
+            d = (p[b[u]] - q[b[u], m[u]].unsqueeze(1)).norm(dim=-1)  # (rows, N)
+            chosen[u] = tie_break(d, tol[u], rank[b[u]])[0][:, :k]
+    idx = candidates[..., :k].clone()
+    idx[b, m] = chosen
     return idx
 
 
