@@ -60,7 +60,7 @@ def check_min_distance(distances: Tensor, edge_index: Tensor) -> None:
     if bool(close.any()):
         k = int(close.nonzero()[0])
         i, j = edge_index[:, k].tolist()
-        raise ValueError(f"atoms {i} and {j} are {float(distances[k]):.4f} Å apart; atoms closer than "
+        raise ValueError(f"atoms {i} and {j} are {float(distances[k].detach()):.4f} Å apart; atoms closer than "
                          f"{MIN_DISTANCE} Å are not a physical structure")
 
 
