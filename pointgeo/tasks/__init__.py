@@ -6,12 +6,13 @@ from typing import Any
 
 from pointgeo.tasks.classification import ClassificationTask
 from pointgeo.tasks.parot import PaRotClassificationTask, PaRotSegmentationTask
+from pointgeo.tasks.potential import PotentialTask, TransIPPotentialTask
 from pointgeo.tasks.segmentation import PartSegmentationTask
 
 __all__ = ["ClassificationTask", "PaRotClassificationTask", "PaRotSegmentationTask", "PartSegmentationTask",
-           "task_class_for"]
+           "PotentialTask", "TransIPPotentialTask", "task_class_for"]
 
-TASK_KINDS = {"classification": ClassificationTask, "segmentation": PartSegmentationTask}
+TASK_KINDS = {"classification": ClassificationTask, "segmentation": PartSegmentationTask, "potential": PotentialTask}
 """The default task class of each checkpoint kind (``checkpoint["pointgeo"]["task"]``)."""
 
 
