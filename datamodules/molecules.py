@@ -325,6 +325,10 @@ class MoleculeDataModule(pl.LightningDataModule):
         """``(MAX_Z + 1,)`` float64 per-element reference energies (eV), fitted on the training split."""
         self._splits: dict[str, tuple[AseDbReader | ArrayStore, np.ndarray, np.ndarray]] = {}
 
+    def __str__(self) -> str:
+        """A short description; Lightning's default builds every dataloader, which would index the databases."""
+        return f"{type(self).__name__}(path={self.path!r})"
+
     # --- reading -----------------------------------------------------------------------------------------------
     def _open(self, path: str | list[str], *, energies: bool) -> tuple[AseDbReader | ArrayStore, dict[str, np.ndarray]]:
         """The molecules of ``path`` and their index.

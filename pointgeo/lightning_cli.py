@@ -211,22 +211,29 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def test_under_rotations(cli: LightningCLI, modes: tuple[str, ...]) -> dict[str, float]:
-    """Test the best checkpoint of a finished fit under each rotation protocol and print a small table."""
+    """Test the best checkpoint of a finished fit under each rotation protocol and print a small table.
+
+    The table's columns are the task's ``test_columns`` (``(metric, label, scale, unit)``; potentials: energy and
+    force MAE in meV and meV/Å), by default its ``test_metric`` in %. Returns ``test_metric`` per protocol."""
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     if trainer.interrupted or not hasattr(data, "set_test_rotation"):
         return {}
     best = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor]
     ckpt = best[0].best_model_path if best else ""
     key = getattr(model, "test_metric", "test/acc")
-    results = {}
+    name = "accuracy" if key == "test/acc" else key.split("/", 1)[1]
+    columns = getattr(model, "test_columns", None) or ((key, name, 100.0, "%"),)
+    results, table = {}, {}
     for mode in modes:
         data.set_test_rotation(mode)
         metrics = trainer.test(model, datamodule=data, ckpt_path=ckpt or None, verbose=False)
         results[mode] = float(metrics[0][key])
+        table[mode] = [float(metrics[0][metric]) * scale for metric, _, scale, _ in columns]
     if trainer.is_global_zero:
-        name = "accuracy" if key == "test/acc" else key.split("/", 1)[1]
         print(f"\nbest checkpoint: {ckpt or '(current weights)'}")
-        print(f"test rotation | {name}")
-        for mode, value in results.items():
-            print(f"{mode:>13} | {100 * value:6.2f} %")
+        print("test rotation | " + " | ".join(label for _, label, _, _ in columns))
+        for mode, values in table.items():
+            cells = [f"{v:{max(6, len(label) - len(unit) - 1)}.2f} {unit}"
+                     for v, (_, label, _, unit) in zip(values, columns)]
+            print(f"{mode:>13} | " + " | ".join(cells))
     return results

@@ -66,7 +66,10 @@ def main(args: list[str]) -> dict[str, Any]:
         )
     except EXPECTED_ERRORS as exc:
         raise SystemExit(f"pointgeo robustness: {exc.args[0] if exc.args else exc}") from exc
-    print(f"{report['metric']} (%) under each train/test rotation:")
+    if report["task"] == "potential":
+        print("energy / force MAE (meV, meV/Å), measured symmetry under SO(3) and NVE drift (eV/atom/ps):")
+    else:
+        print(f"{report['metric']} (%) under each train/test rotation:")
     print(format_table(report["table"]))
     print(f"report: {Path(ns.out) / 'report.html'}")
     return report

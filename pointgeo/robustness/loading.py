@@ -23,6 +23,8 @@ class LoadedModel:
     kind: str
     identity: dict[str, Any]
     data: dict[str, Any]
+    data_state: dict[str, Any] | None = None
+    """The datamodule's saved state (molecules: the fitted element references), if the checkpoint has one."""
 
 
 def load_model(spec: str, dtype: torch.dtype, device: str) -> LoadedModel:
@@ -60,7 +62,8 @@ def load_model(spec: str, dtype: torch.dtype, device: str) -> LoadedModel:
         "epoch": ckpt.get("epoch"),
         "global_step": ckpt.get("global_step"),
     }
-    return LoadedModel(spec, task, kind, identity, data)
+    states = [v for k, v in ckpt.items() if k.endswith("DataModule") and isinstance(v, dict)]  # Lightning's key
+    return LoadedModel(spec, task, kind, identity, data, states[0] if states else None)
 
 
 def read_data_config(config: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -174,17 +175,21 @@ def _html(report: dict[str, Any], images: list[Path]) -> str:
     )
 
 
-def write_report(report: dict[str, Any], out: Path, *, overwrite: bool) -> None:
+def write_report(report: dict[str, Any], out: Path, *, overwrite: bool,
+                 plots: Callable[[dict[str, Any], Path], list[Path]] | None = None,
+                 render: Callable[[dict[str, Any], list[Path]], str] | None = None) -> None:
     """Write ``report.json``, the plots and ``report.html`` into a temporary folder beside ``out``, then move it
-    into place (replacing a previous report only with ``overwrite``)."""
+    into place (replacing a previous report only with ``overwrite``). ``plots(report, folder) -> paths`` and
+    ``render(report, paths) -> html`` default to the rotated-test report's (other task kinds bring their own)."""
+    plots, render = plots or _plots, render or _html
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     old = None
     try:
         tmp.chmod(0o755)  # mkdtemp's private mode would stick to the finished report
         (tmp / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
-        images = _plots(report, tmp)
-        (tmp / "report.html").write_text(_html(report, images), encoding="utf-8")
+        images = plots(report, tmp)
+        (tmp / "report.html").write_text(render(report, images), encoding="utf-8")
         check_target(out, overwrite)
         if out.is_dir() and any(out.iterdir()):  # a previous report, replaced only with overwrite
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))

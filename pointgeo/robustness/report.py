@@ -109,6 +109,8 @@ def run_robustness(
     check_target(out, overwrite)
     dtype = torch.float64 if double else torch.float32
     loaded = [load_model(spec, dtype, device) for spec in models]
+    if any(m.kind == "potential" for m in loaded):
+        return _potential_report(loaded, out, data_config, settings, dtype, device, overwrite, max_samples)
     dm, evaluators = _prepare_data(loaded, data_config, batch_size, num_workers)
     batches, total = _test_batches(dm, device, dtype, max_samples)
     figures = evaluate(evaluators, batches, dm.class_names, dm.up_axis, settings, dtype, total=total)
@@ -131,6 +133,22 @@ def run_robustness(
     }
     write_report(report, out, overwrite=overwrite)
     return report
+
+
+def _potential_report(loaded: list[LoadedModel], out: Path, data_config: str | None, settings: ProtocolSettings,
+                      dtype: torch.dtype, device: str, overwrite: bool, max_samples: int | None) -> dict[str, Any]:
+    """The report of potential checkpoints (:mod:`pointgeo.robustness.potentials`)."""
+    from pointgeo.robustness.potentials import run_potential_robustness
+
+    if any(m.kind != "potential" for m in loaded):
+        raise ValueError("one report compares models of one task; got " +
+                         ", ".join(f"{m.spec} ({m.kind})" for m in loaded))
+    override = read_data_config(data_config) if data_config else None
+    if override is None:
+        check_same_data(loaded)
+    dm = build_datamodule(loaded[0].data, override)
+    return run_potential_robustness(loaded, dm, out, data_config=data_config, settings=settings, dtype=dtype,
+                                    device=device, overwrite=overwrite, max_samples=max_samples)
 
 
 LOADER_KEYS = ("batch_size", "num_workers", "test_rotation")

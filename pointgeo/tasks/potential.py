@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pointgeo.geometry import random_rotations
 from pointgeo.metrics.potential import OMOL25_DATA_IDS, EnergyMAE, ForceCosine, ForceMAE
 from pointgeo.nn.atoms import graph_index, periodic_inputs
 from pointgeo.registry import create_model, get_model_entry
@@ -79,6 +80,18 @@ def predict_potential(net: torch.nn.Module, batch: Any, *, create_graph: bool = 
         return result
 
 
+def target_energy(batch: Any) -> Tensor:
+    """The energy a network learns, ``(B,)``: ``energy − energy_reference`` (the per-element references fitted by
+    the datamodule, :mod:`pointgeo.datamodules.molecules`), or ``energy`` for batches without references.
+
+    Totals of many-atom molecules (−10⁴…−10⁶ eV) are almost all atomic reference energy; the network learns the
+    rest (the atomisation-like energy) and adds the references back only where a total is wanted.
+    """
+    energy = batch.energy.reshape(-1)
+    reference = getattr(batch, "energy_reference", None)
+    return energy if reference is None else energy - reference.reshape(-1).to(energy.dtype)
+
+
 class PotentialTask(PointGeoTask):
     """Train and evaluate a registered ``potential`` network on energies and forces.
 
@@ -87,13 +100,16 @@ class PotentialTask(PointGeoTask):
         network_kwargs: extra constructor arguments of the network (e.g. ``direct_forces: true``).
         energy_weight: ``λ_E`` of the per-atom energy MAE (fairchem OMol: 10).
         force_weight: ``λ_F`` of the per-atom force L2 norm (fairchem OMol: 10); 0 trains on energies only.
-        data_ids: the subsets reported separately by the metrics (default: OMol25's).
+        metric_subsets: the ``data_id`` subsets the metrics also report separately (default: OMol25's). Not
+            called ``data_ids``: that is the datamodule's row filter, and Lightning merges both into one table.
         optimizer, lr, weight_decay, momentum, scheduler, min_lr, step_size, gamma: as
             :class:`~pointgeo.tasks.base.PointGeoTask`.
     """
 
     task_kind = "potential"
     test_metric = "test/force_mae"
+    test_columns = (("test/energy_mae", "energy MAE", 1.0, "meV"), ("test/force_mae", "force MAE", 1.0, "meV/Å"))
+    """What ``pointgeo train`` prints for each test rotation: ``(metric, label, scale, unit)``."""
 
     def __init__(
         self,
@@ -101,7 +117,7 @@ class PotentialTask(PointGeoTask):
         network_kwargs: dict[str, Any] | None = None,
         energy_weight: float = 10.0,
         force_weight: float = 10.0,
-        data_ids: Sequence[str] = OMOL25_DATA_IDS,
+        metric_subsets: Sequence[str] = OMOL25_DATA_IDS,
         optimizer: OptimizerName = "adamw",
         lr: float = 5e-4,
         weight_decay: float = 0.0,
@@ -122,10 +138,10 @@ class PotentialTask(PointGeoTask):
         self.net = create_model(network, **(network_kwargs or {}))
         self.metrics = torch.nn.ModuleDict({
             f"{stage}_metrics": torch.nn.ModuleDict({
-                "energy_mae": EnergyMAE(data_ids=data_ids),
-                "energy_mae_per_atom": EnergyMAE(per_atom=True, data_ids=data_ids),
-                "force_mae": ForceMAE(data_ids=data_ids),
-                "force_cos": ForceCosine(data_ids=data_ids),
+                "energy_mae": EnergyMAE(data_ids=metric_subsets),
+                "energy_mae_per_atom": EnergyMAE(per_atom=True, data_ids=metric_subsets),
+                "force_mae": ForceMAE(data_ids=metric_subsets),
+                "force_cos": ForceCosine(data_ids=metric_subsets),
             })
             for stage in ("train", "val", "test")
         })
@@ -156,7 +172,7 @@ class PotentialTask(PointGeoTask):
                                 forces=want_forces and has_forces)
         index, num_graphs = graph_index(batch)
         natoms = torch.bincount(index, minlength=num_graphs)
-        energy = batch.energy.reshape(-1).to(out["energy"].dtype)
+        energy = target_energy(batch).to(out["energy"].dtype)
         loss_e = ((out["energy"] - energy).abs() / natoms).mean()
         loss = hp.energy_weight * loss_e
         self.log(f"{stage}/loss_energy", loss_e, batch_size=num_graphs)
@@ -226,6 +242,9 @@ class TransIPPotentialTask(PotentialTask):
                  augment: bool = False, **kwargs: Any) -> None:
         if network != "transip":
             raise ValueError(f"TransIPPotentialTask trains the 'transip' network; got {network!r}")
+        if contrastive_weight < 0 or temperature <= 0:
+            raise ValueError(f"contrastive_weight must be >= 0 and temperature > 0; got {contrastive_weight}, "
+                             f"{temperature}")
         super().__init__(network=network, **kwargs)
         self.save_hyperparameters()
 
