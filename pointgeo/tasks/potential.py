@@ -249,7 +249,6 @@ class TransIPPotentialTask(PotentialTask):
         self.save_hyperparameters()
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        from pointgeo.geometry import random_rotations
         from pointgeo.nn.transip import contrastive_loss, rotate_molecules
 
         rotation = random_rotations(batch.num_graphs, dtype=batch.pos.dtype, device=batch.pos.device)
