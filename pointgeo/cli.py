@@ -90,7 +90,8 @@ def list_models_command(args: list[str]) -> None:
     import torch
 
     from pointgeo.registry import get_model_entry, list_models
-    from pointgeo.testing.shapes import guaranteed_shapes
+    from pointgeo.testing.potentials import ADVERSARIAL_MOLECULES
+    from pointgeo.testing.shapes import SHAPE_CLASSES
 
     names = list_models(ns.pattern)
     if not names:
@@ -103,8 +104,10 @@ def list_models_command(args: list[str]) -> None:
         print(f"{name:<{width}}  {e.task:<14}  {e.invariance:<11}  {e.description}")
         if e.invariance != "invariant":
             continue
+        classes = ("random molecules", *ADVERSARIAL_MOLECULES) if e.task == "potential" else SHAPE_CLASSES
         for label, dtype in (("float64", torch.float64), ("float32", torch.float32)):
-            print(f"{pad}{label} guaranteed on: {', '.join(guaranteed_shapes(e.excluded_shapes(dtype)))}")
+            excluded = e.excluded_shapes(dtype)
+            print(f"{pad}{label} guaranteed on: {', '.join(c for c in classes if c not in excluded)}")
         for shape, reason in e.not_guaranteed.items():
             print(f"{pad}not guaranteed on {shape}: {reason}")
         for shape, reason in e.float64_only.items():

@@ -119,7 +119,10 @@ def test_models_lists_the_registry_and_help_is_light() -> None:
     out = subprocess.run([sys.executable, "-m", "pointgeo", "models", "tinvnn*"], capture_output=True, text=True,
                          check=True).stdout
     names = [line.split()[0] for line in out.splitlines() if not line.startswith(" ")]
-    assert names == ["tinvnn_dgcnn", "tinvnn_pointnet", "tinvnn_pointnet_seg"] and "invariant" in out
+    assert names == ["tinvnn_atoms", "tinvnn_dgcnn", "tinvnn_pointnet", "tinvnn_pointnet_seg"] and "invariant" in out
+    atoms = out.split("tinvnn_dgcnn")[0]  # a potential lists molecules, never point-cloud shape classes
+    assert "float64 guaranteed on: random molecules, CO2, H2O, C2H4" in atoms and "not guaranteed on CH4" in atoms
+    assert "grid_cylinder" not in atoms
     out = subprocess.run([sys.executable, "-m", "pointgeo", "models", "risurconv_cls"], capture_output=True,
                          text=True, check=True).stdout
     assert out.startswith("risurconv_cls") and "float64 guaranteed on: box, ellipsoid," in out
