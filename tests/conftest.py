@@ -45,7 +45,7 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The folder of real samples of the official dataset files (:data:`TEST_DATA_SETTING`, by default
     ``../shared/data`` beside the checkout). Absent, the test is skipped with a reason naming the setting, or fails
@@ -56,7 +56,7 @@ def shared_data() -> Path:
     return folder
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_sample(shared_data: Path) -> Callable[..., Path]:
     """``shared_sample("modelnet40", "modelnet40_normal_resampled")``: that file or folder of the real samples;
     absent, the test is skipped (fails under ``CI=true``) like a missing :func:`shared_data` folder."""

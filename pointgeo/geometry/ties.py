@@ -60,18 +60,6 @@ def _regroup(group: Tensor, key: Tensor, tol: Tensor) -> tuple[Tensor, Tensor]:
     return perm, split.long().cumsum(-1)
 
 
-def lexicographic_rank(keys: list[tuple[Tensor, Tensor]]) -> Tensor:
-    """Ranks ``(B, N)`` (``0 … N-1``) of points ordered by ``keys``: ``[(key (B, N), tol (B, 1)), ...]`` compared
-    in turn, each within its tolerance; points tied in every key keep their index order."""
-    b, n = keys[0][0].shape
-    order = torch.arange(n, device=keys[0][0].device).expand(b, n)
-    group = torch.zeros(b, n, dtype=torch.long, device=order.device)
-    for key, tol in keys:
-        perm, group = _regroup(group, key.gather(-1, order), tol)
-        order = order.gather(-1, perm)
-    return torch.empty_like(order).scatter_(-1, order, torch.arange(n, device=order.device).expand(b, n))
-
-
 def lexicographic_rank(keys: list[tuple[Tensor, Tensor]] | Callable[[], list[tuple[Tensor, Tensor]]],
                        first: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """Ranks ``(B, N)`` (``0 … N-1``) of points ordered by ``keys``: ``[(key (B, N), tol (B, 1)), ...]`` compared

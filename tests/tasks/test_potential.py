@@ -84,7 +84,7 @@ def trainer(epochs: int, inference_mode: bool = False, tmp_path=None) -> pl.Trai
 def test_training_through_lightning_lowers_energy_and_force_errors() -> None:
     torch.manual_seed(0)
     train, val = morse_dataset(32, 1), morse_dataset(12, 2)
-    task = PotentialTask("painn", network_kwargs=SMALL, lr=3e-3, scheduler="none", data_ids=("spice", "ani2x"))
+    task = PotentialTask("painn", network_kwargs=SMALL, lr=3e-3, scheduler="none", metric_subsets=("spice", "ani2x"))
     task = task.double()
     loaders = DataLoader(train, batch_size=8, shuffle=True), DataLoader(val, batch_size=12)
     before = trainer(1).validate(task, loaders[1], verbose=False)[0]
