@@ -47,13 +47,7 @@ from pointgeo.datamodules.base import sample_seed
 from pointgeo.datamodules.batching import AtomBudgetBatchSampler
 from pointgeo.datamodules.release import DatasetNotFoundError, save_atomic
 from pointgeo.download import cache_dir
-from pointgeo.geometry import FieldSpec, apply_rigid_motion, sample_rotations
-
-MOLECULE_FIELDS = FieldSpec(points=("pos",), vectors=("forces",), lattice=("cell",),
-                            invariant=("z", "charge", "spin", "energy", "energy_reference", "natoms", "index",
-                                       "pbc", "data_id"))
-"""How each molecule field moves under a rigid motion: positions rotate and translate, forces rotate, cells rotate
-their rows, everything else is invariant."""
+from pointgeo.geometry import MOLECULE_FIELDS, apply_rigid_motion, sample_rotations
 
 MoleculeRotation = Literal["none", "so3"]
 

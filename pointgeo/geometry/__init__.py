@@ -6,7 +6,14 @@ re-implements them.
 """
 
 from pointgeo.geometry.checks import check_features, check_points
-from pointgeo.geometry.fields import FIELD_KINDS, POINT_CLOUD_FIELDS, FieldKind, FieldSpec, apply_rigid_motion
+from pointgeo.geometry.fields import (
+    FIELD_KINDS,
+    MOLECULE_FIELDS,
+    POINT_CLOUD_FIELDS,
+    FieldKind,
+    FieldSpec,
+    apply_rigid_motion,
+)
 from pointgeo.geometry.frame_gradient import attach_frame_gradient
 from pointgeo.geometry.frames import canonical_frame, frame_from_directions, principal_axes, sign_flips
 from pointgeo.geometry.neighbors import ball_query, index_points, knn
@@ -28,6 +35,7 @@ from pointgeo.geometry.sampling import farthest_from_centroid, farthest_point_sa
 
 __all__ = [
     "FIELD_KINDS",
+    "MOLECULE_FIELDS",
     "POINT_CLOUD_FIELDS",
     "FieldKind",
     "FieldSpec",

@@ -218,3 +218,9 @@ def apply_rigid_motion(batch: B, fields: FieldSpec, rotation: Tensor, translatio
 POINT_CLOUD_FIELDS = FieldSpec(points=("pos",), vectors=("normal",),
                                invariant=("label", "seg", "category", "index", "mask", "rotation"))
 """The declaration of the dense point-cloud batches (``ARCHITECTURE.md``, "Data in flight")."""
+
+MOLECULE_FIELDS = FieldSpec(points=("pos",), vectors=("forces",), lattice=("cell",),
+                            invariant=("z", "charge", "spin", "energy", "energy_reference", "natoms", "index",
+                                       "pbc", "data_id"))
+"""The declaration of molecule and crystal graphs: positions rotate and translate, forces rotate, cells rotate
+their rows, everything else is invariant."""

@@ -45,26 +45,21 @@ AXISYMMETRIC = ("exactly axisymmetric (two equal principal eigenvalues): the glo
                 "arbitrary within the repeated eigenspace, and points exchanged by the cloud's rotations tie in every "
                 "invariant key, so FPS picks, the k-th neighbour and the RISP reference among them follow the input "
                 "order")
-NOT_GUARANTEED = {
-    "grid_cylinder": AXISYMMETRIC,
-    "grid_cone": AXISYMMETRIC,
-    "grid_sphere": AXISYMMETRIC,
-    "threefold": "two exactly equal principal eigenvalues (threefold symmetry): points exchanged by its rotations tie "
-                 "in every invariant key, so FPS picks and neighbour ties among them follow the input order",
-}
-"""Shape classes outside RISurConv's guarantee, with the reasons."""
+THREEFOLD = ("two exactly equal principal eigenvalues (threefold symmetry): points exchanged by its rotations tie in "
+             "every invariant key, so FPS picks and neighbour ties among them follow the input order")
+NOT_GUARANTEED = {"grid_cylinder": AXISYMMETRIC, "grid_cone": AXISYMMETRIC, "grid_sphere": AXISYMMETRIC,
+                  "threefold": THREEFOLD}
+"""Shape classes outside RISurConv's (classification and segmentation) guarantee, with the reasons."""
 FPS_FLOAT32 = ("FPS in float32 runs Open3D's kernel, whose float32 distances decide the exact ties of mirror images "
                "(only its start point is decided invariantly); float64 FPS weights ties by the invariant rank")
 FLOAT64_ONLY = {
     "mirror_symmetric": FPS_FLOAT32,
     "mirror_composite": FPS_FLOAT32,
     "box_1_1001_2": FPS_FLOAT32,
-    "collinear": "float32 rounds the directions of closely spaced points by more than the √ε within which "
-                 "neighbours count as on the line of the reference direction",
     "offset_1e3": "a float32 cloud 1e3 sizes from the origin holds its shape to ~6e-5 of its size (measured 3.4e-3 "
                   "relative), above the float32 tie tolerance (6.4e-6 of the size)",
 }
-"""Shape classes on which RISurConv's invariance is guaranteed in float64 only, with the reasons."""
+"""Shape classes on which RISurConv classification's invariance is guaranteed in float64 only, with the reasons."""
 
 
 def global_axis(offsets: Tensor, signed: bool) -> Tensor:

@@ -16,7 +16,7 @@ which latent, the loss, the transformation network's form, the weights) could be
 * energy ``E = Σ_i MLP(h_i) + e_Z(z_i)``; forces by autograd (conservative) or the direct head (``W h_i``).
 
 Guarantee: ``approximate``. The energy is exactly translation and permutation invariant, and its rotation error is
-whatever training leaves: :func:`equivariance_error` measures it (for the robustness report).
+whatever training leaves: :func:`pointgeo.testing.potentials.learned_equivariance_error` measures it (for the robustness report).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pointgeo.geometry import random_rotations
+from pointgeo.geometry import MOLECULE_FIELDS, apply_rigid_motion
 from pointgeo.nn.atom_transformer import AtomTransformer, EnergyHead
 from pointgeo.nn.tinvnn_atoms import dense_molecules
 from pointgeo.registry import register_model
@@ -80,55 +80,12 @@ class TransIP(nn.Module):
         return energy, self.force_head(h)[mask]
 
 
-def rotate_molecules(batch: Any, rotation: Tensor) -> Any:
-    """A copy of ``batch`` with each molecule's positions (and ``forces``) rotated by its ``rotation (B, 3, 3)``."""
-    out = batch.clone()
-    r = rotation.to(batch.pos.dtype)[batch.batch]
-    out.pos = (batch.pos.unsqueeze(1) @ r.transpose(-1, -2)).squeeze(1)
-    if getattr(batch, "forces", None) is not None:
-        out.forces = (batch.forces.unsqueeze(1) @ r.transpose(-1, -2).to(batch.forces.dtype)).squeeze(1)
-    return out
-
-
 def contrastive_loss(net: TransIP, batch: Any, rotation: Tensor, temperature: float = 0.1) -> Tensor:
     """InfoNCE between ``T(u(x), R)`` and ``u(R x)`` over the molecules of a batch (positives on the diagonal)."""
     predicted = F.normalize(net.transform(net.latent(batch), rotation), dim=-1)
-    target = F.normalize(net.latent(rotate_molecules(batch, rotation)), dim=-1)
+    target = F.normalize(net.latent(apply_rigid_motion(batch, MOLECULE_FIELDS, rotation)), dim=-1)
     logits = predicted @ target.transpose(0, 1) / temperature
     return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
-
-
-def equivariance_error(net: TransIP, batch: Any, num_rotations: int = 8, seed: int = 0) -> dict[str, float]:
-    """Errors under ``K`` seeded Haar rotations, each molecule rotated by its own ``R_k`` (float64 advised):
-
-    * ``energy`` ``ε_E = mean_k mean_b |E_b(R_k x) − E_b(x)|`` (eV), and ``energy_per_atom`` (eV/atom);
-    * ``forces`` ``ε_F = mean_k mean_i ‖F_i(R_k x) − R_k F_i(x)‖`` (eV/Å), and ``forces_relative`` (÷ mean ‖F‖);
-    * ``latent`` ``ε_h = mean_k mean_b [1 − cos(T(u, R_k), u(R_k x))]``.
-    """
-    from pointgeo.tasks.potential import predict_potential
-
-    g = torch.Generator().manual_seed(seed)
-    natoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(batch.pos.dtype)
-    ref = predict_potential(net, batch)
-    e0, f0 = ref["energy"].detach(), ref["forces"].detach()
-    with torch.no_grad():
-        u0 = net.latent(batch)
-    sums = dict.fromkeys(("energy", "energy_per_atom", "forces", "latent"), 0.0)
-    for _ in range(num_rotations):
-        rot = random_rotations(batch.num_graphs, generator=g, dtype=torch.float64).to(batch.pos.dtype)
-        moved = rotate_molecules(batch, rot)
-        out = predict_potential(net, moved)
-        de = (out["energy"].detach() - e0).abs()
-        expected = (f0.unsqueeze(1) @ rot[batch.batch].transpose(-1, -2)).squeeze(1)
-        sums["energy"] += float(de.mean())
-        sums["energy_per_atom"] += float((de / natoms).mean())
-        sums["forces"] += float((out["forces"].detach() - expected).norm(dim=-1).mean())
-        with torch.no_grad():
-            sim = F.cosine_similarity(net.transform(u0, rot), net.latent(moved), dim=-1)
-        sums["latent"] += float((1 - sim).mean())
-    out = {k: v / num_rotations for k, v in sums.items()}
-    out["forces_relative"] = out["forces"] / max(float(f0.norm(dim=-1).mean()), torch.finfo(torch.float64).tiny)
-    return out
 
 
 _TEST_KWARGS = {"channels": 16, "num_layers": 2, "heads": 2, "num_basis": 8, "radius": 6.0, "latent_dim": 8}

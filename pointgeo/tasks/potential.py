@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pointgeo.geometry import random_rotations
+from pointgeo.geometry import MOLECULE_FIELDS, apply_rigid_motion, random_rotations
 from pointgeo.metrics.potential import OMOL25_DATA_IDS, EnergyMAE, ForceCosine, ForceMAE
 from pointgeo.nn.atoms import graph_index, periodic_inputs
 from pointgeo.registry import create_model, get_model_entry
@@ -249,10 +249,10 @@ class TransIPPotentialTask(PotentialTask):
         self.save_hyperparameters()
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        from pointgeo.nn.transip import contrastive_loss, rotate_molecules
+        from pointgeo.nn.transip import contrastive_loss
 
         rotation = random_rotations(batch.num_graphs, dtype=batch.pos.dtype, device=batch.pos.device)
-        supervised = self._step(rotate_molecules(batch, rotation) if self.hparams.augment else batch, "train")
+        supervised = self._step(apply_rigid_motion(batch, MOLECULE_FIELDS, rotation) if self.hparams.augment else batch, "train")
         if self.hparams.contrastive_weight == 0 or batch.num_graphs < 2:
             return supervised
         con = contrastive_loss(self.net, batch, rotation, self.hparams.temperature)

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pointgeo.geometry import random_rotations
+from pointgeo.geometry import MOLECULE_FIELDS, apply_rigid_motion, random_rotations
 
 TOLERANCES = {torch.float64: 1e-8, torch.float32: 1e-3}
 """Norm-wise relative bound on the energy-invariance and force-equivariance errors, by dtype."""
@@ -187,9 +187,10 @@ Predictor = Callable[[Any], tuple[Tensor, Tensor]]
 
 
 def _predictor(net: torch.nn.Module) -> Predictor:
-    from pointgeo.tasks.potential import predict_potential
 
     def run(batch: Any) -> tuple[Tensor, Tensor]:
+        from pointgeo.tasks.potential import predict_potential  # Lightning: imported only when measured
+
         out = predict_potential(net, batch)
         return out["energy"].detach(), out["forces"].detach()
 
@@ -310,3 +311,37 @@ def assert_conservative(net: torch.nn.Module, batch: Any, seed: int = 0) -> Cons
     if not report.conservative:
         raise AssertionError(f"{type(net).__name__} forces are not conservative: {report}")
     return report
+
+
+def learned_equivariance_error(net: torch.nn.Module, batch: Any, num_rotations: int = 8, seed: int = 0) -> dict[str, float]:
+    """How far a network with a contrastive latent (``transip``: ``latent``, ``transform``) is from equivariance,
+    under ``K`` seeded Haar rotations, each molecule rotated by its own ``R_k`` (float64 advised):
+
+    * ``energy`` ``ε_E = mean_k mean_b |E_b(R_k x) − E_b(x)|`` (eV), and ``energy_per_atom`` (eV/atom);
+    * ``forces`` ``ε_F = mean_k mean_i ‖F_i(R_k x) − R_k F_i(x)‖`` (eV/Å), and ``forces_relative`` (÷ mean ‖F‖);
+    * ``latent`` ``ε_h = mean_k mean_b [1 − cos(T(u, R_k), u(R_k x))]``.
+    """
+    from pointgeo.tasks.potential import predict_potential
+
+    g = torch.Generator().manual_seed(seed)
+    natoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(batch.pos.dtype)
+    ref = predict_potential(net, batch)
+    e0, f0 = ref["energy"].detach(), ref["forces"].detach()
+    with torch.no_grad():
+        u0 = net.latent(batch)
+    sums = dict.fromkeys(("energy", "energy_per_atom", "forces", "latent"), 0.0)
+    for _ in range(num_rotations):
+        rot = random_rotations(batch.num_graphs, generator=g, dtype=torch.float64).to(batch.pos.dtype)
+        moved = apply_rigid_motion(batch, MOLECULE_FIELDS, rot)
+        out = predict_potential(net, moved)
+        de = (out["energy"].detach() - e0).abs()
+        expected = (f0.unsqueeze(1) @ rot[batch.batch].transpose(-1, -2)).squeeze(1)
+        sums["energy"] += float(de.mean())
+        sums["energy_per_atom"] += float((de / natoms).mean())
+        sums["forces"] += float((out["forces"].detach() - expected).norm(dim=-1).mean())
+        with torch.no_grad():
+            sim = torch.nn.functional.cosine_similarity(net.transform(u0, rot), net.latent(moved), dim=-1)
+        sums["latent"] += float((1 - sim).mean())
+    out = {k: v / num_rotations for k, v in sums.items()}
+    out["forces_relative"] = out["forces"] / max(float(f0.norm(dim=-1).mean()), torch.finfo(torch.float64).tiny)
+    return out

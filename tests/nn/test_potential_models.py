@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from pointgeo.geometry import attach_frame_gradient
-from pointgeo.nn.transip import contrastive_loss, equivariance_error
+from pointgeo.nn.transip import contrastive_loss
+from pointgeo.testing.potentials import learned_equivariance_error
 from pointgeo.registry import create_model, get_model_entry
 from pointgeo.tasks.potential import predict_potential
 from pointgeo.testing.potentials import adversarial_molecule, measure_potential, molecule_batch, potential_test_batch
@@ -85,7 +86,7 @@ def test_tinvnn_near_degenerate_eigenvalues_error_grows_as_the_gap_closes() -> N
 def test_transip_contrastive_training_lowers_the_latent_equivariance_error() -> None:
     net = build("transip")
     batch = potential_test_batch("random")
-    before = equivariance_error(net, batch, num_rotations=4)
+    before = learned_equivariance_error(net, batch, num_rotations=4)
     assert set(before) == {"energy", "energy_per_atom", "forces", "forces_relative", "latent"}
     assert before["energy"] > 1e-6 and before["forces_relative"] > 1e-4  # not equivariant by construction
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
@@ -97,5 +98,5 @@ def test_transip_contrastive_training_lowers_the_latent_equivariance_error() -> 
         opt.zero_grad()
         loss.backward()
         opt.step()
-    after = equivariance_error(net, batch, num_rotations=4)
+    after = learned_equivariance_error(net, batch, num_rotations=4)
     assert after["latent"] < before["latent"], (before, after)
