@@ -68,6 +68,8 @@ def render(scene_path: str, out: str, width: int, height: int) -> None:
         flat.shader = "defaultUnlit"  # arrows keep their exact colour
         for name, mesh in molecule_meshes({k: data[k] for k in data.files}):
             renderer.scene.add_geometry(name, mesh, flat if name == "forces" else material)
+        profile = o3d.visualization.rendering.Open3DScene.LightingProfile.NO_SHADOWS
+        renderer.scene.set_lighting(profile, np.array([0.3, -0.5, -0.8]))
     else:
         count = len([k for k in data.files if k.startswith("pos_")])
         material.shader = "defaultUnlit"

@@ -114,7 +114,7 @@ def render_snapshot(
 def _matplotlib_molecule(scene: dict[str, np.ndarray], captions: list[str], out: Path, width: int,
                          height: int) -> None:
     plt, fig = _figure(len(captions), width, height)
-    cell_points = 0.72 * width / len(captions)  # a cell's width in points (the axes span [-1, 1])
+    cell_points = 0.5 * width / len(captions)  # about the width in points that the 3D axes' [-1, 1] spans
     for i, caption in enumerate(captions):
         ax = fig.add_subplot(1, len(captions), i + 1, projection="3d")
         atoms, arrows = scene["sphere_cell"] == i, scene["arrow_cell"] == i
@@ -126,6 +126,7 @@ def _matplotlib_molecule(scene: dict[str, np.ndarray], captions: list[str], out:
         ax.set_box_aspect((1, 1, 1))
         ax.set_xlim(-1, 1), ax.set_ylim(-1, 1), ax.set_zlim(-1, 1)
         ax.set_axis_off()
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=1 - 40 / height)  # room for two caption lines
     _save(fig, out)
     plt.close(fig)
 

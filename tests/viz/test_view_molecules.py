@@ -119,3 +119,38 @@ def test_a_bad_molecule_file_gives_one_clear_error(checkpoint: Path, tmp_path: P
     assert not (tmp_path / "x.png").exists()
     with pytest.raises(SystemExit, match="no such file"):
         main(["view", str(checkpoint), "--file", str(tmp_path / "missing.xyz"), "--snapshot", str(tmp_path / "x.png")])
+
+
+def test_a_row_of_the_checkpoints_molecule_dataset(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``--index``: a test row of the datamodule stored in the checkpoint, drawn with its reference forces."""
+    import matplotlib.pyplot as plt
+
+    from pointgeo.datamodules import MoleculeDataModule
+    from pointgeo.datamodules.ase_readers import write_aselmdb
+
+    g = torch.Generator().manual_seed(5)
+    rng = np.random.default_rng(5)
+    molecules = []
+    for _ in range(8):
+        atoms = random_molecule(5, g)
+        molecules.append({"numbers": atoms.numbers, "positions": atoms.positions, "energy": float(rng.normal()),
+                          "forces": 0.03 * rng.normal(size=(5, 3)), "data": {"charge": 0, "spin": 1}})
+    path = write_aselmdb(tmp_path / "mols.aselmdb", molecules)
+    dm = MoleculeDataModule(str(path), val_fraction=0.25, test_fraction=0.25, cache=str(tmp_path / "cache"))
+    dm.hparams["_class_path"] = "pointgeo.datamodules.MoleculeDataModule"  # what LightningCLI (pointgeo train) records
+    task = PotentialTask("painn", network_kwargs={"channels": 8, "num_layers": 1, "num_basis": 4, "cutoff": 4.0})
+    trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, inference_mode=False,
+                         limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(task, datamodule=dm)
+    trainer.save_checkpoint(tmp_path / "painn.ckpt")
+    out = tmp_path / "row.png"
+    main(["view", str(tmp_path / "painn.ckpt"), "--index", "1", "--snapshot", str(out), "--size", "600x200",
+          "--n-rotations", "1", "--renderer", "matplotlib"])
+    printed = capsys.readouterr().out
+    assert printed.count("E = ") == 2 and "force eq. err" in printed
+    image = plt.imread(out)[..., :3]
+    assert image.shape[:2] == (200, 600)
+    assert (np.abs(image - np.asarray(REFERENCE)).max(-1) < 0.1).sum() >= 5  # the row's reference forces
+    with pytest.raises(SystemExit, match="--index 9 is outside the test split"):
+        main(["view", str(tmp_path / "painn.ckpt"), "--index", "9", "--snapshot", str(out)])
