@@ -6,8 +6,8 @@ rotations in one batch, and :func:`molecule_scene` turns the views into what is 
 (Jmol's CPK-like element colours, radius from the covalent radius, both from ``ase.data``) and one arrow per atom and
 copy for the predicted forces (plus one for the reference forces when the molecule has them). For an equivariant
 model the forces of rotation ``R`` are the original forces rotated, ``F(x Rᵀ) = F(x) Rᵀ``; each view reports the
-measured ``‖F(x Rᵀ) − F(x) Rᵀ‖ / ‖F(x)‖``. The energy shown is the one the network predicts, i.e. without the
-per-element reference energies when its training data had them subtracted (as
+measured ``‖F(x Rᵀ) − F(x) Rᵀ‖ / ‖F(x)‖``. The energy shown is the one the network predicts, i.e. without
+the per-element reference energies when its training data had them subtracted (as
 :class:`~pointgeo.calculators.PointGeoCalculator` reports it).
 """
 

@@ -2,6 +2,8 @@
 
 The sample is a user's file (``--file``) or a test shape of the model's own dataset (``--index``). Interactive mode
 opens an Open3D window; ``--snapshot out.png`` renders the same scene headless (see :mod:`pointgeo.viz.snapshot`).
+For a checkpoint of the potential task the sample is a molecule (any structure file ``ase.io.read`` reads, or a
+row of its molecule dataset) drawn with its predicted (and reference) force arrows (:mod:`pointgeo.viz.molecules`).
 
 Keys in the window: ``N`` new random rotations, ``Right``/``Left`` next/previous sample, ``T`` toggle colouring
 (prediction → ground truth → error), ``H`` show/hide help.
@@ -74,6 +76,8 @@ class MoleculeState:
     n_rotations: int = 3
     seed: int = 0
     views: list[MoleculeView] = field(default_factory=list)
+    up_axis: str = "z"
+    mode: str = "element / force"  # what the colours show (the window's title)
 
     def refresh(self) -> None:
         self.views = build_molecule_views(self.task, self.samples[self.index], self.n_rotations, self.seed)
@@ -150,9 +154,7 @@ def load_state(ns: argparse.Namespace) -> ViewerState | MoleculeState:
 def main(ns: argparse.Namespace) -> None:
     """Run ``pointgeo view`` with parsed options."""
     state = load_state(ns)
-    if isinstance(state, MoleculeState):
-        if not ns.snapshot:
-            raise ValueError("the interactive window shows point clouds; view a molecule with --snapshot PNG")
+    if isinstance(state, MoleculeState) and ns.snapshot:
         from pointgeo.viz.snapshot import render_molecule_snapshot
 
         width, height = (int(v) for v in ns.size.lower().split("x"))
@@ -174,14 +176,16 @@ def main(ns: argparse.Namespace) -> None:
     run_window(state)
 
 
-def run_window(state: ViewerState) -> None:
-    """The interactive Open3D window (needs a display)."""
+def run_window(state: ViewerState | MoleculeState) -> None:
+    """The interactive Open3D window (needs a display): point clouds, or a molecule's atoms and force arrows."""
     import numpy as np
     import open3d as o3d
     import open3d.visualization.gui as gui
     import open3d.visualization.rendering as rendering
 
     from pointgeo.geometry import axis_index
+    from pointgeo.viz.molecules import molecule_scene
+    from pointgeo.viz.render_open3d import molecule_meshes
 
     app = gui.Application.instance
     app.initialize()
@@ -196,6 +200,8 @@ def run_window(state: ViewerState) -> None:
     material = rendering.MaterialRecord()
     material.shader = "defaultUnlit"
     material.point_size = 4.0
+    lit = rendering.MaterialRecord()
+    lit.shader = "defaultLit"  # the atoms of a molecule
     labels: list[Any] = []
 
     def draw() -> None:
@@ -203,12 +209,18 @@ def run_window(state: ViewerState) -> None:
         for label in labels:
             widget.remove_3d_label(label)
         labels.clear()
+        if isinstance(state, MoleculeState):
+            for name, mesh in molecule_meshes(molecule_scene(state.views)):
+                widget.scene.add_geometry(name, mesh, material if name == "forces" else lit)
         for i, view in enumerate(state.views):
+            anchor = np.array([2.4 * i - 0.6, 0.0, 0.0]) + 1.3 * np.eye(3)[axis_index(state.up_axis)]
+            if isinstance(state, MoleculeState):
+                labels.append(widget.add_3d_label(anchor, molecule_title(view, i)))
+                continue
             cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(view.pos.astype(np.float64) + [2.4 * i, 0, 0]))
             colour = view_colours(view, state.label, state.mode, len(state.class_names))
             cloud.colors = o3d.utility.Vector3dVector(np.tile(colour, (len(view.pos), 1)))
             widget.scene.add_geometry(f"cloud_{i}", cloud, material)
-            anchor = np.array([2.4 * i - 0.6, 0.0, 0.0]) + 1.3 * np.eye(3)[axis_index(state.up_axis)]
             labels.append(widget.add_3d_label(anchor, title(view, state.class_names, i)))
         bounds = widget.scene.bounding_box
         widget.setup_camera(30, bounds, bounds.get_center())
@@ -232,6 +244,8 @@ def run_window(state: ViewerState) -> None:
             state.index = (state.index + 1) % len(state.samples)
         elif event.key == gui.KeyName.LEFT:
             state.index = (state.index - 1) % len(state.samples)
+        elif event.key == gui.KeyName.T and isinstance(state, MoleculeState):
+            return gui.Widget.EventCallbackResult.IGNORED
         elif event.key == gui.KeyName.T:
             state.mode = MODES[(MODES.index(state.mode) + 1) % len(MODES)] if state.label is not None else "prediction"
         elif event.key == gui.KeyName.H:
