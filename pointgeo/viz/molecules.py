@@ -48,8 +48,8 @@ class MoleculeView:
 
 def read_molecule(path: str | Path, charge: int | None = None, spin: int | None = None) -> Any:
     """The first structure of ``path`` (any format ``ase.io.read`` reads) as a molecule ``Data`` of the contract
-    (``pos``, ``z``, ``charge``, ``spin``; ``forces`` when the file stores them). Charge and spin come from the
-    arguments, else ``atoms.info["charge"]`` / ``atoms.info["spin"]``, else 0 and 1.
+    (``pos``, ``z``, ``charge``, ``spin``; ``forces`` when the file stores them; ``cell``, ``pbc`` if periodic).
+    Charge and spin come from the arguments, else ``atoms.info["charge"]`` / ``atoms.info["spin"]``, else 0 and 1.
 
     Raises :class:`~pointgeo.datamodules.readers.DatasetFileError` naming the file when it cannot be read.
     """
@@ -80,6 +80,9 @@ def read_molecule(path: str | Path, charge: int | None = None, spin: int | None 
         forces = None
     if forces is not None:
         fields["forces"] = torch.as_tensor(np.asarray(forces), dtype=torch.float32)
+    if atoms.pbc.any():  # a crystal: the potential sees its lattice (drawn is the unit cell's atoms only)
+        fields["cell"] = torch.tensor(atoms.cell.array, dtype=torch.float32)[None]
+        fields["pbc"] = torch.tensor(atoms.pbc)[None]
     return Data(**fields)
 
 
@@ -95,6 +98,9 @@ def build_molecule_views(task: Any, molecule: Any, n_rotations: int, seed: int =
     reference = getattr(molecule, "forces", None)
     copies = [Data(pos=rotate(pos, r).float(), z=molecule.z, charge=molecule.charge.reshape(1),
                    spin=molecule.spin.reshape(1)) for r in rot]  # one per rotation (a few), not per atom
+    if getattr(molecule, "cell", None) is not None:  # lattice rows rotate with the atoms
+        for copy, r in zip(copies, rot):
+            copy.cell, copy.pbc = rotate(molecule.cell.double(), r).float(), molecule.pbc
     out = {k: v.detach() for k, v in predict_potential(task.net, Batch.from_data_list(copies)).items()}
     forces = out["forces"].detach().double().reshape(len(rot), len(pos), 3)
     expected = rotate(forces[0].expand(len(rot), -1, -1), rot)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from torch_geometric.data import Data
+from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
 
 from pointgeo.cli import main
@@ -154,3 +154,26 @@ def test_a_row_of_the_checkpoints_molecule_dataset(tmp_path: Path, capsys: pytes
     assert (np.abs(image - np.asarray(REFERENCE)).max(-1) < 0.1).sum() >= 5  # the row's reference forces
     with pytest.raises(SystemExit, match="--index 9 is outside the test split"):
         main(["view", str(tmp_path / "painn.ckpt"), "--index", "9", "--snapshot", str(out)])
+
+
+def test_a_periodic_cif_keeps_its_lattice_and_rotates_it(checkpoint: Path, tmp_path: Path) -> None:
+    from ase.build import bulk
+    from ase.io import write
+
+    from pointgeo.hub import from_pretrained
+    from pointgeo.tasks.potential import predict_potential
+
+    crystal = bulk("NaCl", "rocksalt", a=5.64) * (1, 1, 2)
+    crystal.positions[0] += 0.1  # forces are not all zero by symmetry
+    write(tmp_path / "nacl.cif", crystal)
+    molecule = read_molecule(tmp_path / "nacl.cif")
+    assert molecule.cell.shape == (1, 3, 3) and bool(molecule.pbc.all())
+    task = from_pretrained(str(checkpoint)).eval()
+    views = build_molecule_views(task, molecule, n_rotations=2, seed=0)
+    periodic = float(predict_potential(task.net, Batch.from_data_list([molecule]))["energy"][0].detach())
+    del molecule.cell, molecule.pbc
+    isolated = float(predict_potential(task.net, Batch.from_data_list([molecule]))["energy"][0].detach())
+    assert views[0].energy == pytest.approx(periodic, rel=0, abs=1e-4)
+    assert abs(periodic - isolated) > 1e-3  # the lattice's images were seen
+    for view in views[1:]:
+        assert view.equivariance_error < 1e-4 and view.energy == pytest.approx(views[0].energy, rel=0, abs=1e-4)
