@@ -93,8 +93,9 @@ def load_molecule_state(ns: argparse.Namespace, task: Any, data: dict[str, Any])
         samples: Any = [read_molecule(ns.file, ns.charge, ns.spin)]
         index = 0
     else:
-        if not data:
-            raise ValueError(f"{ns.model} stores no dataset settings; give a molecule with --file")
+        if not data.get("_class_path"):
+            raise ValueError(f"{ns.model} records no datamodule (it was not trained by pointgeo train); give a "
+                             f"molecule with --file")
         dm = build_datamodule(data, None)
         dm.set_test_rotation("none")
         dm.prepare_data()

@@ -117,6 +117,8 @@ def test_a_bad_molecule_file_gives_one_clear_error(checkpoint: Path, tmp_path: P
     with pytest.raises(SystemExit, match=r"pointgeo view: .*bad\.xyz"):
         main(["view", str(checkpoint), "--file", str(bad), "--snapshot", str(tmp_path / "x.png")])
     assert not (tmp_path / "x.png").exists()
+    with pytest.raises(SystemExit, match="records no datamodule .* with --file"):
+        main(["view", str(checkpoint), "--index", "0", "--snapshot", str(tmp_path / "x.png")])
     with pytest.raises(SystemExit, match="no such file"):
         main(["view", str(checkpoint), "--file", str(tmp_path / "missing.xyz"), "--snapshot", str(tmp_path / "x.png")])
 
