@@ -29,7 +29,7 @@ training and evaluation (LightningCLI; `pointgeo <command> --help` lists every o
 other commands:
   models      list the registered networks (or, with --pretrained, the published checkpoints)
   robustness  rotated-test report of one or several models (z/z, z/SO3, SO3/SO3, angle sweeps, invariance)
-  view        show a model's predictions on a shape and random SO(3) rotations of it (--snapshot: PNG)
+  view        a model's predictions (or a molecule's forces) on a sample and random SO(3) rotations (--snapshot: PNG)
   download    download pretrained checkpoints by name (or 'all') and verify their sha256
   cache       show, list or clear the checkpoint cache ($POINTGEO_HOME, default ~/.cache/pointgeo)
 

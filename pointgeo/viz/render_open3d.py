@@ -2,7 +2,8 @@
 
 ``python -m pointgeo.viz.render_open3d scene.npz out.png WIDTH HEIGHT`` reads ``pos_<i>`` ``(N, 3)`` and
 ``colour_<i>`` ``(3,)`` arrays and ``up`` (the dataset's up axis index) and renders cell ``i`` of a one-row grid
-seen from the side, with the up axis pointing up, with Open3D's ``OffscreenRenderer``
+seen from the side, with the up axis pointing up (or, for a molecule, the spheres and arrows of
+:func:`pointgeo.viz.molecules.molecule_scene`), with Open3D's ``OffscreenRenderer``
 (Filament on Vulkan; lavapipe on a CPU machine). A missing Vulkan driver aborts the interpreter, which is why this
 always runs in its own process.
 """
@@ -17,20 +18,68 @@ MARGIN = 1.25
 """The view is ``MARGIN`` times wider than the row of cells (perspective makes near points overflow their cell)."""
 
 
+def _align_z(vector: np.ndarray) -> np.ndarray:
+    """``(3, 3)`` rotation taking the z axis to the unit vector ``vector`` (Rodrigues' formula)."""
+    z = np.array([0.0, 0.0, 1.0])
+    axis, cos = np.cross(z, vector), float(z @ vector)
+    if np.linalg.norm(axis) < 1e-12:
+        return np.eye(3) if cos > 0 else np.diag([1.0, -1.0, -1.0])
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + k + k @ k / (1 + cos)
+
+
+def molecule_meshes(scene: dict[str, np.ndarray]) -> list[tuple[str, object]]:
+    """Open3D meshes of a molecule scene: one merged mesh of the atom spheres and one of the force arrows (copy
+    ``i`` shifted by ``2.4 i`` along x); arrows shorter than 1e-6 are left out."""
+    import open3d as o3d
+
+    spheres, arrows = o3d.geometry.TriangleMesh(), o3d.geometry.TriangleMesh()
+    for centre, radius, colour, cell in zip(scene["sphere_centre"], scene["sphere_radius"], scene["sphere_colour"],
+                                            scene["sphere_cell"]):  # a few dozen atoms x copies: meshes one by one
+        ball = o3d.geometry.TriangleMesh.create_sphere(radius=float(radius), resolution=12)
+        ball.translate(centre + np.array([2.4 * cell, 0.0, 0.0]))
+        ball.paint_uniform_color(colour)
+        spheres += ball
+    for start, vector, colour, cell in zip(scene["arrow_start"], scene["arrow_vector"], scene["arrow_colour"],
+                                           scene["arrow_cell"]):
+        length = float(np.linalg.norm(vector))
+        if length < 1e-6:
+            continue
+        arrow = o3d.geometry.TriangleMesh.create_arrow(cylinder_radius=0.02, cone_radius=0.05,
+                                                       cylinder_height=0.8 * length, cone_height=0.2 * length)
+        arrow.rotate(_align_z(vector / length), center=np.zeros(3))
+        arrow.translate(start + np.array([2.4 * cell, 0.0, 0.0]))
+        arrow.paint_uniform_color(colour)
+        arrows += arrow
+    spheres.compute_vertex_normals()
+    arrows.compute_vertex_normals()
+    return [("atoms", spheres), ("forces", arrows)]
+
+
 def render(scene_path: str, out: str, width: int, height: int) -> None:
     import open3d as o3d
 
     data = np.load(scene_path)
-    count = len([k for k in data.files if k.startswith("pos_")])
     renderer = o3d.visualization.rendering.OffscreenRenderer(width, height)
     material = o3d.visualization.rendering.MaterialRecord()
-    material.shader = "defaultUnlit"
-    material.point_size = 4.0
-    for i in range(count):
-        pos = data[f"pos_{i}"].astype(np.float64) + np.array([2.4 * i, 0.0, 0.0])
-        cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pos))
-        cloud.colors = o3d.utility.Vector3dVector(np.tile(data[f"colour_{i}"], (len(pos), 1)))
-        renderer.scene.add_geometry(f"cloud_{i}", cloud, material)
+    if "sphere_centre" in data.files:
+        count = int(data["sphere_cell"].max()) + 1
+        material.shader = "defaultLit"
+        flat = o3d.visualization.rendering.MaterialRecord()
+        flat.shader = "defaultUnlit"  # arrows keep their exact colour
+        for name, mesh in molecule_meshes({k: data[k] for k in data.files}):
+            renderer.scene.add_geometry(name, mesh, flat if name == "forces" else material)
+        profile = o3d.visualization.rendering.Open3DScene.LightingProfile.NO_SHADOWS
+        renderer.scene.set_lighting(profile, np.array([0.3, -0.5, -0.8]))
+    else:
+        count = len([k for k in data.files if k.startswith("pos_")])
+        material.shader = "defaultUnlit"
+        material.point_size = 4.0
+        for i in range(count):
+            pos = data[f"pos_{i}"].astype(np.float64) + np.array([2.4 * i, 0.0, 0.0])
+            cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pos))
+            cloud.colors = o3d.utility.Vector3dVector(np.tile(data[f"colour_{i}"], (len(pos), 1)))
+            renderer.scene.add_geometry(f"cloud_{i}", cloud, material)
     renderer.scene.set_background([1.0, 1.0, 1.0, 1.0])
     renderer.scene.view.set_post_processing(False)
     up = np.eye(3)[int(data["up"])]

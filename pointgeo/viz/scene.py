@@ -30,6 +30,13 @@ class View:
     changed: bool  # prediction differs from the unrotated shape's
 
 
+def rotation_stack(n_rotations: int, seed: int = 0) -> Tensor:
+    """``(1 + n_rotations, 3, 3)`` float64: the identity, then ``n_rotations`` Haar-random rotations seeded by
+    ``seed`` (the copies every view shows)."""
+    return torch.cat([torch.eye(3, dtype=torch.float64)[None],
+                      random_rotations(n_rotations, generator=torch.Generator().manual_seed(seed))])
+
+
 def build_views(task: torch.nn.Module, pos: Tensor, normal: Tensor | None, n_rotations: int,
                 seed: int = 0) -> list[View]:
     """The unrotated shape and ``n_rotations`` Haar-random rotations of it, all predicted in one batch.
@@ -38,8 +45,7 @@ def build_views(task: torch.nn.Module, pos: Tensor, normal: Tensor | None, n_rot
         task: a classification task, ``task(batch) -> logits (B, C)``.
         pos: ``(N, 3)`` positions; ``normal``: ``(N, 3)`` or ``None``.
     """
-    rot = torch.cat([torch.eye(3, dtype=torch.float64)[None],
-                     random_rotations(n_rotations, generator=torch.Generator().manual_seed(seed))])
+    rot = rotation_stack(n_rotations, seed)
     batch = {"pos": rotate(pos.double().expand(len(rot), -1, -1), rot).float()}
     if normal is not None:
         batch["normal"] = rotate(normal.double().expand(len(rot), -1, -1), rot).float()

@@ -7,6 +7,7 @@ scene instead. :func:`render_snapshot` returns which renderer was used.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ import numpy as np
 
 from pointgeo.geometry import axis_index
 from pointgeo.viz.render_open3d import MARGIN
+from pointgeo.viz.molecules import MoleculeView, molecule_scene, molecule_title
 from pointgeo.viz.scene import ColourMode, View, title, view_colours
 
 Renderer = Literal["auto", "open3d", "matplotlib"]
@@ -31,12 +33,12 @@ def _figure(n: int, width: int, height: int):  # noqa: ANN202
     return plt, plt.figure(figsize=(width / 100, height / 100), dpi=100)
 
 
-def _open3d(views: list[View], colours: list[np.ndarray], captions: list[str], out: Path, width: int,
-            height: int, timeout: float, up: int) -> bool:
+def _open3d(arrays: dict[str, np.ndarray], captions: list[str], red: list[bool], out: Path, width: int,
+            height: int, timeout: float) -> bool:
+    """Render the scene ``arrays`` (see :mod:`pointgeo.viz.render_open3d`) in a subprocess and caption it."""
     with tempfile.TemporaryDirectory() as tmp:
         scene, raw = Path(tmp) / "scene.npz", Path(tmp) / "raw.png"
-        np.savez(scene, **{f"pos_{i}": v.pos for i, v in enumerate(views)},
-                 **{f"colour_{i}": c for i, c in enumerate(colours)}, up=np.asarray(up))
+        np.savez(scene, **arrays)
         try:
             done = subprocess.run([sys.executable, "-m", "pointgeo.viz.render_open3d", str(scene), str(raw),
                                    str(width), str(max(1, height - 60))], capture_output=True, timeout=timeout)
@@ -44,17 +46,24 @@ def _open3d(views: list[View], colours: list[np.ndarray], captions: list[str], o
             return False
         if done.returncode != 0 or not raw.is_file():
             return False
-        plt, fig = _figure(len(views), width, height)
+        plt, fig = _figure(len(captions), width, height)
         image = plt.imread(raw)
         ax = fig.add_axes((0, 0, 1, (height - 60) / height))
         ax.imshow(image)
         ax.axis("off")
         for i, caption in enumerate(captions):
-            fig.text(0.5 + ((i + 0.5) / len(views) - 0.5) / MARGIN, 1 - 30 / height, caption, ha="center", va="center", fontsize=9,
-                     color="red" if views[i].changed else "black")
-        fig.savefig(out, dpi=100)
+            fig.text(0.5 + ((i + 0.5) / len(captions) - 0.5) / MARGIN, 1 - 30 / height, caption, ha="center",
+                     va="center", fontsize=9, color="red" if red[i] else "black")
+        _save(fig, out)
         plt.close(fig)
     return True
+
+
+def _save(fig, out: Path) -> None:  # noqa: ANN001
+    """Write the figure to a temporary name beside ``out`` and move it in place."""
+    part = out.with_name(out.name + ".part.png")
+    fig.savefig(part, dpi=100)
+    os.replace(part, out)
 
 
 def _matplotlib(views: list[View], colours: list[np.ndarray], captions: list[str], out: Path, width: int,
@@ -67,7 +76,7 @@ def _matplotlib(views: list[View], colours: list[np.ndarray], captions: list[str
         ax.set_box_aspect((1, 1, 1))
         ax.set_xlim(-1, 1), ax.set_ylim(-1, 1), ax.set_zlim(-1, 1)
         ax.set_axis_off()
-    fig.savefig(out, dpi=100)
+    _save(fig, out)
     plt.close(fig)
 
 
@@ -91,9 +100,51 @@ def render_snapshot(
     captions = [title(v, class_names, i) for i, v in enumerate(views)]
     width, height = size
     up = axis_index(up_axis)
-    if renderer in ("auto", "open3d") and _open3d(views, colours, captions, out, width, height, timeout, up):
+    arrays = {**{f"pos_{i}": v.pos for i, v in enumerate(views)}, **{f"colour_{i}": c for i, c in enumerate(colours)},
+              "up": np.asarray(up)}
+    if renderer in ("auto", "open3d") and _open3d(arrays, captions, [v.changed for v in views], out, width, height,
+                                                  timeout):
         return "open3d"
     if renderer == "open3d":
         raise RuntimeError("Open3D could not render offscreen (no Vulkan driver? see the README's system packages)")
     _matplotlib(views, colours, captions, out, width, height)
+    return "matplotlib"
+
+
+def _matplotlib_molecule(scene: dict[str, np.ndarray], captions: list[str], out: Path, width: int,
+                         height: int) -> None:
+    plt, fig = _figure(len(captions), width, height)
+    cell_points = 0.5 * width / len(captions)  # about the width in points that the 3D axes' [-1, 1] spans
+    for i, caption in enumerate(captions):
+        ax = fig.add_subplot(1, len(captions), i + 1, projection="3d")
+        atoms, arrows = scene["sphere_cell"] == i, scene["arrow_cell"] == i
+        ax.scatter(*scene["sphere_centre"][atoms].T, c=scene["sphere_colour"][atoms], depthshade=False,
+                   s=(scene["sphere_radius"][atoms] * cell_points) ** 2, edgecolors="0.3", linewidths=0.5)
+        ax.quiver(*scene["arrow_start"][arrows].T, *scene["arrow_vector"][arrows].T,
+                  colors=scene["arrow_colour"][arrows], arrow_length_ratio=0.25, linewidths=1.2)
+        ax.set_title(caption, fontsize=8)
+        ax.set_box_aspect((1, 1, 1))
+        ax.set_xlim(-1, 1), ax.set_ylim(-1, 1), ax.set_zlim(-1, 1)
+        ax.set_axis_off()
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=1 - 40 / height)  # room for two caption lines
+    _save(fig, out)
+    plt.close(fig)
+
+
+def render_molecule_snapshot(views: list[MoleculeView], out: str | Path, *, size: tuple[int, int] = (1200, 400),
+                             renderer: Renderer = "auto", timeout: float = 120.0) -> str:
+    """Write the molecule scene of ``views`` (:func:`pointgeo.viz.molecules.molecule_scene`) to ``out`` (PNG);
+    returns ``"open3d"`` or ``"matplotlib"``."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scene = molecule_scene(views)
+    captions = [molecule_title(v, i) for i, v in enumerate(views)]
+    width, height = size
+    arrays = {**scene, "up": np.asarray(2)}
+    if renderer in ("auto", "open3d") and _open3d(arrays, captions, [False] * len(views), out, width, height,
+                                                  timeout):
+        return "open3d"
+    if renderer == "open3d":
+        raise RuntimeError("Open3D could not render offscreen (no Vulkan driver? see the README's system packages)")
+    _matplotlib_molecule(scene, captions, out, width, height)
     return "matplotlib"

@@ -2,6 +2,8 @@
 
 The sample is a user's file (``--file``) or a test shape of the model's own dataset (``--index``). Interactive mode
 opens an Open3D window; ``--snapshot out.png`` renders the same scene headless (see :mod:`pointgeo.viz.snapshot`).
+For a checkpoint of the potential task the sample is a molecule (any structure file ``ase.io.read`` reads, or a
+row of its molecule dataset) drawn with its predicted (and reference) force arrows (:mod:`pointgeo.viz.molecules`).
 
 Keys in the window: ``N`` new random rotations, ``Right``/``Left`` next/previous sample, ``T`` toggle colouring
 (prediction → ground truth → error), ``H`` show/hide help.
@@ -15,6 +17,7 @@ from typing import Any
 
 import torch
 
+from pointgeo.viz.molecules import MoleculeView, build_molecule_views, molecule_title
 from pointgeo.viz.scene import ColourMode, View, build_views, title, view_colours
 
 HELP = "N: new rotations   Left/Right: previous/next sample   T: colour by prediction / truth / error   H: help"
@@ -49,26 +52,77 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``pointgeo view``."""
     parser.add_argument("model", help="pretrained name, checkpoint path or file:// URL")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--file", help="a point or mesh file (.ply .pcd .xyz .txt .off .obj .stl)")
+    source.add_argument("--file", help="a point or mesh file (.ply .pcd .xyz .txt .off .obj .stl); for a potential, "
+                        "any structure file ase.io.read reads (.xyz .extxyz .traj .cif ...)")
     source.add_argument("--index", type=int, default=0, help="test shape of the model's dataset (default 0)")
     parser.add_argument("--n-rotations", type=int, default=3, help="random SO(3) rotations shown beside the shape")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--charge", type=int, help="total charge of a --file molecule (default: atoms.info or 0)")
+    parser.add_argument("--spin", type=int, help="spin multiplicity 2S+1 of a --file molecule (default: "
+                        "atoms.info or 1)")
     parser.add_argument("--colour", choices=MODES, default="prediction")
     parser.add_argument("--snapshot", help="render to this PNG without a display and exit")
     parser.add_argument("--size", default="1200x400", help="snapshot size WIDTHxHEIGHT")
     parser.add_argument("--renderer", choices=["auto", "open3d", "matplotlib"], default="auto")
 
 
-def load_state(ns: argparse.Namespace) -> ViewerState:
-    """Load the model and the sample(s) the options name."""
+@dataclass
+class MoleculeState:
+    """A potential, its molecule(s) and the copies shown (:mod:`pointgeo.viz.molecules`)."""
+
+    task: Any
+    samples: Any  # a molecule dataset, or a list with the user's molecule
+    index: int = 0
+    n_rotations: int = 3
+    seed: int = 0
+    views: list[MoleculeView] = field(default_factory=list)
+    up_axis: str = "z"
+    mode: str = "element / force"  # what the colours show (the window's title)
+
+    def refresh(self) -> None:
+        self.views = build_molecule_views(self.task, self.samples[self.index], self.n_rotations, self.seed)
+
+
+def load_molecule_state(ns: argparse.Namespace, task: Any, data: dict[str, Any]) -> MoleculeState:
+    """The potential ``task`` and the molecule the options name: ``--file`` (read by ASE) or row ``--index`` of
+    the test split of the checkpoint's molecule dataset."""
+    from pointgeo.datamodules.settings import build_datamodule
+    from pointgeo.viz.molecules import read_molecule
+
+    if ns.file:
+        samples: Any = [read_molecule(ns.file, ns.charge, ns.spin)]
+        index = 0
+    else:
+        if not data.get("_class_path"):
+            raise ValueError(f"{ns.model} records no datamodule (it was not trained by pointgeo train); give a "
+                             f"molecule with --file")
+        dm = build_datamodule(data, None)
+        dm.set_test_rotation("none")
+        dm.prepare_data()
+        dm.setup("test")
+        samples = dm.dataset("test")
+        if not 0 <= ns.index < len(samples):
+            raise ValueError(f"--index {ns.index} is outside the test split (0 .. {len(samples) - 1})")
+        index = ns.index
+    state = MoleculeState(task, samples, index, ns.n_rotations, ns.seed)
+    state.refresh()
+    return state
+
+
+def load_state(ns: argparse.Namespace) -> ViewerState | MoleculeState:
+    """Load the model and the sample(s) the options name (molecules for a checkpoint of the potential task)."""
     from pointgeo.datamodules.base import normalize_unit_sphere
     from pointgeo.datamodules.settings import build_datamodule
     from pointgeo.hub import fetch, from_pretrained, load_checkpoint
 
+    if ns.n_rotations < 0:
+        raise ValueError(f"--n-rotations must be >= 0, got {ns.n_rotations}")
     path = fetch(ns.model, progress=False)
     ckpt = load_checkpoint(path)
     task = from_pretrained(str(path)).eval()
     data = ckpt.get("datamodule_hyper_parameters", {})
+    if ckpt.get("pointgeo", {}).get("task") == "potential":
+        return load_molecule_state(ns, task, data)
     if ns.file:
         from pointgeo.viz.io import read_points
 
@@ -101,6 +155,15 @@ def load_state(ns: argparse.Namespace) -> ViewerState:
 def main(ns: argparse.Namespace) -> None:
     """Run ``pointgeo view`` with parsed options."""
     state = load_state(ns)
+    if isinstance(state, MoleculeState) and ns.snapshot:
+        from pointgeo.viz.snapshot import render_molecule_snapshot
+
+        width, height = (int(v) for v in ns.size.lower().split("x"))
+        used = render_molecule_snapshot(state.views, ns.snapshot, size=(width, height), renderer=ns.renderer)
+        print(f"snapshot: {ns.snapshot} (renderer: {used})")
+        for i, view in enumerate(state.views):
+            print("  " + molecule_title(view, i).replace("\n", ": "))
+        return
     if ns.snapshot:
         from pointgeo.viz.snapshot import render_snapshot
 
@@ -114,14 +177,16 @@ def main(ns: argparse.Namespace) -> None:
     run_window(state)
 
 
-def run_window(state: ViewerState) -> None:
-    """The interactive Open3D window (needs a display)."""
+def run_window(state: ViewerState | MoleculeState) -> None:
+    """The interactive Open3D window (needs a display): point clouds, or a molecule's atoms and force arrows."""
     import numpy as np
     import open3d as o3d
     import open3d.visualization.gui as gui
     import open3d.visualization.rendering as rendering
 
     from pointgeo.geometry import axis_index
+    from pointgeo.viz.molecules import molecule_scene
+    from pointgeo.viz.render_open3d import molecule_meshes
 
     app = gui.Application.instance
     app.initialize()
@@ -136,6 +201,8 @@ def run_window(state: ViewerState) -> None:
     material = rendering.MaterialRecord()
     material.shader = "defaultUnlit"
     material.point_size = 4.0
+    lit = rendering.MaterialRecord()
+    lit.shader = "defaultLit"  # the atoms of a molecule
     labels: list[Any] = []
 
     def draw() -> None:
@@ -143,12 +210,18 @@ def run_window(state: ViewerState) -> None:
         for label in labels:
             widget.remove_3d_label(label)
         labels.clear()
+        if isinstance(state, MoleculeState):
+            for name, mesh in molecule_meshes(molecule_scene(state.views)):
+                widget.scene.add_geometry(name, mesh, material if name == "forces" else lit)
         for i, view in enumerate(state.views):
+            anchor = np.array([2.4 * i - 0.6, 0.0, 0.0]) + 1.3 * np.eye(3)[axis_index(state.up_axis)]
+            if isinstance(state, MoleculeState):
+                labels.append(widget.add_3d_label(anchor, molecule_title(view, i)))
+                continue
             cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(view.pos.astype(np.float64) + [2.4 * i, 0, 0]))
             colour = view_colours(view, state.label, state.mode, len(state.class_names))
             cloud.colors = o3d.utility.Vector3dVector(np.tile(colour, (len(view.pos), 1)))
             widget.scene.add_geometry(f"cloud_{i}", cloud, material)
-            anchor = np.array([2.4 * i - 0.6, 0.0, 0.0]) + 1.3 * np.eye(3)[axis_index(state.up_axis)]
             labels.append(widget.add_3d_label(anchor, title(view, state.class_names, i)))
         bounds = widget.scene.bounding_box
         widget.setup_camera(30, bounds, bounds.get_center())
@@ -172,6 +245,8 @@ def run_window(state: ViewerState) -> None:
             state.index = (state.index + 1) % len(state.samples)
         elif event.key == gui.KeyName.LEFT:
             state.index = (state.index - 1) % len(state.samples)
+        elif event.key == gui.KeyName.T and isinstance(state, MoleculeState):
+            return gui.Widget.EventCallbackResult.IGNORED
         elif event.key == gui.KeyName.T:
             state.mode = MODES[(MODES.index(state.mode) + 1) % len(MODES)] if state.label is not None else "prediction"
         elif event.key == gui.KeyName.H:

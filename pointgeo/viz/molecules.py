@@ -1,0 +1,151 @@
+"""What ``pointgeo view`` shows for a potential: a molecule and random SO(3) rotations of it with predicted forces.
+
+:func:`read_molecule` reads any file ``ase.io.read`` reads into the molecule data contract
+(:mod:`pointgeo.datamodules.molecules`), :func:`build_molecule_views` runs the potential on the molecule and its
+rotations in one batch, and :func:`molecule_scene` turns the views into what is drawn: one sphere per atom
+(Jmol's CPK-like element colours, radius from the covalent radius, both from ``ase.data``) and one arrow per atom and
+copy for the predicted forces (plus one for the reference forces when the molecule has them). For an equivariant
+model the forces of rotation ``R`` are the original forces rotated, ``F(x Rᵀ) = F(x) Rᵀ``; each view reports the
+measured ``‖F(x Rᵀ) − F(x) Rᵀ‖ / ‖F(x)‖``. The energy shown is the one the network predicts, i.e. without
+the per-element reference energies when its training data had them subtracted (as
+:class:`~pointgeo.calculators.PointGeoCalculator` reports it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pointgeo.geometry import rotate
+from pointgeo.viz.scene import rotation_stack
+
+PREDICTED, REFERENCE = (0.8, 0.0, 0.8), (0.0, 0.6, 0.0)
+"""Arrow colours: predicted forces magenta, reference forces green (hues no common element has in Jmol's colours)."""
+ATOM_SCALE = 0.5
+"""Sphere radius = ``ATOM_SCALE`` × the element's covalent radius (a ball-and-stick-like look)."""
+ARROW_LENGTH = 0.6
+"""The longest force arrow of the scene, in units of the molecule's (normalised) radius."""
+
+
+@dataclass
+class MoleculeView:
+    """One copy of the molecule: rotated positions ``(N, 3)`` (Å, centred), the rotation ``(3, 3)``, predicted
+    energy (eV) and forces ``(N, 3)`` (eV/Å), the rotated reference forces or ``None``, and the measured force
+    equivariance error against the unrotated copy."""
+
+    pos: np.ndarray
+    z: np.ndarray
+    rotation: np.ndarray
+    energy: float
+    forces: np.ndarray
+    reference: np.ndarray | None
+    equivariance_error: float
+
+
+def read_molecule(path: str | Path, charge: int | None = None, spin: int | None = None) -> Any:
+    """The first structure of ``path`` (any format ``ase.io.read`` reads) as a molecule ``Data`` of the contract
+    (``pos``, ``z``, ``charge``, ``spin``; ``forces`` when the file stores them; ``cell``, ``pbc`` if periodic).
+    Charge and spin come from the arguments, else ``atoms.info["charge"]`` / ``atoms.info["spin"]``, else 0 and 1.
+
+    Raises :class:`~pointgeo.datamodules.readers.DatasetFileError` naming the file when it cannot be read.
+    """
+    from ase.io import read
+    from torch_geometric.data import Data
+
+    from pointgeo.datamodules.ase_readers import check_geometry
+    from pointgeo.datamodules.readers import DatasetFileError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetFileError(f"no such file: {path}")
+    try:
+        atoms = read(path, index=0)
+    except Exception as exc:  # noqa: BLE001  (ASE's readers raise many kinds of errors for bad files)
+        raise DatasetFileError(f"{path} is not a structure file ase.io.read can read: "
+                               f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+    if len(atoms) == 0:
+        raise DatasetFileError(f"{path} contains no atoms")
+    pos, z = np.asarray(atoms.positions, dtype=np.float64), np.asarray(atoms.numbers, dtype=np.int64)
+    check_geometry(z, pos, str(path))
+    fields = {"pos": torch.from_numpy(pos).float(), "z": torch.from_numpy(z),
+              "charge": torch.tensor([int(atoms.info.get("charge", 0) if charge is None else charge)]),
+              "spin": torch.tensor([int(atoms.info.get("spin", 1) if spin is None else spin)])}
+    try:
+        forces = atoms.get_forces() if atoms.calc is not None else atoms.arrays.get("forces")
+    except Exception:  # noqa: BLE001  (a calculator without stored forces)
+        forces = None
+    if forces is not None:
+        fields["forces"] = torch.as_tensor(np.asarray(forces), dtype=torch.float32)
+    if atoms.pbc.any():  # a crystal: the potential sees its lattice (drawn is the unit cell's atoms only)
+        fields["cell"] = torch.tensor(atoms.cell.array, dtype=torch.float32)[None]
+        fields["pbc"] = torch.tensor(atoms.pbc)[None]
+    return Data(**fields)
+
+
+def build_molecule_views(task: Any, molecule: Any, n_rotations: int, seed: int = 0) -> list[MoleculeView]:
+    """The molecule (centred on its centroid) and ``n_rotations`` Haar-random rotations of it, energies and forces
+    predicted in one batch by ``task`` (a :class:`~pointgeo.tasks.PotentialTask`)."""
+    from torch_geometric.data import Batch, Data
+
+    from pointgeo.tasks.potential import predict_potential
+
+    rot = rotation_stack(n_rotations, seed)
+    pos = molecule.pos.double() - molecule.pos.double().mean(0)
+    reference = getattr(molecule, "forces", None)
+    copies = [Data(pos=rotate(pos, r).float(), z=molecule.z, charge=molecule.charge.reshape(1),
+                   spin=molecule.spin.reshape(1)) for r in rot]  # one per rotation (a few), not per atom
+    if getattr(molecule, "cell", None) is not None:  # lattice rows rotate with the atoms
+        for copy, r in zip(copies, rot):
+            copy.cell, copy.pbc = rotate(molecule.cell.double(), r).float(), molecule.pbc
+    out = {k: v.detach() for k, v in predict_potential(task.net, Batch.from_data_list(copies)).items()}
+    forces = out["forces"].detach().double().reshape(len(rot), len(pos), 3)
+    expected = rotate(forces[0].expand(len(rot), -1, -1), rot)
+    scale = forces[0].norm().clamp_min(1e-30)
+    errors = (forces - expected).flatten(1).norm(dim=1) / scale
+    return [MoleculeView(rotate(pos, rot[i]).numpy(), molecule.z.numpy(), rot[i].numpy(),
+                         float(out["energy"][i]), forces[i].numpy(),
+                         None if reference is None else rotate(reference.double(), rot[i]).numpy(),
+                         float(errors[i])) for i in range(len(rot))]
+
+
+def molecule_scene(views: list[MoleculeView]) -> dict[str, np.ndarray]:
+    """What is drawn, in normalised units (each copy fits the unit sphere; copy ``i`` is drawn in cell ``i``):
+
+    ``sphere_centre (S, 3)``, ``sphere_radius (S,)``, ``sphere_colour (S, 3)``, ``sphere_cell (S,)`` with one sphere
+    per atom and copy, and ``arrow_start (A, 3)``, ``arrow_vector (A, 3)``, ``arrow_colour (A, 3)``,
+    ``arrow_cell (A,)`` with one predicted-force arrow per atom and copy, then one reference-force arrow per atom and
+    copy when the molecule has reference forces. Arrows share one scale: the longest is ``ARROW_LENGTH``.
+    """
+    from ase.data import covalent_radii
+    from ase.data.colors import jmol_colors
+
+    z = views[0].z
+    radius = ATOM_SCALE * covalent_radii[z]
+    extent = float(np.linalg.norm(views[0].pos, axis=1).max() + radius.max())
+    fields = [np.stack([v.forces for v in views])]
+    if views[0].reference is not None:
+        fields.append(np.stack([v.reference for v in views]))
+    longest = max(float(np.linalg.norm(f, axis=-1).max()) for f in fields)
+    force_scale = ARROW_LENGTH / longest if longest > 0 else 0.0
+    centres = np.stack([v.pos for v in views]) / extent  # (C, N, 3)
+    cells = np.repeat(np.arange(len(views)), len(z))
+    arrows = np.concatenate(fields)  # (C or 2C, N, 3)
+    colours = np.concatenate([np.tile(c, (len(views) * len(z), 1)) for c in (PREDICTED, REFERENCE)[: len(fields)]])
+    return {
+        "sphere_centre": centres.reshape(-1, 3), "sphere_radius": np.tile(radius / extent, len(views)),
+        "sphere_colour": np.tile(jmol_colors[z], (len(views), 1)), "sphere_cell": cells,
+        "arrow_start": np.tile(centres.reshape(-1, 3), (len(fields), 1)),
+        "arrow_vector": arrows.reshape(-1, 3) * force_scale, "arrow_colour": colours,
+        "arrow_cell": np.tile(cells, len(fields)),
+    }
+
+
+def molecule_title(view: MoleculeView, index: int) -> str:
+    """The caption of a view: which copy, predicted energy, and the measured force equivariance error."""
+    name = "original" if index == 0 else f"rotation {index}"
+    error = "" if index == 0 else f", force eq. err {view.equivariance_error:.1e}"
+    return f"{name}\nE = {view.energy:.4f} eV{error}"
