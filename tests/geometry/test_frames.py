@@ -15,7 +15,7 @@ def test_canonical_coordinates_are_invariant_for_generic_clouds() -> None:
     rot = random_rotations(5, generator=torch.Generator().manual_seed(0))
     moved = rotate(pos, rot) - 4.0
     frame2, c2 = canonical_frame(moved)
-    assert torch.allclose((pos - c) @ frame, (moved - c2) @ frame2, atol=1e-10)
+    assert torch.allclose((pos - c) @ frame, (moved - c2) @ frame2, rtol=0, atol=1e-10)
     assert torch.allclose(torch.linalg.det(frame), torch.ones(5, dtype=torch.float64))
 
 
@@ -25,7 +25,7 @@ def test_sign_flips_form_the_proper_group() -> None:
     assert flips.shape == (2, 4, 3, 3)
     assert torch.allclose(torch.linalg.det(flips), torch.ones(2, 4, dtype=torch.float64))
     relative = frame.transpose(-1, -2).unsqueeze(1) @ flips  # diagonal sign matrices
-    assert torch.allclose(relative.abs(), torch.eye(3, dtype=torch.float64).expand(2, 4, 3, 3), atol=1e-12)
+    assert torch.allclose(relative.abs(), torch.eye(3, dtype=torch.float64).expand(2, 4, 3, 3), rtol=0, atol=1e-12)
 
 
 def test_degenerate_clouds_give_finite_frames() -> None:
@@ -49,4 +49,4 @@ def test_the_signed_least_axis_of_a_plane_rotates_with_it() -> None:
     assert (skew_signs(centred @ principal_axes(centred)[1])[:, 2] == 0).all()  # no third moment across the plane
     rot = random_rotations(2, generator=torch.Generator().manual_seed(8))
     expected = (signed_least_axis(centred).unsqueeze(1) @ rot.transpose(-1, -2)).squeeze(1)
-    assert torch.allclose(signed_least_axis(rotate(centred, rot)), expected, atol=1e-10)
+    assert torch.allclose(signed_least_axis(rotate(centred, rot)), expected, rtol=0, atol=1e-10)

@@ -26,7 +26,7 @@ def test_knn_matches_brute_force_distances(max_elements: int) -> None:
     q, p = torch.randn(3, 50, 3, dtype=torch.float64), torch.randn(3, 70, 3, dtype=torch.float64)
     idx, d = knn(q, p, 7, max_elements=max_elements)
     assert idx.shape == (3, 50, 7)
-    assert torch.allclose(d, brute_knn(q, p, 7), atol=1e-12)
+    assert torch.allclose(d, brute_knn(q, p, 7), rtol=0, atol=1e-12)
     assert torch.allclose(((index_points(p, idx) - q[:, :, None]) ** 2).sum(-1), d)
 
 
@@ -74,7 +74,7 @@ def test_default_fps_is_rotation_translation_and_permutation_invariant() -> None
     perm = torch.randperm(500)
     moved = rotate(pos, rot)[:, perm] + 3.0
     chosen_moved = index_points(moved, farthest_point_sampling(moved, 64))
-    assert torch.allclose(rotate(chosen, rot) + 3.0, chosen_moved, atol=1e-10)
+    assert torch.allclose(rotate(chosen, rot) + 3.0, chosen_moved, rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("m", [100, 300])
@@ -85,7 +85,7 @@ def test_fps_decides_the_ties_of_a_mirror_symmetric_cloud_invariantly(m: int) ->
     moved = rotate(pos, rot)[:, perm] + torch.tensor([3.0, -1.0, 7.0], dtype=torch.float64)
     chosen = rotate(index_points(pos, farthest_point_sampling(pos, m)), rot)
     chosen_moved = index_points(moved, farthest_point_sampling(moved, m)) - torch.tensor([3.0, -1.0, 7.0])
-    assert torch.allclose(chosen, chosen_moved, atol=1e-10)
+    assert torch.allclose(chosen, chosen_moved, rtol=0, atol=1e-10)
 
 
 def test_fps_repeats_the_distinct_picks_once_every_point_is_taken() -> None:

@@ -30,7 +30,7 @@ def test_faithful_transformer_mixes_batch_mates_and_the_default_does_not() -> No
     for batch_first, mixes in ((True, False), (False, True)):
         net = build(use_normals=False, batch_first=batch_first)
         with torch.no_grad():
-            changed = not torch.allclose(net(pos)[0], net(other)[0], atol=1e-10)
+            changed = not torch.allclose(net(pos)[0], net(other)[0], rtol=0, atol=1e-10)
         assert changed == mixes
 
 
@@ -100,7 +100,7 @@ def test_neighbourhood_attention_normalised_over_centres_couples_neighbourhoods(
     for norm, coupled in (("query", False), ("centres", True)):
         attention = OffsetAttention(8, norm=norm).double().eval()
         with torch.no_grad():
-            changed = not torch.allclose(attention(x)[:, 0], attention(y)[:, 0], atol=1e-12)
+            changed = not torch.allclose(attention(x)[:, 0], attention(y)[:, 0], rtol=0, atol=1e-12)
         assert changed == coupled
 
 
