@@ -86,7 +86,6 @@ class MoleculeState:
 def load_molecule_state(ns: argparse.Namespace, task: Any, data: dict[str, Any]) -> MoleculeState:
     """The potential ``task`` and the molecule the options name: ``--file`` (read by ASE) or row ``--index`` of
     the test split of the checkpoint's molecule dataset."""
-    from pointgeo.datamodules.settings import build_datamodule
     from pointgeo.viz.molecules import read_molecule
 
     if ns.file:
@@ -96,17 +95,26 @@ def load_molecule_state(ns: argparse.Namespace, task: Any, data: dict[str, Any])
         if not data.get("_class_path"):
             raise ValueError(f"{ns.model} records no datamodule (it was not trained by pointgeo train); give a "
                              f"molecule with --file")
-        dm = build_datamodule(data, None)
-        dm.set_test_rotation("none")
-        dm.prepare_data()
-        dm.setup("test")
-        samples = dm.dataset("test")
-        if not 0 <= ns.index < len(samples):
-            raise ValueError(f"--index {ns.index} is outside the test split (0 .. {len(samples) - 1})")
+        _, samples = load_test_split(data, ns.index)
         index = ns.index
     state = MoleculeState(task, samples, index, ns.n_rotations, ns.seed)
     state.refresh()
     return state
+
+
+def load_test_split(data: dict[str, Any], index: int) -> tuple[Any, Any]:
+    """The datamodule rebuilt from a checkpoint's stored ``data`` settings and its unrotated test split, after
+    checking that ``index`` is one of its samples."""
+    from pointgeo.datamodules.settings import build_datamodule
+
+    dm = build_datamodule(data, None)
+    dm.set_test_rotation("none")
+    dm.prepare_data()
+    dm.setup("test")
+    samples = dm.dataset("test")
+    if not 0 <= index < len(samples):
+        raise ValueError(f"--index {index} is outside the test split (0 .. {len(samples) - 1})")
+    return dm, samples
 
 
 def load_state(ns: argparse.Namespace) -> ViewerState | MoleculeState:
@@ -137,13 +145,7 @@ def load_state(ns: argparse.Namespace) -> ViewerState | MoleculeState:
         dm = build_datamodule(data, None)
         index = 0
     else:
-        dm = build_datamodule(data, None)
-        dm.set_test_rotation("none")
-        dm.prepare_data()
-        dm.setup("test")
-        samples = dm.dataset("test")
-        if not 0 <= ns.index < len(samples):
-            raise ValueError(f"--index {ns.index} is outside the test split (0 .. {len(samples) - 1})")
+        dm, samples = load_test_split(data, ns.index)
         index = ns.index
     if task.hparams.num_classes != dm.num_classes:
         raise ValueError(f"{ns.model} predicts {task.hparams.num_classes} classes but its data has {dm.num_classes}")
