@@ -6,10 +6,19 @@ centred Cartesian coordinates). Molecules are padded to dense ``(B, N_max)`` ten
 molecule (no loop over molecules).
 
 Token of atom ``i``: ``t_i = Emb_Z(z_i) + Emb_q(q) + Emb_s(s) + MLP(φ(x_i))``, ``φ`` Gaussian features of each of
-the three coordinates. Each of ``L`` pre-LayerNorm blocks: ``h ← h + MHA(LN h)``, ``h ← h + MLP(LN h)``, the
-attention logits biased by ``b_ij = MLP(RBF(‖x_i − x_j‖))`` per head and block (a rotation-invariant distance
-bias). Energy:
-``E = Σ_i MLP(h_i) + e_Z(z_i)``.
+the three coordinates. Each of ``L`` pre-LayerNorm blocks: ``h ← h + MHA(LN h)``, ``h ← h + MLP(LN h)``. The
+attention carries the interatomic distances ``d_ij = ‖x_i − x_j‖`` twice, both rotation invariant: its logits are
+biased by ``b_ij = MLP(RBF(d_ij))`` per head and block, and its values are filtered per pair and channel,
+``out_i = Σ_j softmax_j(q_i·k_j/√d + b_ij) (W RBF(d_ij)) ⊙ v_j`` (a continuous filter as in SchNet and
+TorchMD-Net's equivariant transformer). Energy: ``E = Σ_i MLP(h_i) + e_Z(z_i)``.
+
+Why the value filter: with the distances only in the logits, a token's update is a convex combination of its
+neighbours' values, whose geometry is only their absolute coordinates; the energy then depends on bond lengths
+through the attention weights alone, which is a weak, saturating channel. Measured on 1600 SpookyNet rows
+(CH2 and Ag3, 200 AdamW steps, lr 5e-4): TinvNN's validation force MAE went 359 → 317 meV/Å without the filter and
+359 → 89 with it (PaiNN: 362 → 107). The element embedding also starts at the scale of the charge, spin and
+coordinate features (``N(0, 0.1²)``, not ``N(0, 1)``): with unit-variance element vectors the pre-LayerNorm tokens
+are almost all element identity at initialisation and the geometry reaches the blocks ~10× attenuated.
 
 The attention is written out (softmax of ``QKᵀ/√d + b``) so that forces and the force loss can be differentiated
 twice on any device.
@@ -27,6 +36,9 @@ from pointgeo.nn.atoms import AtomEmbedding
 _DIST_EPS = 1e-12
 """``‖x_i − x_j‖ = sqrt(Σ d² + ε)`` keeps the gradient of the zero diagonal finite."""
 
+ELEMENT_INIT_STD = 0.1
+"""Initial standard deviation of the element embedding: the scale of the charge, spin and coordinate features."""
+
 
 def gaussian_features(x: Tensor, centres: Tensor, width: float) -> Tensor:
     """``exp(−(x − μ_k)² / 2w²)`` for each entry of ``x (...)`` and centre ``μ (K,)``: ``(...) -> (..., K)``."""
@@ -34,7 +46,8 @@ def gaussian_features(x: Tensor, centres: Tensor, width: float) -> Tensor:
 
 
 class AtomAttention(nn.Module):
-    """Multi-head self-attention with an additive bias ``(B, H, N, N)`` and a key mask ``(B, N)``."""
+    """Multi-head self-attention with an additive bias ``(B, H, N, N)``, a value filter ``(B, N, N, C)`` (pair
+    ``(i, j)`` scales ``v_j`` channel by channel in ``i``'s sum) and a key mask ``(B, N)``."""
 
     def __init__(self, channels: int, heads: int) -> None:
         super().__init__()
@@ -44,12 +57,14 @@ class AtomAttention(nn.Module):
         self.qkv = nn.Linear(channels, 3 * channels)
         self.out = nn.Linear(channels, channels)
 
-    def forward(self, h: Tensor, bias: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, h: Tensor, bias: Tensor, value_filter: Tensor, mask: Tensor) -> Tensor:
         b, n, c = h.shape
-        q, k, v = self.qkv(h).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        logits = q @ k.transpose(-1, -2) / math.sqrt(c // self.heads) + bias
+        d = c // self.heads
+        q, k, v = self.qkv(h).reshape(b, n, 3, self.heads, d).permute(2, 0, 3, 1, 4)
+        logits = q @ k.transpose(-1, -2) / math.sqrt(d) + bias
         logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
-        out = logits.softmax(-1) @ v  # (B, H, N, C/H)
+        filt = value_filter.reshape(b, n, n, self.heads, d).permute(0, 3, 1, 2, 4)  # (B, H, N, N, C/H)
+        out = torch.einsum("bhij,bhijd,bhjd->bhid", logits.softmax(-1), filt, v)  # (B, H, N, C/H)
         return self.out(out.transpose(1, 2).reshape(b, n, c))
 
 
@@ -63,8 +78,8 @@ class AtomBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(channels, mlp_ratio * channels), nn.SiLU(),
                                  nn.Linear(mlp_ratio * channels, channels))
 
-    def forward(self, h: Tensor, bias: Tensor, mask: Tensor) -> Tensor:
-        h = h + self.attn(self.norm1(h), bias, mask)
+    def forward(self, h: Tensor, bias: Tensor, value_filter: Tensor, mask: Tensor) -> Tensor:
+        h = h + self.attn(self.norm1(h), bias, value_filter, mask)
         return h + self.mlp(self.norm2(h))
 
 
@@ -87,12 +102,14 @@ class AtomTransformer(nn.Module):
                  radius: float = 12.0, max_z: int = 100, max_charge: int = 10, max_spin: int = 11) -> None:
         super().__init__()
         self.embedding = AtomEmbedding(channels, max_z, max_charge, max_spin)
+        nn.init.normal_(self.embedding.element.weight, std=ELEMENT_INIT_STD)
         self.register_buffer("coord_centres", torch.linspace(-radius, radius, num_basis))
         self.register_buffer("dist_centres", torch.linspace(0.0, radius, num_basis))
         self.coord_width = 2 * radius / (num_basis - 1)
         self.dist_width = radius / (num_basis - 1)
         self.coords = nn.Sequential(nn.Linear(3 * num_basis, channels), nn.SiLU(), nn.Linear(channels, channels))
         self.bias = nn.Sequential(nn.Linear(num_basis, channels), nn.SiLU(), nn.Linear(channels, heads * num_layers))
+        self.value_filter = nn.Linear(num_basis, channels * num_layers)
         self.blocks = nn.ModuleList(AtomBlock(channels, heads) for _ in range(num_layers))
         self.norm = nn.LayerNorm(channels)
         self.heads = heads
@@ -106,10 +123,12 @@ class AtomTransformer(nn.Module):
         h = tokens.to(coords.dtype) + self.coords(feats)
         diff = coords.unsqueeze(2) - coords.unsqueeze(1)
         dist = torch.sqrt(diff.pow(2).sum(-1) + _DIST_EPS)  # (B', N, N)
-        bias = self.bias(gaussian_features(dist, self.dist_centres, self.dist_width))  # (B', N, N, H·L)
-        bias = bias.reshape(b, n, n, len(self.blocks), self.heads).permute(3, 0, 4, 1, 2)  # (L, B', H, N, N)
-        for block, block_bias in zip(self.blocks, bias):
-            h = block(h, block_bias, mask)
+        rbf = gaussian_features(dist, self.dist_centres, self.dist_width)  # (B', N, N, K)
+        num_layers = len(self.blocks)
+        bias = self.bias(rbf).reshape(b, n, n, num_layers, self.heads).permute(3, 0, 4, 1, 2)  # (L, B', H, N, N)
+        filters = self.value_filter(rbf).reshape(b, n, n, num_layers, -1).unbind(3)  # L × (B', N, N, C)
+        for block, block_bias, block_filter in zip(self.blocks, bias, filters):
+            h = block(h, block_bias, block_filter, mask)
         return self.norm(h)
 
 
