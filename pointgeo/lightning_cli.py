@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,54 @@ class LastCheckpoint(Callback):
             self.save(trainer)
             rank_zero_info(f"stopped by SIGTERM after step {trainer.global_step}; resume with --ckpt_path "
                            f"{self.path(trainer)}")
+
+
+class CpuTimeBudget(Callback):
+    """Stops training once its training steps have used ``max_cpu_seconds`` of this process's CPU time.
+
+    Lightning's ``max_time`` counts wall-clock time, which on a shared machine says more about the other jobs than
+    about the run; this counts ``time.process_time()`` (every thread of the process) spent between the start and
+    the end of each training batch (forward, backward and optimizer step; data loading, validation and checkpoints
+    are not counted), so runs of different models with the same budget and the same thread count
+    (``OMP_NUM_THREADS=1``) get the same compute. The budget is checked after each training batch; Lightning then
+    validates once more and stops (the step that crosses the budget is finished, so a run overshoots it by at most
+    one step). The CPU time used is kept in the checkpoint, so a resumed run continues the same budget. Under DDP
+    the ranks stop together as soon as one has used its budget.
+
+    Args:
+        max_cpu_seconds: the budget, in CPU seconds (> 0).
+
+    In a config: ``trainer.callbacks: [{class_path: pointgeo.lightning_cli.CpuTimeBudget, init_args:
+    {max_cpu_seconds: 600}}]``.
+    """
+
+    def __init__(self, max_cpu_seconds: float) -> None:
+        if not max_cpu_seconds > 0:
+            raise ValueError(f"max_cpu_seconds must be > 0; got {max_cpu_seconds}")
+        self.max_cpu_seconds = float(max_cpu_seconds)
+        self.used = 0.0
+        """CPU seconds used by training steps so far."""
+        self._start: float | None = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        self._start = time.process_time()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if self._start is None:
+            return
+        self.used += time.process_time() - self._start
+        self._start = None
+        stop = trainer.strategy.reduce_boolean_decision(self.used >= self.max_cpu_seconds, all=False)
+        if stop and not trainer.should_stop:
+            trainer.should_stop = True
+            rank_zero_info(f"CPU-time budget reached: {self.used:.1f} s of {self.max_cpu_seconds:.1f} s after step "
+                           f"{trainer.global_step}")
+
+    def state_dict(self) -> dict[str, float]:
+        return {"used": self.used}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.used = float(state_dict["used"])
 
 
 class PointGeoCLI(LightningCLI):
