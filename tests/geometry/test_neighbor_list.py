@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import time
 
 import numpy as np
@@ -14,6 +15,9 @@ from ase.build import bulk
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
 from pointgeo.geometry import neighbor_list
+from pointgeo.geometry.neighbor_list import DENSE_MAX_PAIRS
+
+NL_MODULE = importlib.import_module("pointgeo.geometry.neighbor_list")  # the package exports the function by this name
 from pointgeo.testing.potentials import ADVERSARIAL_MOLECULES, adversarial_molecule
 
 
@@ -60,8 +64,22 @@ def degenerate_molecules() -> list[ase.Atoms]:
     return [line, grid, stacked, far, single, *(adversarial_molecule(name) for name in ADVERSARIAL_MOLECULES)]
 
 
+@pytest.fixture(params=["pair test", "cell list"])
+def search(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test through each search: the pair test of small non-periodic batches, or the cell list for all."""
+    if request.param == "cell list":
+        monkeypatch.setattr(NL_MODULE, "DENSE_MAX_PAIRS", -1)
+    else:
+        monkeypatch.setattr(NL_MODULE, "_cell_list_pairs", _no_cell_list)
+    return request.param
+
+
+def _no_cell_list(*args: object) -> None:
+    raise AssertionError("a small non-periodic batch reached the cell list")
+
+
 @pytest.mark.parametrize("cutoff", [1.3, 2.55, 4.1])
-def test_random_and_degenerate_molecules_match_ase_and_vesin(cutoff: float) -> None:
+def test_random_and_degenerate_molecules_match_ase_and_vesin(cutoff: float, search: str) -> None:
     structures = [random_molecule(n, seed) for seed, n in enumerate((2, 10, 35, 100))] + degenerate_molecules()
     ours, nl = ours_per_structure(structures, cutoff)
     for atoms, got in zip(structures, ours):
@@ -71,7 +89,7 @@ def test_random_and_degenerate_molecules_match_ase_and_vesin(cutoff: float) -> N
     assert (nl.distances < cutoff).all() and nl.shifts.eq(0).all()
 
 
-def test_vectors_and_distances_equal_ase_and_are_sorted() -> None:
+def test_vectors_and_distances_equal_ase_and_are_sorted(search: str) -> None:
     atoms = random_molecule(60, 7)
     nl = neighbor_list(torch.tensor(atoms.positions), 3.0)
     i, j, d_vec, d = ase_neighbor_list("ijDd", atoms, 3.0)
@@ -79,6 +97,37 @@ def test_vectors_and_distances_equal_ase_and_are_sorted() -> None:
     assert torch.equal(nl.edge_index, torch.tensor(np.stack([i[order], j[order]])))
     assert torch.allclose(nl.vectors, torch.tensor(d_vec[order]), rtol=0, atol=1e-12)
     assert torch.allclose(nl.distances, torch.tensor(d[order]), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("sizes", [(1,), (10,), (2, 10, 35, 100, 1, 3), (350,), tuple(range(20, 151, 13))])
+def test_the_pair_test_and_the_cell_list_return_identical_graphs(sizes: tuple[int, ...],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    structures = [random_molecule(n, seed, spread=0.8 * n ** (1 / 3)) for seed, n in enumerate(sizes)]
+    structures += degenerate_molecules() if max(sizes) <= 150 else []
+    pos = torch.tensor(np.concatenate([a.positions for a in structures]), requires_grad=True)
+    batch = torch.cat([torch.full((len(a),), k) for k, a in enumerate(structures)])
+    assert len(structures) * max(map(len, structures)) ** 2 <= DENSE_MAX_PAIRS  # the pair test's size
+    dense = neighbor_list(pos, 4.0, batch)
+    monkeypatch.setattr(NL_MODULE, "DENSE_MAX_PAIRS", -1)
+    cells = neighbor_list(pos, 4.0, batch)
+    for name in ("edge_index", "shifts", "vectors", "distances"):
+        assert torch.equal(getattr(dense, name), getattr(cells, name)), name
+    assert dense.edge_index.shape[1] > len(pos)  # not an empty graph
+    grad, = torch.autograd.grad(dense.distances.sum(), pos)
+    assert torch.equal(grad, torch.autograd.grad(cells.distances.sum(), pos)[0])  # forces flow the same way
+
+
+def test_large_or_periodic_batches_use_the_cell_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    original = NL_MODULE._cell_list_pairs
+    monkeypatch.setattr(NL_MODULE, "_cell_list_pairs", lambda *a: calls.append(len(a[0])) or original(*a))
+    neighbor_list(torch.tensor(random_molecule(30, 0).positions), 3.0)
+    assert calls == []
+    big = int(DENSE_MAX_PAIRS**0.5) + 1
+    neighbor_list(torch.rand(big, 3, dtype=torch.float64) * 30, 2.0)
+    assert calls == [big]
+    neighbor_list(torch.zeros(1, 3), 2.0, cell=torch.eye(3)[None] * 3, pbc=torch.ones(3, dtype=torch.bool))
+    assert len(calls) == 2
 
 
 def periodic_structures() -> list[ase.Atoms]:
@@ -120,7 +169,7 @@ def test_vectors_carry_the_gradient_of_positions_and_cell() -> None:
     assert torch.autograd.gradcheck(energy, (pos, cell), eps=1e-6, atol=1e-7)
 
 
-def test_self_interaction_adds_each_atom_once() -> None:
+def test_self_interaction_adds_each_atom_once(search: str) -> None:
     pos = torch.tensor(random_molecule(9, 2).positions)
     plain = neighbor_list(pos, 2.5)
     selfish = neighbor_list(pos, 2.5, self_interaction=True)
