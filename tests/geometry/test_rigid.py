@@ -118,6 +118,9 @@ def test_inverse_errors_and_quaternions_hand_worked() -> None:
     from pointgeo.geometry import quaternion_to_matrix
 
     assert close(quaternion_to_matrix(q), many, 1e-12) and (q[:, 0] >= 0).all()
+    arccos = torch.rad2deg(torch.arccos(((many.transpose(-1, -2) @ many.flip(0)).diagonal(dim1=-2, dim2=-1).sum(-1)
+                                         - 1).clamp(-2, 2) / 2))
+    assert close(rotation_error_degrees(many, many.flip(0)), arccos, 1e-6)  # the benchmark's formula
 
 
 def test_voxel_downsample() -> None:
