@@ -1,5 +1,6 @@
 """Pure tensor geometry shared by every pointgeo model: rotations, neighbour search, sampling, frames, normals,
-and the rigid motion of a batch by its fields' declared kinds.
+rigid transforms (estimation from correspondences, voxel downsampling), and the rigid motion of a batch by its
+fields' declared kinds (also pairs of clouds that move independently).
 
 Nothing here knows about parameters, training, files or Lightning. Every model uses these functions; none
 re-implements them.
@@ -8,10 +9,13 @@ re-implements them.
 from pointgeo.geometry.checks import check_features, check_points
 from pointgeo.geometry.fields import (
     FIELD_KINDS,
+    FRAGMENT_PAIR_FIELDS,
     MOLECULE_FIELDS,
     POINT_CLOUD_FIELDS,
     FieldKind,
     FieldSpec,
+    PairFieldSpec,
+    apply_pair_motion,
     apply_rigid_motion,
 )
 from pointgeo.geometry.frame_gradient import attach_frame_gradient
@@ -19,6 +23,17 @@ from pointgeo.geometry.frames import canonical_frame, frame_from_directions, pri
 from pointgeo.geometry.neighbors import ball_query, index_points, knn
 from pointgeo.geometry.neighbor_list import NeighborList, neighbor_list
 from pointgeo.geometry.normals import estimate_normals
+from pointgeo.geometry.rigid import (
+    estimate_rigid_transform,
+    invert_rigid,
+    matrix_to_quaternion,
+    random_rigid_motions,
+    rigid_matrix,
+    rotation_error_degrees,
+    transform_points,
+    translation_error,
+    voxel_downsample,
+)
 from pointgeo.geometry.rotations import (
     RotationMode,
     angle_sweep,
@@ -35,11 +50,23 @@ from pointgeo.geometry.sampling import farthest_from_centroid, farthest_point_sa
 
 __all__ = [
     "FIELD_KINDS",
+    "FRAGMENT_PAIR_FIELDS",
     "MOLECULE_FIELDS",
     "POINT_CLOUD_FIELDS",
     "FieldKind",
     "FieldSpec",
+    "PairFieldSpec",
+    "apply_pair_motion",
     "apply_rigid_motion",
+    "estimate_rigid_transform",
+    "invert_rigid",
+    "matrix_to_quaternion",
+    "random_rigid_motions",
+    "rigid_matrix",
+    "rotation_error_degrees",
+    "transform_points",
+    "translation_error",
+    "voxel_downsample",
     "RotationMode",
     "angle_sweep",
     "attach_frame_gradient",

@@ -224,3 +224,125 @@ MOLECULE_FIELDS = FieldSpec(points=("pos",), vectors=("forces",), lattice=("cell
                                        "pbc", "data_id"))
 """The declaration of molecule and crystal graphs: positions rotate and translate, forces rotate, cells rotate
 their rows, everything else is invariant."""
+
+
+@dataclass(frozen=True)
+class PairFieldSpec:
+    """The declaration of a sample made of two clouds that move **independently** (a registration pair).
+
+    ``source`` and ``target`` declare each cloud's fields (a :class:`FieldSpec` each); ``transforms`` are rigid maps
+    ``(…, 4, 4)`` from the source frame into the target frame (the ground-truth pose), which become
+    ``M_tgt · T · M_src⁻¹`` when the source moves by ``M_src`` and the target by ``M_tgt``; ``invariant`` keys are
+    left alone. :func:`apply_pair_motion` applies it.
+
+    Raises:
+        ValueError: a key is declared twice (in one side, across the sides, or as a transform/invariant too).
+    """
+
+    source: FieldSpec
+    target: FieldSpec
+    transforms: tuple[str, ...] = ()
+    invariant: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for side in ("source", "target"):
+            if not isinstance(getattr(self, side), FieldSpec):
+                raise TypeError(f"PairFieldSpec {side} must be a FieldSpec; got {type(getattr(self, side)).__name__}")
+        object.__setattr__(self, "transforms", _names("transforms", self.transforms))
+        object.__setattr__(self, "invariant", _names("invariant", self.invariant))
+        seen: dict[str, str] = {}
+        groups = (("source", tuple(self.source)), ("target", tuple(self.target)), ("transforms", self.transforms),
+                  ("invariant", self.invariant))
+        for group, keys in groups:
+            for key in keys:
+                if key in seen:
+                    raise ValueError(f"PairFieldSpec: key {key!r} is declared in {seen[key]} and in {group}")
+                seen[key] = group
+
+
+def _pair_side(batch, spec: FieldSpec, rotation: Tensor, translation: Tensor | None):
+    """Move one side of a pair; torch-geometric batches group each cloud's rows by ``<key>_batch`` (PyG's
+    ``follow_batch``), a lone ``Data`` is one pair."""
+    from torch_geometric.data import Data  # noqa: PLC0415
+
+    if not isinstance(batch, Data):
+        return _dense_batch(batch, spec, rotation, translation)
+    rot = rotation if rotation.dim() == 3 else rotation.unsqueeze(0)
+    shift = None if translation is None else (translation if translation.dim() == 2 else translation.unsqueeze(0))
+    out = copy.copy(batch)
+    for kind, keys in (("points", spec.points), ("vectors", spec.vectors)):
+        for key in keys:
+            if key not in batch:
+                continue
+            x = batch[key]
+            x = _check_field(key, x, kind, "(N, 3)", isinstance(x, Tensor) and x.dim() == 2 and x.shape[-1] == 3)
+            owner = batch[f"{key}_batch"] if f"{key}_batch" in batch else torch.zeros(
+                len(x), dtype=torch.long, device=x.device)
+            if owner.shape != (len(x),) or (len(owner) and int(owner.max()) >= rot.shape[0]):
+                raise ValueError(f"batch[{key!r}_batch] must give each of the {len(x)} rows one of the "
+                                 f"{rot.shape[0]} motions")
+            moved_shift = shift.to(x.device)[owner] if kind == "points" and shift is not None else None
+            out[key] = _move(x.unsqueeze(-2), rot.to(x.device)[owner], moved_shift).squeeze(-2)
+    return out
+
+
+def _homogeneous(rotation: Tensor, translation: Tensor | None) -> Tensor:
+    out = torch.zeros(rotation.shape[:-2] + (4, 4), dtype=rotation.dtype, device=rotation.device)
+    out[..., :3, :3] = rotation
+    if translation is not None:
+        out[..., :3, 3] = translation.to(rotation.dtype)
+    out[..., 3, 3] = 1
+    return out
+
+
+def apply_pair_motion(batch: B, fields: PairFieldSpec, *, source: tuple[Tensor, Tensor | None] | None = None,
+                      target: tuple[Tensor, Tensor | None] | None = None) -> B:
+    """Move the source cloud by ``source = (R₁, t₁)`` and the target cloud by ``target = (R₂, t₂)``, each
+    ``R (B, 3, 3)`` / ``t (B, 3)`` (or ``(3, 3)`` / ``(3,)`` for one pair; ``t`` may be ``None``; a side given as
+    ``None`` stays put), and update every declared transform ``T ↦ [R₂|t₂] · T · [R₁|t₁]⁻¹``, so that it still maps
+    the (moved) source onto the (moved) target. Returns a new batch (dict, or a shallow copy of a ``Data``/``Batch``).
+
+    Raises:
+        TypeError: ``fields`` is not a :class:`PairFieldSpec`, or a declared field is not a floating-point tensor.
+        ValueError: wrong shapes (fields, motions, transforms ``(…, 4, 4)``).
+    """
+    if not isinstance(fields, PairFieldSpec):
+        raise TypeError(f"fields must be a pointgeo.geometry.PairFieldSpec; got {type(fields).__name__}")
+    out = dict(batch) if isinstance(batch, Mapping) else copy.copy(batch)
+    moves = {}
+    for name, spec, motion in (("source", fields.source, source), ("target", fields.target, target)):
+        if motion is None:
+            continue
+        rotation, translation = _check_motion(*motion)
+        out = _pair_side(out, spec, rotation, translation)
+        moves[name] = _homogeneous(rotation.double(), None if translation is None else translation.double())
+    for key in fields.transforms:
+        if key not in batch or not moves:
+            continue
+        value = batch[key]
+        if not isinstance(value, Tensor) or not value.is_floating_point() or value.shape[-2:] != (4, 4):
+            raise ValueError(f"batch[{key!r}] is declared as a transform and must have shape (..., 4, 4); got "
+                             f"{getattr(value, 'shape', type(value).__name__)}")
+        work = value.double()
+        if "source" in moves:
+            m = moves["source"].to(value.device)
+            rot_t = m[..., :3, :3].transpose(-1, -2)
+            work = work @ _homogeneous(rot_t, -(rot_t @ m[..., :3, 3:4]).squeeze(-1))
+        if "target" in moves:
+            work = moves["target"].to(value.device) @ work
+        if work.shape != value.shape:
+            raise ValueError(f"batch[{key!r}] has shape {tuple(value.shape)}, which does not match the motions' "
+                             f"batch shape")
+        out[key] = work.to(value.dtype)
+    return out
+
+
+FRAGMENT_PAIR_FIELDS = PairFieldSpec(
+    source=FieldSpec(points=("src_pos",), vectors=("src_normal",)),
+    target=FieldSpec(points=("tgt_pos",), vectors=("tgt_normal",)),
+    transforms=("transform",),
+    invariant=("overlap", "index", "scene", "src_id", "tgt_id", "src_motion", "tgt_motion"),
+)
+"""The declaration of registration pairs (``pointgeo.datamodules.threedmatch``): the source cloud ``src_pos``
+(``src_normal``) and the target cloud ``tgt_pos`` (``tgt_normal``) move independently; ``transform`` maps source into
+target; ``src_motion``/``tgt_motion`` record the motions the datamodule applied (``invariant``: records)."""

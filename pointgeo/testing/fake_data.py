@@ -135,3 +135,65 @@ def write_scanobjectnn_h5(path: Path, count: int, *, points: int = 256, with_mas
             background = rng.random((count, points)) < 0.3
             fh["mask"] = np.where(background, -1, label[:, None]).astype(np.int64)
     return path
+
+
+# --- 3DMatch / 3DLoMatch (registration) -------------------------------------------------------------------------
+def write_3dmatch_fragment(path: Path, points: np.ndarray) -> Path:
+    """A fragment ``cloud_bin_<k>.pth`` as PREDATOR ships them: a legacy (non-zip) ``torch.save`` of a float64
+    NumPy array ``(N, 3)``."""
+    import torch  # noqa: PLC0415
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(np.asarray(points, dtype=np.float64), path, _use_new_zipfile_serialization=False)
+    return path
+
+
+def write_predator_metadata(path: Path, source: list[str], target: list[str], transform: np.ndarray,
+                            overlap: np.ndarray) -> Path:
+    """A PREDATOR pair list (``3DMatch.pkl`` layout): a dict of lists ``src``, ``tgt``, ``rot`` (3×3), ``trans``
+    (3×1), ``overlap``; ``transform (P, 4, 4)`` maps src into tgt."""
+    import pickle  # noqa: PLC0415
+
+    data = {"src": list(source), "tgt": list(target), "rot": [t[:3, :3] for t in transform],
+            "trans": [t[:3, 3:4] for t in transform], "overlap": [float(o) for o in overlap]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(data))
+    return path
+
+
+def write_geotransformer_metadata(path: Path, source: list[str], target: list[str], transform: np.ndarray,
+                                  overlap: np.ndarray) -> Path:
+    """A GeoTransformer pair list (``metadata/3DMatch.pkl`` layout): a list of dicts with ``pcd0`` (the target,
+    "ref"), ``pcd1`` (the source), ``rotation``, ``translation`` (mapping pcd1 into pcd0), ``overlap``,
+    ``scene_name``, ``frag_id0``, ``frag_id1``."""
+    import pickle  # noqa: PLC0415
+
+    rows = []
+    for src, tgt, t, o in zip(source, target, transform, overlap):
+        scene = tgt.split("/")[-2]
+        frag = [int(p.rsplit("_", 1)[1].split(".")[0]) for p in (tgt, src)]
+        rows.append({"overlap": float(o), "pcd0": tgt, "pcd1": src, "rotation": np.asarray(t[:3, :3]),
+                     "translation": np.asarray(t[:3, 3]), "scene_name": scene, "frag_id0": frag[0],
+                     "frag_id1": frag[1]})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(rows))
+    return path
+
+
+def write_benchmark_scene(folder: Path, pairs: np.ndarray, transform: np.ndarray, information: np.ndarray,
+                          num_fragments: int, overlap: dict[tuple[int, int], float]) -> Path:
+    """A benchmark scene folder: ``gt.log`` (header ``i\\tj\\tn`` and the 4×4 pose mapping ``j`` into ``i``),
+    ``gt.info`` (header and the 6×6 information matrix) and ``gt_overlap.log`` (``i,j,overlap``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def blocks(matrices: np.ndarray) -> str:
+        out = []
+        for (i, j), m in zip(pairs, matrices):
+            out.append(f"{int(i)}\t{int(j)}\t{num_fragments}")
+            out.extend("\t".join(f"{v:.12f}" for v in row) for row in m)
+        return "\n".join(out) + "\n"
+
+    (folder / "gt.log").write_text(blocks(transform))
+    (folder / "gt.info").write_text(blocks(information))
+    (folder / "gt_overlap.log").write_text("".join(f"{i},{j},{o}\n" for (i, j), o in overlap.items()))
+    return folder
