@@ -224,3 +224,9 @@ MOLECULE_FIELDS = FieldSpec(points=("pos",), vectors=("forces",), lattice=("cell
                                        "pbc", "data_id"))
 """The declaration of molecule and crystal graphs: positions rotate and translate, forces rotate, cells rotate
 their rows, everything else is invariant."""
+
+CRYSTAL_FIELDS = FieldSpec(lattice=("cell",),
+                           invariant=("frac_coords", "z", "natoms", "lengths", "angles", "y", "index"))
+"""The declaration of crystal graphs (``pointgeo.datamodules.crystals``): a rotation turns the cell's rows and
+nothing else. Fractional coordinates are invariant (``x Rᵀ (L Rᵀ)⁻¹ = x L⁻¹``), and so are the lattice parameters,
+the atom types and the properties; Cartesian positions are derived, ``frac_coords @ cell``, never stored."""
