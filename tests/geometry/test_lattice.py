@@ -60,7 +60,8 @@ def test_matrix_to_parameters_equal_pymatgen_and_are_rotation_invariant() -> Non
     assert torch.allclose(got_l, torch.tensor(lengths), rtol=0, atol=1e-10)
     assert torch.allclose(got_a, torch.tensor(angles), rtol=0, atol=1e-8)
     volume = lattice_volume(rotated)
-    assert torch.allclose(volume, torch.tensor([Lattice(m).volume for m in rotated.numpy()], dtype=torch.float64), rtol=1e-12, atol=0)
+    ref_volume = torch.tensor([Lattice(m).volume for m in rotated.numpy()], dtype=torch.float64)
+    assert torch.allclose(volume, ref_volume, rtol=1e-12, atol=0)
     assert torch.allclose(lattice_volume(rotated[:, [1, 0, 2]]), -volume, rtol=1e-12, atol=0)  # left-handed: < 0
 
 
