@@ -1,7 +1,8 @@
 """LightningDataModules shared by every pointgeo model, and readers of the official dataset formats (point clouds;
-molecules from ASE databases and OMol25's ``.aselmdb`` shards)."""
+molecules from ASE databases and OMol25's ``.aselmdb`` shards; crystals from CDVAE's CSVs)."""
 
 from pointgeo.datamodules.base import CloudArrays, PointCloudDataModule
+from pointgeo.datamodules.crystals import CrystalDataModule
 from pointgeo.datamodules.modelnet import ModelNet10DataModule, ModelNet40DataModule, ModelNetDataModule
 from pointgeo.datamodules.molecules import MoleculeDataModule, OMol25DataModule
 from pointgeo.datamodules.readers import DatasetFileError
@@ -12,6 +13,7 @@ from pointgeo.datamodules.synthetic import SyntheticShapesDataModule
 
 __all__ = [
     "CloudArrays",
+    "CrystalDataModule",
     "DatasetFileError",
     "DatasetNotFoundError",
     "ModelNet10DataModule",

@@ -8,6 +8,7 @@ re-implements them.
 
 from pointgeo.geometry.checks import check_features, check_points
 from pointgeo.geometry.fields import (
+    CRYSTAL_FIELDS,
     FIELD_KINDS,
     FRAGMENT_PAIR_FIELDS,
     MOLECULE_FIELDS,
@@ -20,6 +21,15 @@ from pointgeo.geometry.fields import (
 )
 from pointgeo.geometry.frame_gradient import attach_frame_gradient
 from pointgeo.geometry.frames import canonical_frame, frame_from_directions, principal_axes, sign_flips
+from pointgeo.geometry.lattice import (
+    cart_to_frac,
+    frac_to_cart,
+    lattice_matrix_to_params,
+    lattice_params_to_matrix,
+    lattice_volume,
+    minimum_image,
+    periodic_radius_graph,
+)
 from pointgeo.geometry.neighbors import ball_query, index_points, knn
 from pointgeo.geometry.neighbor_list import NeighborList, neighbor_list
 from pointgeo.geometry.normals import estimate_normals
@@ -49,6 +59,7 @@ from pointgeo.geometry.rotations import (
 from pointgeo.geometry.sampling import farthest_from_centroid, farthest_point_sampling
 
 __all__ = [
+    "CRYSTAL_FIELDS",
     "FIELD_KINDS",
     "FRAGMENT_PAIR_FIELDS",
     "MOLECULE_FIELDS",
@@ -67,6 +78,13 @@ __all__ = [
     "transform_points",
     "translation_error",
     "voxel_downsample",
+    "cart_to_frac",
+    "frac_to_cart",
+    "lattice_matrix_to_params",
+    "lattice_params_to_matrix",
+    "lattice_volume",
+    "minimum_image",
+    "periodic_radius_graph",
     "RotationMode",
     "angle_sweep",
     "attach_frame_gradient",

@@ -346,3 +346,8 @@ FRAGMENT_PAIR_FIELDS = PairFieldSpec(
 """The declaration of registration pairs (``pointgeo.datamodules.threedmatch``): the source cloud ``src_pos``
 (``src_normal``) and the target cloud ``tgt_pos`` (``tgt_normal``) move independently; ``transform`` maps source into
 target; ``src_motion``/``tgt_motion`` record the motions the datamodule applied (``invariant``: records)."""
+CRYSTAL_FIELDS = FieldSpec(lattice=("cell",),
+                           invariant=("frac_coords", "z", "natoms", "lengths", "angles", "y", "index"))
+"""The declaration of crystal graphs (``pointgeo.datamodules.crystals``): a rotation turns the cell's rows and
+nothing else. Fractional coordinates are invariant (``x Rᵀ (L Rᵀ)⁻¹ = x L⁻¹``), and so are the lattice parameters,
+the atom types and the properties; Cartesian positions are derived, ``frac_coords @ cell``, never stored."""
