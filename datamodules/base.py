@@ -109,7 +109,8 @@ class RotatedCloudDataset(Dataset):
     """
 
     fields = POINT_CLOUD_FIELDS
-    """Which keys of a sample rotate (``pos`` with translation, ``normal`` without); the rest are invariant."""
+    """Which keys of a sample move (``pos`` with translation, ``normal`` without, the ``rotation`` record); the rest
+    are invariant."""
 
     def __init__(
         self,
@@ -169,7 +170,7 @@ class RotatedCloudDataset(Dataset):
             "pos": pos,
             "label": torch.tensor(int(self.arrays.label[index]), dtype=torch.long),
             "index": torch.tensor(index, dtype=torch.long),
-            "rotation": rot.float(),
+            "rotation": torch.eye(3),  # the record: apply_rigid_motion composes it into R
         }
         if normal is not None:
             sample["normal"] = normal
