@@ -251,7 +251,28 @@ class ResumableLoader(DataLoader):
         self.sampler.resume(int(state["epoch"]), int(state["batches"]) * self.batch_size)  # type: ignore[attr-defined]
 
 
-class PointCloudDataModule(pl.LightningDataModule, ABC):
+class SplitLoaders(ABC):
+    """Lightning's four loader hooks of a datamodule, each the :meth:`_loader` of its split (prediction runs over the
+    test split). Mixed in before ``pl.LightningDataModule``."""
+
+    @abstractmethod
+    def _loader(self, split: str) -> DataLoader:
+        """The loader of ``split`` (``train``, ``val`` or ``test``)."""
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+class PointCloudDataModule(SplitLoaders, pl.LightningDataModule):
     """Base datamodule for fixed-size labelled clouds.
 
     Every argument is keyword-only: subclasses forward them by name, so that a subclass adding or reordering its own
@@ -405,15 +426,3 @@ class PointCloudDataModule(pl.LightningDataModule, ABC):
             persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(sample_seed(self.seed, 4)),  # worker seeds: not the global RNG
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
