@@ -284,6 +284,24 @@ def check_geometry(z: np.ndarray, pos: np.ndarray, where: str, min_distance: flo
                                    f"{min_distance} Å (duplicated atoms or wrong units?)")
 
 
+_MISSING = {"charge": ("total charge", ""), "spin": ("spin", " (a multiplicity 2S+1)")}
+"""How an error names a missing charge or spin, and what its default means."""
+
+
+def _row_integer(row: Any, data: dict, name: str, key: str, default: int | None, where: str) -> tuple[int, bool]:
+    """The integer ``name`` (``charge`` or ``spin``) of a row, stored under ``key`` among its key-value pairs or data,
+    else ``default``; and whether it was stored. Never silently zero: no value and no default is an error."""
+    value = _lookup(row, key, data)
+    if value is None:
+        if default is None:
+            what, meaning = _MISSING[name]
+            raise MoleculeRowError(f"{where}: no {what} ({key!r} missing from the row's key-value pairs and data); set "
+                                   f"{name}_key to the row's name for it, or default_{name}{meaning} to use one value "
+                                   f"for every such row")
+        return int(default), False
+    return _integer(value, f"{name} {key!r}", where), True
+
+
 def row_to_record(row: Any, convention: RowConvention, where: str) -> MoleculeRecord:
     """Turn an ASE ``AtomsRow`` into a checked :class:`MoleculeRecord` (``where`` names the row in errors)."""
     z = np.asarray(row.numbers, dtype=np.int64)
@@ -311,25 +329,10 @@ def row_to_record(row: Any, convention: RowConvention, where: str) -> MoleculeRe
             raise MoleculeRowError(f"{where}: forces contain NaN or inf")
         forces = forces * convention.energy_scale
 
-    charge = _lookup(row, convention.charge_key, data)
-    if charge is None:
-        if convention.default_charge is None:
-            raise MoleculeRowError(f"{where}: no total charge ({convention.charge_key!r} missing from the row's "
-                                   f"key-value pairs and data); set charge_key to the row's name for it, or "
-                                   f"default_charge to use one value for every such row")
-        charge = convention.default_charge
-    spin = _lookup(row, convention.spin_key, data)
-    if spin is None:
-        if convention.default_spin is None:
-            raise MoleculeRowError(f"{where}: no spin ({convention.spin_key!r} missing from the row's key-value "
-                                   f"pairs and data); set spin_key to the row's name for it, or default_spin "
-                                   f"(a multiplicity 2S+1) to use one value for every such row")
-        spin = int(convention.default_spin)
-    else:
-        spin = _integer(spin, f"spin {convention.spin_key!r}", where)
-        if convention.spin_convention == "unpaired":
-            spin += 1
-    charge = _integer(charge, f"charge {convention.charge_key!r}", where)
+    charge, _ = _row_integer(row, data, "charge", convention.charge_key, convention.default_charge, where)
+    spin, stored = _row_integer(row, data, "spin", convention.spin_key, convention.default_spin, where)
+    if stored and convention.spin_convention == "unpaired":
+        spin += 1
     if spin < 1:
         raise MoleculeRowError(f"{where}: spin multiplicity 2S+1 must be >= 1; got {spin} (is the stored value 2S? "
                                f"then set spin_convention='unpaired')")

@@ -109,7 +109,8 @@ class RotatedCloudDataset(Dataset):
     """
 
     fields = POINT_CLOUD_FIELDS
-    """Which keys of a sample rotate (``pos`` with translation, ``normal`` without); the rest are invariant."""
+    """Which keys of a sample move (``pos`` with translation, ``normal`` without, the ``rotation`` record); the rest
+    are invariant."""
 
     def __init__(
         self,
@@ -169,7 +170,7 @@ class RotatedCloudDataset(Dataset):
             "pos": pos,
             "label": torch.tensor(int(self.arrays.label[index]), dtype=torch.long),
             "index": torch.tensor(index, dtype=torch.long),
-            "rotation": rot.float(),
+            "rotation": torch.eye(3),  # the record: apply_rigid_motion composes it into R
         }
         if normal is not None:
             sample["normal"] = normal
@@ -250,7 +251,28 @@ class ResumableLoader(DataLoader):
         self.sampler.resume(int(state["epoch"]), int(state["batches"]) * self.batch_size)  # type: ignore[attr-defined]
 
 
-class PointCloudDataModule(pl.LightningDataModule, ABC):
+class SplitLoaders(ABC):
+    """Lightning's four loader hooks of a datamodule, each the :meth:`_loader` of its split (prediction runs over the
+    test split). Mixed in before ``pl.LightningDataModule``."""
+
+    @abstractmethod
+    def _loader(self, split: str) -> DataLoader:
+        """The loader of ``split`` (``train``, ``val`` or ``test``)."""
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+class PointCloudDataModule(SplitLoaders, pl.LightningDataModule):
     """Base datamodule for fixed-size labelled clouds.
 
     Every argument is keyword-only: subclasses forward them by name, so that a subclass adding or reordering its own
@@ -404,15 +426,3 @@ class PointCloudDataModule(pl.LightningDataModule, ABC):
             persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(sample_seed(self.seed, 4)),  # worker seeds: not the global RNG
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")

@@ -9,8 +9,8 @@ Data contract (every molecule datamodule, task, model and calculator of pointgeo
 | ``z`` | ``(N,)`` long | atomic numbers 1..118 |
 | ``charge`` | ``(1,)`` long | total charge, elementary charges |
 | ``spin`` | ``(1,)`` long | spin multiplicity 2S+1 (OMol25's convention; 1 = singlet) |
-| ``energy`` | ``(1,)`` float | total energy, eV (as stored, **not** referenced) |
-| ``energy_reference`` | ``(1,)`` float | Σ_i E0[z_i], the fitted per-element references of its atoms, eV |
+| ``energy`` | ``(1,)`` float64 | total energy, eV (as stored, **not** referenced) |
+| ``energy_reference`` | ``(1,)`` float64 | Σ_i E0[z_i], the fitted per-element references of its atoms, eV |
 | ``forces`` | ``(N, 3)`` float | forces, eV/Å (absent in the energy-only mode) |
 | ``cell``, ``pbc`` | ``(1, 3, 3)`` float, ``(1, 3)`` bool | lattice rows and periodic directions (periodic rows only) |
 | ``natoms`` | ``(1,)`` long | N |
@@ -26,6 +26,10 @@ energies ``E0 (119,)`` (index = atomic number; :attr:`MoleculeDataModule.element
 fit ``min_E0 Σ_m (E_m - Σ_i E0[z_i])²`` over the **training** split only (NumPy ``lstsq``: the minimum-norm solution
 when compositions are collinear, e.g. a set of one stoichiometry; elements absent from training get 0). They are
 stored in the datamodule's ``state_dict`` (so in every checkpoint) and applied to every split.
+
+Energies and references stay float64 whatever ``dtype`` the positions and forces take: OMol25's totals reach ~10⁵ eV,
+where float32's spacing is 8 meV, more than the per-atom residual a potential learns. The residual is formed in
+float64 (:func:`pointgeo.tasks.potential.target_energy`) and only then rounded to the network's dtype.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from torch_geometric.data import Batch, Data
 from tqdm.auto import tqdm
 
 from pointgeo.datamodules.ase_readers import MAX_Z, AseDbReader, MoleculeRecord, RowConvention, SpinConvention
-from pointgeo.datamodules.base import sample_seed
+from pointgeo.datamodules.base import SplitLoaders, sample_seed
 from pointgeo.datamodules.batching import AtomBudgetBatchSampler
 from pointgeo.datamodules.release import DatasetNotFoundError, save_atomic
 from pointgeo.download import cache_dir
@@ -67,12 +71,12 @@ def record_to_data(record: MoleculeRecord, index: int, *, dtype: torch.dtype = t
     data = MoleculeData(pos=torch.tensor(record.pos, dtype=dtype), z=z,
                 charge=torch.tensor([record.charge], dtype=torch.long),
                 spin=torch.tensor([record.spin], dtype=torch.long),
-                energy=torch.tensor([record.energy], dtype=dtype),
+                energy=torch.tensor([record.energy], dtype=torch.float64),  # never rounded before the reference
                 natoms=torch.tensor([len(z)], dtype=torch.long),
                 index=torch.tensor([index], dtype=torch.long),
                 data_id=record.data_id or "")
     reference = 0.0 if element_energies is None else float(element_energies.double()[z].sum())
-    data.energy_reference = torch.tensor([reference], dtype=dtype)
+    data.energy_reference = torch.tensor([reference], dtype=torch.float64)
     if record.forces is not None:
         data.forces = torch.tensor(record.forces, dtype=dtype)
     if record.cell is not None:
@@ -188,7 +192,7 @@ class MoleculeDataset(Dataset):
         store: the database, read row by row (workers re-open its files), or its rows held in memory.
         rows: row indices of this split.
         natoms: their atom counts (for the batch sampler).
-        dtype: floating dtype of positions, energies and forces.
+        dtype: floating dtype of positions, forces and cells (energies and references are always float64).
         element_energies: ``(MAX_Z + 1,)`` references giving ``energy_reference``.
         rotation: ``none`` or ``so3``; with ``fixed_seed`` the rotation of row ``i`` is fixed from ``(seed, i)``,
             without it it is fresh at every access (training augmentation).
@@ -222,7 +226,7 @@ def _collate(items: list[MoleculeData]) -> Batch:
     return Batch.from_data_list(items)
 
 
-class MoleculeDataModule(pl.LightningDataModule):
+class MoleculeDataModule(SplitLoaders, pl.LightningDataModule):
     """Molecules with energies and forces from ASE databases, in batches bounded by total atoms.
 
     Args:
@@ -237,7 +241,7 @@ class MoleculeDataModule(pl.LightningDataModule):
         charge_key, spin_key, spin_convention, default_charge, default_spin, energy_key, forces_key, require_forces,
             data_id_key, energy_scale, min_distance: the :class:`RowConvention` (how rows map onto molecules).
         energy_references: ``fit`` (least squares on the training split) or ``none`` (E0 = 0).
-        dtype: ``float32`` or ``float64`` positions, energies and forces.
+        dtype: ``float32`` or ``float64`` positions, forces and cells (energies are always float64).
         train_rotation: ``none`` or ``so3`` (a fresh Haar rotation per molecule and access, as augmentation).
         test_rotation: ``none`` or ``so3`` (fixed per row from the seed).
         in_memory: hold every molecule in memory after one cached scan (``None``: SQLite/JSON files, and
@@ -436,18 +440,6 @@ class MoleculeDataModule(pl.LightningDataModule):
         spawn = self.num_workers > 0 and getattr(dataset.store, "needs_spawn", False)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=_collate, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0, multiprocessing_context="spawn" if spawn else None)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
 
     def set_test_rotation(self, mode: MoleculeRotation) -> None:
         """Switch the test split's rotation (``none`` or ``so3``)."""

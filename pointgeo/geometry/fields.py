@@ -6,6 +6,8 @@ Every dataset declares the kind of each of its fields in a :class:`FieldSpec`:
 * ``vectors``: directions and vector labels (normals, forces); rotate only, ``v ↦ v Rᵀ``;
 * ``lattice``: periodic cells whose **rows** are the lattice vectors ``(a, b, c)``; rotate only, ``L ↦ L Rᵀ``.
   Fractional coordinates ``f = x L⁻¹`` are then unchanged (``x Rᵀ (L Rᵀ)⁻¹ = x L⁻¹``): they are ``invariant``;
+* ``record``: the record of the rotation applied so far, ``(B, 3, 3)`` (the dense batches' ``rotation``); a further
+  rotation ``R`` composes with it, ``P ↦ R P``;
 * ``invariant``: everything a rigid motion leaves alone (energy, charge, spin, labels, fractional coordinates).
 
 :func:`apply_rigid_motion` is the only place in pointgeo that decides which keys of a batch move. It takes one
@@ -32,8 +34,8 @@ from typing import Literal, TypeVar
 import torch
 from torch import Tensor
 
-FieldKind = Literal["points", "vectors", "lattice", "invariant"]
-FIELD_KINDS: tuple[FieldKind, ...] = ("points", "vectors", "lattice", "invariant")
+FieldKind = Literal["points", "vectors", "lattice", "invariant", "record"]
+FIELD_KINDS: tuple[FieldKind, ...] = ("points", "vectors", "lattice", "invariant", "record")
 
 B = TypeVar("B")
 
@@ -66,6 +68,7 @@ class FieldSpec(Mapping[str, FieldKind]):
     vectors: tuple[str, ...] = ()
     lattice: tuple[str, ...] = ()
     invariant: tuple[str, ...] = ()
+    record: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         seen: dict[str, str] = {}
@@ -91,8 +94,8 @@ class FieldSpec(Mapping[str, FieldKind]):
         return sum(len(getattr(self, kind)) for kind in FIELD_KINDS)
 
     def moving(self) -> tuple[str, ...]:
-        """The keys a rigid motion changes (``points``, ``vectors``, ``lattice``)."""
-        return self.points + self.vectors + self.lattice
+        """The keys a rigid motion changes (``points``, ``vectors``, ``lattice``, ``record``)."""
+        return self.points + self.vectors + self.lattice + self.record
 
     def merged(self, other: FieldSpec) -> FieldSpec:
         """This declaration plus ``other``'s (a key declared by both under different kinds raises)."""
@@ -121,6 +124,12 @@ def _move(x: Tensor, rotation: Tensor, translation: Tensor | None) -> Tensor:
     if translation is not None:
         out = out + translation.to(device=x.device, dtype=work).unsqueeze(-2)
     return out.to(x.dtype)
+
+
+def _compose(record: Tensor, rotation: Tensor) -> Tensor:
+    """``R @ P`` in the wider dtype, cast back to ``P``'s: the record of a rotation followed by ``rotation``."""
+    work = torch.promote_types(record.dtype, rotation.dtype)
+    return (rotation.to(device=record.device, dtype=work) @ record.to(work)).to(record.dtype)
 
 
 def _check_field(key: str, value: object, kind: str, expected: str, ok: bool) -> Tensor:
@@ -154,29 +163,31 @@ def _graph_batch(batch, fields: FieldSpec, rotation: Tensor, translation: Tensor
             rot = rotation.to(x.device)[node_graph]  # (N, 3, 3), each node the rotation of its graph
             shift = translation.to(x.device)[node_graph] if kind == "points" and translation is not None else None
             out[key] = _move(x.unsqueeze(-2), rot, shift).squeeze(-2)
-    for key in fields.lattice:
-        if key not in batch:
-            continue
-        cell = batch[key]
-        cell = _check_field(key, cell, "lattice", f"({num_graphs}, 3, 3)",
-                            isinstance(cell, Tensor) and tuple(cell.shape) == (num_graphs, 3, 3))
-        out[key] = _move(cell, rotation, None)
+    for kind in ("lattice", "record"):
+        for key in getattr(fields, kind):
+            if key not in batch:
+                continue
+            cell = batch[key]
+            cell = _check_field(key, cell, kind, f"({num_graphs}, 3, 3)",
+                                isinstance(cell, Tensor) and tuple(cell.shape) == (num_graphs, 3, 3))
+            out[key] = _move(cell, rotation, None) if kind == "lattice" else _compose(cell, rotation)
     return out
 
 
 def _dense_batch(batch: Mapping, fields: FieldSpec, rotation: Tensor, translation: Tensor | None) -> dict:
     lead = tuple(rotation.shape[:-2])
     out = dict(batch)
-    for kind, keys in (("points", fields.points), ("vectors", fields.vectors), ("lattice", fields.lattice)):
-        for key in keys:
+    for kind in ("points", "vectors", "lattice", "record"):
+        square = kind in ("lattice", "record")
+        for key in getattr(fields, kind):
             if key not in batch:
                 continue
             x = batch[key]
             shaped = isinstance(x, Tensor) and x.dim() == len(lead) + 2 and tuple(x.shape[: len(lead)]) == lead \
-                and x.shape[-1] == 3 and (kind != "lattice" or x.shape[-2] == 3)
-            x = _check_field(key, x, kind, str(lead + ((3, 3) if kind == "lattice" else ("N", 3))).replace("'", ""),
-                             shaped)
-            out[key] = _move(x, rotation, translation if kind == "points" else None)
+                and x.shape[-1] == 3 and (not square or x.shape[-2] == 3)
+            x = _check_field(key, x, kind, str(lead + ((3, 3) if square else ("N", 3))).replace("'", ""), shaped)
+            out[key] = _compose(x, rotation) if kind == "record" else \
+                _move(x, rotation, translation if kind == "points" else None)
     return out
 
 
@@ -184,8 +195,8 @@ def apply_rigid_motion(batch: B, fields: FieldSpec, rotation: Tensor, translatio
     """Apply one rigid motion per sample to every field of ``batch`` by its declared kind; returns a new batch.
 
     ``points`` become ``x Rᵀ + t``, ``vectors`` become ``v Rᵀ``, ``lattice`` cells ``L Rᵀ`` (rows are lattice
-    vectors); ``invariant`` and undeclared keys are passed through unchanged (the same tensors). The input batch is
-    not modified.
+    vectors), a ``record`` of the rotation applied so far ``R P``; ``invariant`` and undeclared keys are passed
+    through unchanged (the same tensors). The input batch is not modified.
 
     Args:
         batch: a dense dict batch (``pos (B, N, 3)``; or one sample ``(N, 3)`` with ``rotation (3, 3)``) or a
@@ -216,8 +227,9 @@ def apply_rigid_motion(batch: B, fields: FieldSpec, rotation: Tensor, translatio
 
 
 POINT_CLOUD_FIELDS = FieldSpec(points=("pos",), vectors=("normal",),
-                               invariant=("label", "seg", "category", "index", "mask", "rotation"))
-"""The declaration of the dense point-cloud batches (``ARCHITECTURE.md``, "Data in flight")."""
+                               invariant=("label", "seg", "category", "index", "mask"), record=("rotation",))
+"""The declaration of the dense point-cloud batches (``ARCHITECTURE.md``, "Data in flight"): positions rotate and
+translate, normals rotate, ``rotation`` records the rotation applied (a datamodule starts it at the identity)."""
 
 MOLECULE_FIELDS = FieldSpec(points=("pos",), vectors=("forces",), lattice=("cell",),
                             invariant=("z", "charge", "spin", "energy", "energy_reference", "natoms", "index",

@@ -62,8 +62,16 @@ class NVESettings:
                              f"got {self}")
 
 
+ENERGY_KEYS = ("energy", "energy_reference")
+"""Totals (up to ~10⁵ eV for OMol25) stay float64 until the reference is removed (``target_energy``)."""
+
+
 def _cast(batch: Any, device: str, dtype: torch.dtype) -> Any:
-    return batch.to(device).apply(lambda t: t.to(dtype) if t.is_floating_point() else t)
+    energies = {key: batch[key] for key in ENERGY_KEYS if key in batch}
+    moved = batch.to(device).apply(lambda t: t.to(dtype) if t.is_floating_point() else t)  # in place
+    for key, value in energies.items():
+        moved[key] = value.to(device)
+    return moved
 
 
 def _test_batches(dm: Any, device: str, dtype: torch.dtype, max_samples: int | None) -> Iterator[Any]:

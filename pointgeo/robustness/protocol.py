@@ -15,9 +15,10 @@ For every test shape, the runner evaluates each model on
   (:func:`pointgeo.testing.invariance.frame_equivariance_error`);
 * per-class scores under each protocol.
 
-Rotations are applied here to the unrotated test clouds (positions and normals together, ``x @ R^T``), never inside
-a model. Batches are read once and every rotated copy goes to every model, on one device, so every sample counts
-exactly once.
+Rotations are applied here to the unrotated test clouds, never inside a model; which keys move is the datamodule's
+declaration (:data:`pointgeo.geometry.POINT_CLOUD_FIELDS`: positions and normals together, ``x @ R^T``), applied by
+:func:`pointgeo.geometry.apply_rigid_motion`. Batches are read once and every rotated copy goes to every model, on
+one device, so every sample counts exactly once.
 """
 
 from __future__ import annotations
@@ -30,7 +31,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from pointgeo.datamodules.base import sample_seed
-from pointgeo.geometry import angle_sweep, rotate, rotations_about_axis, sample_rotations
+from pointgeo.geometry import (
+    POINT_CLOUD_FIELDS,
+    FieldSpec,
+    angle_sweep,
+    apply_rigid_motion,
+    rotations_about_axis,
+    sample_rotations,
+)
 from pointgeo.robustness.evaluators import Batch, Evaluator
 from pointgeo.testing.invariance import InvarianceReport, frame_equivariance_error
 
@@ -69,17 +77,15 @@ def rotation_table(indices: Tensor, mode: str, settings: ProtocolSettings, up_ax
     return torch.cat(rotations).reshape(len(indices), settings.n_rotations, 3, 3)
 
 
-def rotate_batch(batch: Batch, rotation: Tensor) -> Batch:
-    """A copy of ``batch`` rotated by ``rotation (B, 3, 3)`` or ``(3, 3)``: ``pos`` and ``normal`` (computed in
-    float64, returned in their dtype) and the recorded ``rotation`` (``R @ previous``); other keys are shared."""
-    out = dict(batch)
+def rotate_batch(batch: Batch, rotation: Tensor, fields: FieldSpec = POINT_CLOUD_FIELDS) -> Batch:
+    """A copy of ``batch`` rotated by ``rotation (B, 3, 3)`` or ``(3, 3)`` (the same for every shape): the keys
+    ``fields`` declares moving, by :func:`pointgeo.geometry.apply_rigid_motion` (computed in float64, returned in
+    their dtype): ``pos`` and ``normal``, and the recorded ``rotation`` becomes ``R @ previous``; other keys are
+    shared."""
     rotation = rotation.to(device=batch["pos"].device, dtype=torch.float64)
-    for key in ("pos", "normal"):
-        if key in batch:
-            out[key] = rotate(batch[key].double(), rotation).to(batch[key].dtype)
-    if "rotation" in batch:
-        out["rotation"] = (rotation @ batch["rotation"].double()).to(batch["rotation"].dtype)
-    return out
+    if rotation.dim() == 2:
+        rotation = rotation.expand(batch["pos"].shape[0], 3, 3)
+    return apply_rigid_motion(batch, fields, rotation)
 
 
 class Tally:
@@ -158,9 +164,11 @@ def evaluate(
     dtype: torch.dtype,
     *,
     total: int | None = None,
+    fields: FieldSpec = POINT_CLOUD_FIELDS,
 ) -> list[dict]:
     """Run every protocol and the sweep for each of ``evaluators`` over the unrotated test ``batches`` (``total``
-    of them, for the progress bar); returns one dict of plain Python numbers per evaluator."""
+    of them, for the progress bar); returns one dict of plain Python numbers per evaluator. ``fields`` is the
+    datamodule's declaration of which batch keys move under a rotation."""
     tallies = [{mode: Tally(len(class_names)) for mode in PROTOCOLS} for _ in evaluators]
     angles = settings.sweep_angles
     sweep_rotations = {axis: rotations_about_axis(angles, axis) for axis in AXES}
@@ -178,7 +186,7 @@ def evaluate(
         for mode in ROTATED:
             table = rotation_table(batch["index"].cpu(), mode, settings, up_axis)
             for r in range(settings.n_rotations):
-                rotated = rotate_batch(batch, table[:, r])
+                rotated = rotate_batch(batch, table[:, r], fields)
                 for ev, tally, (ref, ref_pred), frames in zip(evaluators, tallies, references, ref_frames):
                     out, moved = ev.outputs_and_orientations(rotated)
                     tally[mode].add_scores(ev.scores(out, batch), ev.groups(batch))
@@ -189,7 +197,7 @@ def evaluate(
                         ]).mean(0))
         for axis in AXES:
             for a, rotation in enumerate(sweep_rotations[axis]):
-                rotated = rotate_batch(batch, rotation) if angles[a] != 0 else None  # 0°: the unrotated shape
+                rotated = rotate_batch(batch, rotation, fields) if angles[a] != 0 else None  # 0°: the unrotated shape
                 for ev, sums, ref in zip(evaluators, sweep_sums, ref_scores):
                     scores = ref if rotated is None else ev.scores(ev.outputs(rotated), batch)
                     sums[axis][a] += float(scores.sum())

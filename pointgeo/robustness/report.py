@@ -113,7 +113,8 @@ def run_robustness(
         return _potential_report(loaded, out, data_config, settings, dtype, device, overwrite, max_samples)
     dm, evaluators = _prepare_data(loaded, data_config, batch_size, num_workers)
     batches, total = _test_batches(dm, device, dtype, max_samples)
-    figures = evaluate(evaluators, batches, dm.class_names, dm.up_axis, settings, dtype, total=total)
+    figures = evaluate(evaluators, batches, dm.class_names, dm.up_axis, settings, dtype, total=total,
+                       fields=dm.fields)
     results = [{"model": m.identity, **f} for m, f in zip(loaded, figures)]
     report = {
         "versions": {"pointgeo": __version__, "torch": torch.__version__, "python": platform.python_version(),

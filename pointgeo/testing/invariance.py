@@ -25,12 +25,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pointgeo.geometry import random_rotations, rotate
+from pointgeo.geometry import POINT_CLOUD_FIELDS, FieldSpec, apply_rigid_motion, random_rotations
 
 Network = Callable[..., Tensor]
 
 TOLERANCE = {torch.float64: 1e-8, torch.float32: 1e-3}
 """The bound on the error relative to the output scale by dtype (e3nn / nequip practice); other dtypes: 1e-3."""
+
+OUTPUT_FIELDS = FieldSpec(vectors=("output",), lattice=("orientations",))
+"""How the outputs the harness compares move: an equivariant network's vector output ``(B, M, 3)`` rotates, predicted
+orientations ``(B, 3, 3)`` (rows = axes) rotate their rows like a lattice."""
 
 
 def output_scale(reference: Tensor) -> Tensor:
@@ -143,9 +147,10 @@ def measure(
     rot, shift, perm = random_transform(
         rep, generator, rotations=rotations, translation_scale=translation_scale, permutations=permutations
     )
-    t_pos = _permute((rotate(rep.double(), rot) + shift).to(pos.dtype), perm)
-    t_normal = None if normal is None else _permute(rotate(normal.double().repeat_interleave(trials, 0), rot)
-                                                    .to(normal.dtype), perm)
+    clouds = {"pos": rep} if normal is None else {"pos": rep, "normal": normal.repeat_interleave(trials, 0)}
+    moved = apply_rigid_motion(clouds, POINT_CLOUD_FIELDS, rot, shift[:, 0])  # in float64, rounded once
+    t_pos = _permute(moved["pos"], perm)
+    t_normal = None if normal is None else _permute(moved["normal"], perm)
     out = _apply(network, t_pos, t_normal, tuple(e.repeat_interleave(trials, 0) for e in extra), chunk)
     expected = reference.repeat_interleave(trials, 0)
     if per_point:
@@ -154,8 +159,8 @@ def measure(
     if equivariant:
         if expected.shape[-1] != 3:
             raise ValueError(f"equivariant outputs must end in 3 coordinates; got {tuple(expected.shape)}")
-        r = rot.to(expected.dtype).reshape(rot.shape[0], *([1] * (expected.dim() - 2)), 3, 3)
-        expected = (expected.unsqueeze(-2) @ r.transpose(-1, -2)).squeeze(-2)
+        vectors = {"output": expected.reshape(expected.shape[0], -1, 3)}
+        expected = apply_rigid_motion(vectors, OUTPUT_FIELDS, rot.to(expected.dtype))["output"].reshape(expected.shape)
     scale = output_scale(reference)  # (B,)
     diff = (out - expected).abs().double().reshape(b, trials, -1)
     per_sample = diff.flatten(1).amax(1) / scale
@@ -214,8 +219,11 @@ def frame_equivariance_error(moved: Tensor, reference: Tensor, rotation: Tensor)
         ``moved, reference (B, ..., 3, 3)`` (orientations of the rotated and of the unrotated shapes, rows = axes),
         ``rotation (B, 3, 3)`` → ``(B,)`` float64.
     """
-    r = rotation.to(reference.dtype).reshape(rotation.shape[0], *([1] * (reference.dim() - 3)), 3, 3)
-    error = (moved.double() - (reference @ r.transpose(-1, -2)).double()).norm(dim=(-2, -1))
+    per_shape = reference[0].numel() // 9
+    frames = {"orientations": reference.reshape(-1, 3, 3)}
+    r = rotation.to(reference.dtype).repeat_interleave(per_shape, 0)
+    expected = apply_rigid_motion(frames, OUTPUT_FIELDS, r)["orientations"].reshape(reference.shape)
+    error = (moved.double() - expected.double()).norm(dim=(-2, -1))
     return error.flatten(1).mean(dim=1)
 
 
@@ -229,6 +237,6 @@ def measure_frame_equivariance(orientations: Callable[[Tensor], tuple[Tensor, ..
         reference = orientations(pos)
         for _ in range(trials):
             rotation = random_rotations(pos.shape[0], generator=generator).to(pos.dtype)
-            moved = orientations(rotate(pos, rotation))
+            moved = orientations(apply_rigid_motion({"pos": pos}, POINT_CLOUD_FIELDS, rotation)["pos"])
             errors += [frame_equivariance_error(m, o, rotation) for m, o in zip(moved, reference)]
     return float(torch.stack(errors).mean())

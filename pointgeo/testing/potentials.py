@@ -31,6 +31,7 @@ principal moments, or vanishing third moments, exactly where canonical frames br
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -124,6 +125,12 @@ def _with_pos(batch: Any, pos: Tensor) -> Any:
     return out
 
 
+def _with_forces(batch: Any, forces: Tensor) -> Any:
+    out = copy.copy(batch)
+    out.forces = forces
+    return out
+
+
 def permutation_within_molecules(batch: Any, generator: torch.Generator) -> Tensor:
     """``(N,)`` a random permutation of the atoms that keeps each molecule's atoms in its own slots."""
     key = batch.batch.double() + torch.rand(batch.num_nodes, generator=generator, dtype=torch.float64) * 0.5
@@ -201,20 +208,22 @@ def measure_potential(net: torch.nn.Module, batch: Any, seed: int = 0) -> Potent
     """Energy-invariance and force-equivariance errors of ``net`` (in ``batch.pos``'s dtype) on ``batch``."""
     run = _predictor(net)
     g = torch.Generator().manual_seed(seed)
-    dtype, index = batch.pos.dtype, batch.batch
+    dtype = batch.pos.dtype
     e0, f0 = run(batch)
     rot = random_rotations(batch.num_graphs, generator=g, dtype=torch.float64).to(dtype)  # Haar, one per molecule
     shift = (torch.randn(batch.num_graphs, 3, generator=g, dtype=torch.float64) * 5.0).to(dtype)
     perm = permutation_within_molecules(batch, g)
-    rotate = lambda x: (x.unsqueeze(1) @ rot[index].transpose(-1, -2)).squeeze(1)  # noqa: E731
+    identity = torch.eye(3, dtype=dtype).expand(batch.num_graphs, 3, 3)
     report = PotentialReport(dtype, force_scale=float(f0.abs().max()))
+    probe = _with_forces(batch, f0)
+    rotated_forces = apply_rigid_motion(probe, MOLECULE_FIELDS, rot).forces  # F(x) Rᵀ, by the declaration
     cases = {
-        "rotation": (_with_pos(batch, rotate(batch.pos)), rotate(f0), None),
-        "translation": (_with_pos(batch, batch.pos + shift[index]), f0, None),
-        "permutation": (_permuted(batch, perm), f0[perm], None),
-        "all": (_permuted(_with_pos(batch, rotate(batch.pos) + shift[index]), perm), rotate(f0)[perm], None),
+        "rotation": (apply_rigid_motion(probe, MOLECULE_FIELDS, rot), rotated_forces),
+        "translation": (apply_rigid_motion(probe, MOLECULE_FIELDS, identity, shift), f0),
+        "permutation": (_permuted(batch, perm), f0[perm]),
+        "all": (_permuted(apply_rigid_motion(probe, MOLECULE_FIELDS, rot, shift), perm), rotated_forces[perm]),
     }
-    for name, (moved, expected, _) in cases.items():
+    for name, (moved, expected) in cases.items():
         e, f = run(moved)
         report.energy[name] = _rel(e - e0, e0)
         report.forces[name] = _rel(f - expected, f0)
@@ -335,7 +344,7 @@ def learned_equivariance_error(net: torch.nn.Module, batch: Any, num_rotations: 
         moved = apply_rigid_motion(batch, MOLECULE_FIELDS, rot)
         out = predict_potential(net, moved)
         de = (out["energy"].detach() - e0).abs()
-        expected = (f0.unsqueeze(1) @ rot[batch.batch].transpose(-1, -2)).squeeze(1)
+        expected = apply_rigid_motion(_with_forces(batch, f0), MOLECULE_FIELDS, rot).forces  # F(x) Rᵀ
         sums["energy"] += float(de.mean())
         sums["energy_per_atom"] += float((de / natoms).mean())
         sums["forces"] += float((out["forces"].detach() - expected).norm(dim=-1).mean())

@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from pointgeo.geometry import POINT_CLOUD_FIELDS, apply_rigid_motion
+
 Cloud = tuple[Tensor, Tensor]
 
 
@@ -94,7 +96,9 @@ def planar(n: int, seed: int = 0) -> Cloud:
     t = torch.rand(n, generator=g, dtype=torch.float64) * 2 * math.pi
     pos = torch.stack([r * t.cos(), 0.5 * r * t.sin(), torch.zeros_like(r)], -1)
     tilt = torch.tensor([[1.0, 0, 0], [0, 0.8, -0.6], [0, 0.6, 0.8]], dtype=torch.float64)
-    return pos @ tilt.T, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand(n, 3) @ tilt.T
+    normal = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand(n, 3)
+    tilted = apply_rigid_motion({"pos": pos, "normal": normal}, POINT_CLOUD_FIELDS, tilt)
+    return tilted["pos"], tilted["normal"]
 
 
 def collinear(n: int, seed: int = 0) -> Cloud:
@@ -195,7 +199,9 @@ def threefold(n: int, seed: int = 0) -> Cloud:
     rot = torch.zeros(3, 3, 3, dtype=torch.float64)
     rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1], rot[:, 2, 2] = (
         turns.cos(), -turns.sin(), turns.sin(), turns.cos(), 1.0)
-    return (blade @ rot.transpose(1, 2)).reshape(-1, 3), (normal @ rot.transpose(1, 2)).reshape(-1, 3)
+    turned = apply_rigid_motion({"pos": blade.expand(3, m, 3), "normal": normal.expand(3, m, 3)}, POINT_CLOUD_FIELDS,
+                                rot)
+    return turned["pos"].reshape(-1, 3), turned["normal"].reshape(-1, 3)
 
 
 def _scaled(scale: float, offset: float = 0.0) -> Callable[[int, int], Cloud]:

@@ -13,6 +13,7 @@ the per-element reference energies when its training data had them subtracted (a
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pointgeo.geometry import rotate
+from pointgeo.geometry import MOLECULE_FIELDS, apply_rigid_motion
 from pointgeo.viz.scene import rotation_stack
 
 PREDICTED, REFERENCE = (0.8, 0.0, 0.8), (0.0, 0.6, 0.0)
@@ -95,20 +96,33 @@ def build_molecule_views(task: Any, molecule: Any, n_rotations: int, seed: int =
 
     rot = rotation_stack(n_rotations, seed)
     pos = molecule.pos.double() - molecule.pos.double().mean(0)
+    n = len(pos)
+    fields = {"pos": pos, "z": molecule.z, "charge": molecule.charge.reshape(1), "spin": molecule.spin.reshape(1)}
     reference = getattr(molecule, "forces", None)
-    copies = [Data(pos=rotate(pos, r).float(), z=molecule.z, charge=molecule.charge.reshape(1),
-                   spin=molecule.spin.reshape(1)) for r in rot]  # one per rotation (a few), not per atom
+    if reference is not None:
+        fields["forces"] = reference.double()
     if getattr(molecule, "cell", None) is not None:  # lattice rows rotate with the atoms
-        for copy, r in zip(copies, rot):
-            copy.cell, copy.pbc = rotate(molecule.cell.double(), r).float(), molecule.pbc
-    out = {k: v.detach() for k, v in predict_potential(task.net, Batch.from_data_list(copies)).items()}
-    forces = out["forces"].detach().double().reshape(len(rot), len(pos), 3)
-    expected = rotate(forces[0].expand(len(rot), -1, -1), rot)
+        fields["cell"], fields["pbc"] = molecule.cell.double().reshape(1, 3, 3), molecule.pbc
+    unrotated = Batch.from_data_list([Data(**fields)] * len(rot))  # one copy per rotation (a few), not per atom
+    moved = apply_rigid_motion(unrotated, MOLECULE_FIELDS, rot)  # in float64, by the declaration
+    inputs = copy.copy(moved)  # what the network sees: positions and cells in float32, no reference forces
+    inputs.pos = moved.pos.float()
+    if "cell" in fields:
+        inputs.cell = moved.cell.float()
+    if "forces" in fields:
+        del inputs.forces
+    out = {k: v.detach() for k, v in predict_potential(task.net, inputs).items()}
+    forces = out["forces"].detach().double().reshape(len(rot), n, 3)
+    probe = copy.copy(unrotated)
+    probe.forces = forces[0].repeat(len(rot), 1)  # the unrotated copy's forces, to be rotated into each copy
+    expected = apply_rigid_motion(probe, MOLECULE_FIELDS, rot).forces.reshape(len(rot), n, 3)
     scale = forces[0].norm().clamp_min(1e-30)
     errors = (forces - expected).flatten(1).norm(dim=1) / scale
-    return [MoleculeView(rotate(pos, rot[i]).numpy(), molecule.z.numpy(), rot[i].numpy(),
+    rotated_pos = moved.pos.reshape(len(rot), n, 3)
+    rotated_reference = None if reference is None else moved.forces.reshape(len(rot), n, 3)
+    return [MoleculeView(rotated_pos[i].numpy(), molecule.z.numpy(), rot[i].numpy(),
                          float(out["energy"][i]), forces[i].numpy(),
-                         None if reference is None else rotate(reference.double(), rot[i]).numpy(),
+                         None if rotated_reference is None else rotated_reference[i].numpy(),
                          float(errors[i])) for i in range(len(rot))]
 
 

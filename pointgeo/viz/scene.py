@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pointgeo.geometry import random_rotations, rotate
+from pointgeo.geometry import POINT_CLOUD_FIELDS, apply_rigid_motion, random_rotations
 
 ColourMode = Literal["prediction", "truth", "error"]
 CORRECT, WRONG = (0.15, 0.65, 0.25), (0.85, 0.1, 0.1)
@@ -46,9 +46,10 @@ def build_views(task: torch.nn.Module, pos: Tensor, normal: Tensor | None, n_rot
         pos: ``(N, 3)`` positions; ``normal``: ``(N, 3)`` or ``None``.
     """
     rot = rotation_stack(n_rotations, seed)
-    batch = {"pos": rotate(pos.double().expand(len(rot), -1, -1), rot).float()}
+    shape = {"pos": pos.double().expand(len(rot), -1, -1)}
     if normal is not None:
-        batch["normal"] = rotate(normal.double().expand(len(rot), -1, -1), rot).float()
+        shape["normal"] = normal.double().expand(len(rot), -1, -1)
+    batch = {key: value.float() for key, value in apply_rigid_motion(shape, POINT_CLOUD_FIELDS, rot).items()}
     with torch.no_grad():
         prob = task(batch).softmax(-1)
     conf, pred = prob.max(-1)

@@ -256,25 +256,37 @@ def test_modelnet_txt(seeds: dict[str, bytes], tmp_path: Path) -> None:
     assert fuzz(corrupted_text(seed, _others(seeds, "txt", "xyz")), run) >= EXAMPLES
 
 
-def test_modelnet_hdf5(seeds: dict[str, bytes], tmp_path: Path) -> None:
-    folder = write_modelnet_h5(tmp_path / "modelnet40_ply_hdf5_2048", MODELNET40_CLASSES, {"train": 3, "test": 2},
-                               points=24)
-    (folder / "shape_names.txt").write_text("\n".join(MODELNET40_CLASSES) + "\n")
-    target = folder / "ply_data_train0.h5"
+def fuzz_h5_split(target: Path, root: Path, datamodule: Callable[[], object], check: Callable[[object], None],
+                  others: tuple[bytes, ...]) -> None:
+    """Fuzz ``target``, the HDF5 training file of the datamodule ``datamodule()`` builds under ``root`` (16 points a
+    sample): every case either loads a split that passes :func:`assert_split` and ``check``, or raises one clear
+    error and leaves no processed cache behind."""
     with h5py.File(target, "r") as fh:
         good = {k: fh[k][()] for k in fh}
 
     def run(case: object) -> None:
         put(target, case, good)
-        shutil.rmtree(tmp_path / "processed", ignore_errors=True)
-        dm = ModelNet40DataModule(format="hdf5", root=str(tmp_path), download=False, num_points=16)
-        arrays = read_or_clear_error(lambda: dm.load_split("train"), target)
-        assert_cache_clean(tmp_path, "train", failed=arrays is None)
+        shutil.rmtree(root / "processed", ignore_errors=True)
+        arrays = read_or_clear_error(lambda: datamodule().load_split("train"), target)
+        assert_cache_clean(root, "train", failed=arrays is None)
         if arrays is not None:
             assert_split(arrays, 16)
-            assert (arrays.label < 40).all()
+            check(arrays)
 
-    assert fuzz(h5_cases(target.read_bytes(), good, _others(seeds, "h5", "scan")), run) >= EXAMPLES
+    assert fuzz(h5_cases(target.read_bytes(), good, others), run) >= EXAMPLES
+
+
+def test_modelnet_hdf5(seeds: dict[str, bytes], tmp_path: Path) -> None:
+    folder = write_modelnet_h5(tmp_path / "modelnet40_ply_hdf5_2048", MODELNET40_CLASSES, {"train": 3, "test": 2},
+                               points=24)
+    (folder / "shape_names.txt").write_text("\n".join(MODELNET40_CLASSES) + "\n")
+
+    def check(arrays: object) -> None:
+        assert (arrays.label < 40).all()
+
+    fuzz_h5_split(folder / "ply_data_train0.h5", tmp_path,
+                  lambda: ModelNet40DataModule(format="hdf5", root=str(tmp_path), download=False, num_points=16),
+                  check, _others(seeds, "h5", "scan"))
 
 
 def test_off_meshes(seeds: dict[str, bytes], tmp_path: Path) -> None:
@@ -348,21 +360,14 @@ def test_scanobjectnn_hdf5(seeds: dict[str, bytes], tmp_path: Path) -> None:
     h5 = tmp_path / "h5_files" / "main_split"
     target = write_scanobjectnn_h5(h5 / "training_objectdataset.h5", 3, points=24)
     write_scanobjectnn_h5(h5 / "test_objectdataset.h5", 2, points=24)
-    with h5py.File(target, "r") as fh:
-        good = {k: fh[k][()] for k in fh}
 
-    def run(case: object) -> None:
-        put(target, case, good)
-        shutil.rmtree(tmp_path / "processed", ignore_errors=True)
-        dm = ScanObjectNNDataModule(variant="OBJ_BG", root=str(tmp_path), return_mask=True, num_points=16)
-        arrays = read_or_clear_error(lambda: dm.load_split("train"), target)
-        assert_cache_clean(tmp_path, "train", failed=arrays is None)
-        if arrays is not None:
-            assert_split(arrays, 16)
-            assert arrays.mask.shape == (len(arrays.pos), 16) and arrays.mask.dtype == bool
-            assert (arrays.label < 15).all()
+    def check(arrays: object) -> None:
+        assert arrays.mask.shape == (len(arrays.pos), 16) and arrays.mask.dtype == bool
+        assert (arrays.label < 15).all()
 
-    assert fuzz(h5_cases(target.read_bytes(), good, _others(seeds, "scan", "h5")), run) >= EXAMPLES
+    fuzz_h5_split(target, tmp_path,
+                  lambda: ScanObjectNNDataModule(variant="OBJ_BG", root=str(tmp_path), return_mask=True, num_points=16),
+                  check, _others(seeds, "scan", "h5"))
 
 
 def test_truncated_processed_cache_is_reported_and_rebuilt(tmp_path: Path) -> None:

@@ -302,3 +302,52 @@ def test_a_trainer_draws_a_new_seeded_order_every_epoch(tmp_path: Path) -> None:
     assert first != second  # Lightning set the epoch on the batch sampler's sampler
     assert "val/loss" in trainer.callback_metrics
 
+
+
+def test_omol25_sized_totals_keep_their_per_atom_residuals(tmp_path: Path) -> None:
+    """Totals of 10⁴-10⁵ eV (OMol25: up to 350 atoms): reader → batch → ``energy − energy_reference`` in float64, so
+    the residual of a few meV per atom survives to ≤ 1e-9 eV; float32 totals would be 8 meV apart."""
+    from pointgeo.robustness.potentials import _cast
+    from pointgeo.tasks.potential import target_energy
+
+    e0 = {1: -13.5718, 6: -1029.8634, 7: -1485.3051, 8: -2042.6128, 16: -10832.1733, 17: -12567.4431}
+    rng = np.random.default_rng(11)
+    mols = []
+    for i in range(24):
+        size = int(rng.integers(20, 351))
+        numbers = rng.choice(list(e0), size=size, p=[0.45, 0.3, 0.08, 0.1, 0.04, 0.03])
+        pos = rng.uniform(0, 2.0 * size ** (1 / 3), (size, 3))
+        residual = size * rng.uniform(-5e-3, 5e-3)  # a few meV per atom
+        mols.append({"numbers": numbers, "positions": pos, "forces": np.zeros((size, 3)),
+                     "energy": float(sum(e0[int(z)] for z in numbers)) + residual,
+                     "data": {"charge": 0, "spin": 1, "data_id": "omol"}})
+    (tmp_path / "big").mkdir()
+    write_lmdb(tmp_path / "big" / "data0000.aselmdb", mols)
+    dm = MoleculeDataModule(str(tmp_path / "big"), max_atoms=400, val_fraction=0.2, test_fraction=0.2,
+                            min_distance=0.0)
+    dm.setup()
+    e_fit = dm.element_energies.numpy()
+    assert dm.element_energies.dtype == torch.float64
+    totals = np.array([m["energy"] for m in mols])
+    assert np.abs(totals).max() > 5e4  # OMol25's magnitude
+    checked, float32_loss = 0, 0.0
+    for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
+        for batch in loader:
+            assert batch.energy.dtype == torch.float64 and batch.energy_reference.dtype == torch.float64
+            assert batch.pos.dtype == torch.float32  # positions keep the configured dtype
+            rows = batch.index.tolist()
+            exact = torch.tensor([mols[r]["energy"] - e_fit[mols[r]["numbers"]].sum() for r in rows])
+            natoms = batch.natoms.double()
+            target = target_energy(batch)
+            assert target.dtype == torch.float64
+            assert torch.allclose(target, exact, rtol=0, atol=1e-9)
+            # rounded to a float32 network's dtype only now: per-atom error far below a meV
+            assert torch.allclose(target.float().double() / natoms, exact / natoms, rtol=0, atol=1e-6)
+            float32_loss = max(float32_loss, float(((batch.energy.float() - batch.energy_reference.float()).double()
+                                                    - exact).abs().max()))
+            cast = _cast(batch.clone(), "cpu", torch.float32)  # the robustness report's cast keeps the totals
+            assert cast.energy.dtype == torch.float64 and cast.pos.dtype == torch.float32
+            assert torch.equal(target_energy(cast), target)
+            checked += batch.num_graphs
+    assert checked == len(mols)
+    assert float32_loss > 1e-3  # what storing totals in float32 would have cost (> 1 meV): the test can fail

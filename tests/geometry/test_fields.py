@@ -175,3 +175,21 @@ def test_point_cloud_datamodule_rotates_through_the_declaration() -> None:
     assert torch.allclose(sample["normal"].norm(dim=-1), torch.ones(64), rtol=0, atol=1e-6)
     angle = math.acos(max(-1.0, min(1.0, (torch.trace(rot).item() - 1) / 2)))
     assert angle > 1e-3  # an actual rotation was applied
+
+
+def test_the_rotation_record_composes_in_both_batch_structures() -> None:
+    gen = torch.Generator().manual_seed(5)
+    first, second = random_rotations(2, generator=gen), random_rotations(2, generator=gen)
+    dense = {"pos": torch.randn(2, 4, 3, dtype=torch.float64), "rotation": first.float()}
+    out = apply_rigid_motion(dense, POINT_CLOUD_FIELDS, second)
+    assert out["rotation"].dtype == torch.float32
+    assert torch.equal(out["rotation"], (second @ first.float().double()).float())  # R P, in float64, rounded once
+    assert POINT_CLOUD_FIELDS["rotation"] == "record" and "rotation" in POINT_CLOUD_FIELDS.moving()
+    from torch_geometric.data import Batch, Data
+
+    graphs = Batch.from_data_list([Data(pos=torch.randn(3, 3, dtype=torch.float64), frame=first[i:i + 1])
+                                   for i in range(2)])
+    moved = apply_rigid_motion(graphs, FieldSpec(points=("pos",), record=("frame",)), second)
+    assert torch.equal(moved.frame, second @ first)
+    with pytest.raises(ValueError, match=r"batch\['frame'\] \(record\) must have shape"):
+        apply_rigid_motion({"pos": dense["pos"], "frame": torch.zeros(2, 4, 3)}, FieldSpec(record=("frame",)), second)

@@ -122,3 +122,36 @@ def assert_equal_lists(ours: Sequence[Tensor], theirs: Sequence[Tensor]) -> None
     assert len(ours) == len(theirs)
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def assert_saved_tensors_only(run: Callable[[], Tensor], leaves: Sequence[Tensor],
+                              reset: Callable[[], object] | None = None) -> list[BackwardCFunction]:
+    """Check the output of ``run()``: its custom autograd functions keep no tensor on a ``ctx`` attribute, and with
+    every saved tensor offloaded by a saved-tensor hook (a host copy packed, a fresh tensor unpacked) the output and
+    the gradients of ``leaves`` are bit-identical, so the backward used the unpacked tensors, every one of them.
+    ``reset`` puts back what the first run changed (e.g. running statistics). Returns the custom functions' nodes."""
+    out = run()
+    nodes = custom_function_nodes(out)
+    assert nodes, "ran no custom autograd function"
+    for node in nodes:
+        assert tensors_on_ctx(node) == [], (type(node).__name__, tensors_on_ctx(node))
+    upstream = torch.randn_like(out)
+    expected = gradients(out, leaves, upstream)
+    if reset is not None:
+        reset()
+    hooked, grads, packed, unpacked = offloaded_gradients(run, leaves, upstream)
+    assert packed >= 4 and unpacked == packed
+    torch.testing.assert_close(hooked, out, rtol=0, atol=0)
+    assert_equal_lists(grads, expected)
+    return nodes
+
+
+def assert_checkpointing_changes_nothing(layer: nn.Module, inputs: Sequence[Tensor | None], upstream: Tensor,
+                                         mode: str) -> list[Tensor]:
+    """:func:`checkpointed_twin`: the checkpointed run's output, gradients and BatchNorm state equal the plain run's
+    bit for bit. Returns the plain run's BatchNorm state (mean, variance, count per layer)."""
+    (out, grads, state), (out_ckpt, grads_ckpt, state_ckpt) = checkpointed_twin(layer, inputs, upstream, mode)
+    torch.testing.assert_close(out_ckpt, out, rtol=0, atol=0)
+    assert_equal_lists(grads_ckpt, grads)
+    assert_equal_lists(state_ckpt, state)
+    return state

@@ -186,3 +186,15 @@ def test_bad_inputs_get_one_clear_message(tmp_path: Path) -> None:
             main([*args, "--out", out])
         assert str(exc.value).startswith("pointgeo robustness: ") and re.search(message, str(exc.value)), exc.value
     assert not Path(out).exists()
+
+
+def test_rotate_batch_moves_what_the_declaration_says() -> None:
+    from pointgeo.geometry import POINT_CLOUD_FIELDS, FieldSpec
+
+    rotation = rotation_table(torch.tensor([0, 1]), "so3", ProtocolSettings(1), "z")[:, 0]
+    batch = {"pos": torch.randn(2, 5, 3), "normal": torch.randn(2, 5, 3), "velocity": torch.randn(2, 5, 3)}
+    plain = rotate_batch(batch, rotation)
+    assert plain["velocity"] is batch["velocity"]  # undeclared: shared, unchanged
+    declared = rotate_batch(batch, rotation, POINT_CLOUD_FIELDS.merged(FieldSpec(vectors=("velocity",))))
+    assert torch.equal(declared["velocity"], (batch["velocity"].double() @ rotation.transpose(1, 2)).float())
+    assert torch.equal(declared["pos"], plain["pos"])
