@@ -77,15 +77,25 @@ def run_lightning(command: str, args: list[str]) -> None:
 
 
 def list_models_command(args: list[str]) -> None:
-    """``pointgeo models [PATTERN] [--pretrained]``: networks with their task and guarantee; for an ``invariant``
-    network, per dtype the shape classes of the harness on which it is guaranteed, and the reason for each class
-    that is not. Or, with ``--pretrained``, the checkpoints."""
+    """``pointgeo models [PATTERN] [--pretrained | --measure]``: networks with their task and guarantee; for an
+    ``invariant`` network, per dtype the shape classes of the harness on which it is guaranteed, and the reason for
+    each class that is not. Or, with ``--pretrained``, the checkpoints; with ``--measure``, the measured table."""
     parser = argparse.ArgumentParser(prog="pointgeo models", description="List the registered networks.")
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'tinvnn*'")
     parser.add_argument("--pretrained", action="store_true", help="list the published checkpoints instead")
+    parser.add_argument("--measure", action="store_true",
+                        help="measure the point-cloud networks on every shape class at their test size (float64 and "
+                             "float32) and print the worst invariance error of each next to what is declared")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="with --measure: a modelnet40_normal_resampled folder, to measure its symmetric classes")
+    parser.add_argument("--trials", type=int, default=None,
+                        help="with --measure: transforms per sample (default 32 in float64, 8 in float32)")
     ns = parser.parse_args(args)
     if ns.pretrained:
         list_checkpoints(ns.pattern)
+        return
+    if ns.measure:
+        measure_models(ns.pattern, ns.data, ns.trials)
         return
     import torch
 
@@ -112,6 +122,27 @@ def list_models_command(args: list[str]) -> None:
             print(f"{pad}not guaranteed on {shape}: {reason}")
         for shape, reason in e.float64_only.items():
             print(f"{pad}float64 only on {shape}: {reason}")
+
+
+def measure_models(pattern: str, data: Path | None, trials: int | None) -> None:
+    """Print :func:`pointgeo.testing.registry_table.format_table` of the point-cloud networks matching ``pattern``
+    (progress on stderr); exit with status 1 when a measurement contradicts a declaration."""
+    import fnmatch
+
+    from pointgeo.testing.registry_table import format_table, measure_table, point_cloud_networks
+
+    if trials is not None and trials < 1:
+        raise SystemExit(f"pointgeo models: --trials must be >= 1; got {trials}")
+    if data is not None and not data.is_dir():
+        raise SystemExit(f"pointgeo models: --data {data} is not a folder (a modelnet40_normal_resampled folder)")
+    names = [n for n in point_cloud_networks() if fnmatch.fnmatch(n, pattern)]
+    if not names:
+        raise SystemExit(f"pointgeo models: no point-cloud network matches {pattern!r}")
+    progress = lambda r: print(f"{r.network} {r.shape} {r.dtype}: {r.worst:.1e}", file=sys.stderr)  # noqa: E731
+    rows = measure_table(names, data_root=data, trials=trials, progress=progress)
+    print(format_table(rows))
+    if not all(r.consistent for r in rows):
+        raise SystemExit(1)
 
 
 def list_checkpoints(pattern: str) -> None:

@@ -206,3 +206,18 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_runs_state(tmp_path
     print(f"SIGTERM after step {after_sigterm}, SIGKILL after step {after_sigkill}: max |difference| to the "
           f"uninterrupted run {difference:.1e}")
     assert difference <= 1e-10
+
+
+def test_models_measure_prints_the_measured_table_and_rejects_bad_arguments(capsys: pytest.CaptureFixture) -> None:
+    main(["models", "tinvnn_pointnet", "--measure", "--trials", "1"])
+    captured = capsys.readouterr()
+    assert "### tinvnn_pointnet (classification, invariant, 32 points)" in captured.out
+    rows = [line for line in captured.out.splitlines() if line.startswith("| ") and "shape class" not in line]
+    assert len(rows) == 18 and all(len(line.split("|")) == 5 for line in rows)  # random + 17 synthetic classes
+    assert "| grid_cylinder | " in captured.out and "MISMATCH" not in captured.out
+    assert "tinvnn_pointnet box torch.float32:" in captured.err  # progress goes to stderr
+    for args, message in ((["--trials", "0"], "--trials must be >= 1"), (["--data", "nowhere"], "is not a folder")):
+        with pytest.raises(SystemExit, match=message):
+            main(["models", "tinvnn_pointnet", "--measure", *args])
+    with pytest.raises(SystemExit, match="no point-cloud network matches 'tinvnn_atoms'"):
+        main(["models", "tinvnn_atoms", "--measure"])

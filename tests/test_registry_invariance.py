@@ -14,77 +14,40 @@ invariant but order-dependent network (permutations) are each shown to fail.
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import pytest
 import torch
 
-from pointgeo.registry import create_model, get_model_entry, list_models
-from pointgeo.testing import (
-    ADVERSARIAL_SHAPES,
-    assert_invariant,
-    check_declared_shapes,
-    guaranteed_shapes,
-    measure,
-    modelnet40_symmetric,
+from pointgeo.geometry import rotate
+from pointgeo.registry import create_model, get_model_entry
+from pointgeo.testing import ADVERSARIAL_SHAPES, assert_invariant, check_declared_shapes, guaranteed_shapes, measure
+from pointgeo.testing.invariance import random_transform
+from pointgeo.testing.registry_table import (
+    REAL,
+    REAL_POINTS,
+    REAL_TRIALS,
+    build_test_network,
+    format_table,
+    measure_table,
+    point_cloud_networks,
+    extra_inputs,
+    random_clouds,
+    shape_cloud,
 )
+from pointgeo.testing.registry_table import measure_network as run
+from pointgeo.testing.registry_table import real_samples as read_real_samples
 
-ALL = list_models(task="classification") + list_models(task="segmentation")  # potentials: test_potentials
+ALL = point_cloud_networks()  # potentials: test_potentials
 INVARIANT = [n for n in ALL if get_model_entry(n).invariance == "invariant"]
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
-TRIALS = {torch.float64: 32, torch.float32: 8}
-"""Transforms per sample with the network's default input (normals given to RISurConv, coordinates only to TinvNN);
-the other input is checked with 4."""
-REAL = "modelnet40_symmetric"
-
-
-def build(name: str, dtype: torch.dtype, use_normals: bool) -> tuple[torch.nn.Module, int]:
-    entry = get_model_entry(name)
-    kwargs = dict(entry.test_kwargs)
-    if entry.task == "segmentation":
-        kwargs.setdefault("num_parts", 6)
-        kwargs.setdefault("num_categories", 2)
-    else:
-        kwargs.setdefault("num_classes", 5)
-    torch.manual_seed(0)
-    net = create_model(name, use_normals=use_normals, **kwargs).to(dtype).eval()
-    return net, entry.test_num_points
-
-
-def extra_inputs(name: str, batch: int) -> tuple[torch.Tensor, ...]:
-    return (torch.arange(batch) % 2,) if get_model_entry(name).task == "segmentation" else ()
-
-
-def random_clouds(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    pos = torch.randn(3, n, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 0.7, 0.4], dtype=torch.float64)
-    return pos, torch.nn.functional.normalize(torch.randn(3, n, 3, generator=g, dtype=torch.float64), dim=-1)
-
-
-def shape_cloud(shape: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    pos, normal = ADVERSARIAL_SHAPES[shape](n, 0)
-    return pos[None], normal[None]
-
-
-def run(name: str, dtype: torch.dtype, pos: torch.Tensor, normal: torch.Tensor, trials: int | None = None) -> list:
-    """Reports with and without the normals (the networks that read none estimate or ignore them): ``trials``
-    (default :data:`TRIALS`) transforms with the network's default input, 4 with the other."""
-    default = inspect.signature(get_model_entry(name).builder).parameters["use_normals"].default
-    reports = []
-    for use_normals in (True, False):
-        net, _ = build(name, dtype, use_normals)
-        count = (trials or TRIALS[dtype]) if use_normals == default else 4
-        reports.append(measure(net, pos.to(dtype), normal.to(dtype) if use_normals else None,
-                               *extra_inputs(name, pos.shape[0]), trials=count))
-    return reports
+build = build_test_network
 
 
 @pytest.fixture(scope="module")
 def real_samples(shared_data: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """The symmetric-class ModelNet40 samples, the first 128 points of each: ``pos, normal (B, 128, 3)``."""
-    samples = modelnet40_symmetric(shared_data / "modelnet40" / "modelnet40_normal_resampled", 128)
-    return torch.stack([s[1] for s in samples]), torch.stack([s[2] for s in samples])
+    return read_real_samples(shared_data / "modelnet40" / "modelnet40_normal_resampled", 128)
 
 
 def test_every_declaration_names_a_known_shape_class_with_a_reason() -> None:
@@ -115,8 +78,8 @@ def test_invariant_networks_pass_the_harness_on_every_guaranteed_shape(name: str
 def test_invariant_networks_on_the_real_symmetric_modelnet40_samples(name: str, dtype: torch.dtype,
                                                                      real_samples: tuple) -> None:
     pos, normal = real_samples
-    n = max(get_model_entry(name).test_num_points, 64)
-    reports = run(name, dtype, pos[:, :n], normal[:, :n], trials=8 if dtype == torch.float64 else 4)
+    n = max(get_model_entry(name).test_num_points, REAL_POINTS)
+    reports = run(name, dtype, pos[:, :n], normal[:, :n], trials=REAL_TRIALS[dtype])
     if REAL in get_model_entry(name).excluded_shapes(dtype):
         assert not all(r.within() for r in reports), f"{name} passes on {REAL} in {dtype}: declare it guaranteed"
     else:
@@ -184,3 +147,41 @@ def test_the_permutation_leg_fails_a_rotation_invariant_but_order_dependent_netw
 def test_the_registry_rejects_unknown_names_with_suggestions() -> None:
     with pytest.raises(KeyError, match="did you mean 'tinvnn_pointnet'"):
         create_model("tinvnn_pointnett")
+
+
+HALF_TURNS = torch.tensor([[1.0, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], dtype=torch.float64)
+"""The 1 : 1.001 : 2 box's proper symmetries in its own frame: the identity and the half turns about its axes."""
+
+
+def test_on_the_1_1001_2_box_segmentation_fails_only_by_the_symmetry_it_must_break() -> None:
+    # The declared reason, shown: a rotated copy's per-point outputs are the reference's at the image of each point
+    # under one half turn of the box (the choice FPS had to make), while compared point by point they differ.
+    net, n = build("risurconv_seg", torch.float64, use_normals=True)
+    pos, normal = shape_cloud("box_1_1001_2", n)
+    category = torch.zeros(1, dtype=torch.long)
+    with torch.no_grad():
+        reference = net(pos, normal, category)[0]
+    images = [torch.cdist(pos[0] * s, pos[0]).argmin(-1) for s in HALF_TURNS]  # point i -> its image
+    g = torch.Generator().manual_seed(0)
+    plain, explained = [], []
+    for _ in range(6):
+        rot, shift, _ = random_transform(pos, g, rotations=True, translation_scale=10.0, permutations=False)
+        with torch.no_grad():
+            out = net(rotate(pos, rot) + shift, rotate(normal, rot), category)[0]
+        plain.append(float((out - reference).abs().max()))
+        explained.append(min(float((out - reference[image]).abs().max()) for image in images))
+    assert max(explained) < 1e-10 and max(plain) > 1e-3, (plain, explained)
+    # the classifier, with the same blocks and the same broken symmetry, is invariant there (at 150 points too)
+    cls, _ = build("risurconv_cls", torch.float64, use_normals=True)
+    assert measure(cls, pos, normal, trials=8).within()
+
+
+def test_the_measured_table_names_each_class_and_its_declaration() -> None:
+    rows = measure_table(["tinvnn_pointnet"], dtypes=(torch.float64,), trials=2)
+    assert {r.shape for r in rows} == {"random", *ADVERSARIAL_SHAPES} and all(r.consistent for r in rows)
+    declared = {r.shape: r.declared for r in rows}
+    assert declared["grid_cylinder"] == "not guaranteed" and declared["box"] == "guaranteed"
+    table = format_table(rows)
+    assert "### tinvnn_pointnet (classification, invariant, 32 points)" in table
+    assert "| grid_cylinder | " in table and "(not guaranteed)" in table and "| modelnet40_symmetric |" not in table
+    assert "MISMATCH" not in table

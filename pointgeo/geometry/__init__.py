@@ -57,6 +57,7 @@ from pointgeo.geometry.rotations import (
     sample_rotations,
 )
 from pointgeo.geometry.sampling import farthest_from_centroid, farthest_point_sampling
+from pointgeo.geometry.ties import invariant_rank, selection_rank
 
 __all__ = [
     "CRYSTAL_FIELDS",
@@ -99,6 +100,7 @@ __all__ = [
     "farthest_point_sampling",
     "frame_from_directions",
     "index_points",
+    "invariant_rank",
     "knn",
     "NeighborList",
     "neighbor_list",
@@ -109,5 +111,6 @@ __all__ = [
     "rotate",
     "rotations_about_axis",
     "sample_rotations",
+    "selection_rank",
     "sign_flips",
 ]

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from pointgeo.geometry.backends import Backend, choose, open3d_ops
 from pointgeo.geometry.checks import check_points
-from pointgeo.geometry.ties import invariant_rank, tie_break, tie_scale
+from pointgeo.geometry.ties import check_rank, invariant_rank, tie_break, tie_scale
 
 MAX_ELEMENTS = 1 << 25
 """Largest number of entries of one chunk of the query-by-point distance matrix (128 MiB in float32)."""
@@ -70,11 +70,13 @@ def _knn_open3d(query: Tensor, points: Tensor, k: int) -> Tensor:
     return result.neighbors_index.long().view(b, m, k) - offsets
 
 
-def _resolve_ties(query: Tensor, points: Tensor, candidates: Tensor, k: int, max_elements: int) -> Tensor:
+def _resolve_ties(query: Tensor, points: Tensor, candidates: Tensor, k: int, max_elements: int,
+                  rank: Tensor | None) -> Tensor:
     """The ``k`` nearest among ``candidates (B, M, C)`` (``C >= k``, a superset of the ``k`` nearest up to ties)
     with exact ties decided by the points' invariant rank; queries whose tie at the ``k``-th place may reach past
     the candidates are searched again over all points. Only queries with a tie among their first ``k + 1``
-    candidates are re-sorted, and the rank is computed only for their clouds. Returns ``(B, M, k)``."""
+    candidates are re-sorted, and the rank (unless given, ``(B, N)``) is computed only for their clouds.
+    Returns ``(B, M, k)``."""
     n = points.shape[1]
     q, p = query.double(), points.double()
     tau = tie_scale(points)[:, None, None]  # (B, 1, 1)
@@ -84,9 +86,10 @@ def _resolve_ties(query: Tensor, points: Tensor, candidates: Tensor, k: int, max
     tied = (dist.diff(dim=-1)[..., :k] <= tau).any(-1)  # (B, M): a tie among the first k + 1 candidates
     if not bool(tied.any()):
         return candidates[..., :k]
-    clouds = tied.any(1).nonzero().flatten()
-    rank = torch.zeros(points.shape[:2], dtype=torch.long, device=points.device)
-    rank[clouds] = invariant_rank(points[clouds])
+    if rank is None:
+        clouds = tied.any(1).nonzero().flatten()
+        rank = torch.zeros(points.shape[:2], dtype=torch.long, device=points.device)
+        rank[clouds] = invariant_rank(points[clouds])
     b, m = tied.nonzero(as_tuple=True)  # only the queries with a tie are re-sorted
     cand, tol = candidates[b, m], tau[b, 0]  # (R, C), (R, 1)
     order, tie = tie_break(dist[b, m], tol, torch.gather(rank[b], 1, cand))
@@ -109,6 +112,7 @@ def knn(
     *,
     max_elements: int = MAX_ELEMENTS,
     backend: Backend = "auto",
+    rank: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The ``k`` nearest ``points`` of every query point, batched, nearest first.
 
@@ -118,6 +122,10 @@ def knn(
         k: number of neighbours.
         max_elements: bound on the entries of one chunk of the distance matrix (torch backend).
         backend: ``auto`` uses Open3D's kernel for float32 CPU clouds in 3D when it loads, else pure torch.
+        rank: ``(B, N)`` invariant rank of ``points`` deciding exact ties; default
+            :func:`~pointgeo.geometry.ties.invariant_rank`, computed only for clouds with a tie. Pass one rank to
+            every operation on the same cloud (computed once), and :func:`~pointgeo.geometry.ties.selection_rank`
+            for FPS centres.
 
     Returns:
         ``(idx, sqdist)``: ``idx (B, M, k)`` long indices into ``N`` sorted by increasing distance, distances
@@ -130,13 +138,14 @@ def knn(
         raise ValueError(f"query and points must have the same batch size; got {query.shape[0]} and {points.shape[0]}")
     if k < 1:
         raise ValueError(f"k must be >= 1; got {k}")
+    rank = None if rank is None else check_rank(rank, points)
     use = choose(backend, query, points) if points.shape[-1] == 3 else "torch"
     with torch.no_grad():
         centroid = points.detach().mean(dim=1, keepdim=True)  # the ranking formula loses digits far from 0
         q, p = query.detach() - centroid, points.detach() - centroid
         c = min(points.shape[1], k + k // 2 + 2)
         candidates = _knn_open3d(q, p, c) if use == "open3d" else _knn_torch(q, p, c, max_elements)
-        idx = _resolve_ties(q, p, candidates, k, max_elements)
+        idx = _resolve_ties(q, p, candidates, k, max_elements, rank)
     return idx, ((index_points(points, idx) - query.unsqueeze(2)) ** 2).sum(-1)
 
 
@@ -148,13 +157,14 @@ def ball_query(
     *,
     max_elements: int = MAX_ELEMENTS,
     backend: Backend = "auto",
+    rank: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Up to ``k`` neighbours within ``radius`` of every query, nearest first, padded with the nearest one.
 
     Unlike the PointNet++ CUDA kernel (the first ``k`` points *by index* inside the ball), the neighbours kept are
     the ``k`` nearest inside the ball, so the result does not depend on the order of the points. A neighbour
     within the tie tolerance of the sphere (:func:`~pointgeo.geometry.ties.tie_scale`, e.g. on a grid whose
-    spacing is the radius) counts as inside, whatever the rounding in this pose.
+    spacing is the radius) counts as inside, whatever the rounding in this pose. ``rank`` as in :func:`knn`.
 
     Returns:
         ``(idx, mask)``: ``idx (B, M, k)`` indices, ``mask (B, M, k)`` true where the neighbour is inside the
@@ -163,7 +173,7 @@ def ball_query(
     """
     if radius <= 0:
         raise ValueError(f"radius must be > 0; got {radius}")
-    idx, sqdist = knn(query, points, k, max_elements=max_elements, backend=backend)
+    idx, sqdist = knn(query, points, k, max_elements=max_elements, backend=backend, rank=rank)
     mask = sqdist.detach().double().sqrt() <= radius + tie_scale(points)[:, None, None]
     idx = torch.where(mask, idx, idx[..., :1].expand_as(idx))
     return idx, mask

@@ -33,14 +33,16 @@ from pointgeo.geometry.frames import centre, principal_axes, signed_least_axis, 
 from pointgeo.geometry.neighbors import index_points, knn
 
 
-def estimate_normals(pos: Tensor, k: int = 16) -> Tensor:
-    """Unit normals ``(B, N, 3)`` of clouds ``pos (B, N, 3)`` from their ``k``-neighbourhoods (``k >= 3``)."""
+def estimate_normals(pos: Tensor, k: int = 16, rank: Tensor | None = None) -> Tensor:
+    """Unit normals ``(B, N, 3)`` of clouds ``pos (B, N, 3)`` from their ``k``-neighbourhoods (``k >= 3``);
+    ``rank (B, N)`` the points' invariant rank for the neighbours' ties and the cloud axis's sign (default
+    :func:`~pointgeo.geometry.ties.invariant_rank`, see :func:`~pointgeo.geometry.knn`)."""
     if k < 3:
         raise ValueError(f"k must be >= 3 to estimate a normal; got {k}")
     check_points(pos, "pos", min_points=k)
     offsets, _ = centre(pos)  # (B, N, 3) from the cloud's centroid
     cloud_axes = principal_axes(offsets)[1][:, None]  # (B, 1, 3, 3), signs irrelevant
-    idx, _ = knn(pos, pos, k)
+    idx, _ = knn(pos, pos, k, rank=rank)
     local, _ = centre(index_points(pos, idx))  # (B, N, k, 3) around each neighbourhood's mean
     evals, axes = principal_axes(local)
     eps = 64 * torch.finfo(pos.dtype).eps
@@ -57,7 +59,7 @@ def estimate_normals(pos: Tensor, k: int = 16) -> Tensor:
     outward = (offsets * normal).sum(-1)
     radius = offsets.norm(dim=-1).amax(dim=1, keepdim=True)
     skew = skew_signs((local * normal.unsqueeze(2)).sum(-1, keepdim=True), lengths=local.norm(dim=-1)).squeeze(-1)
-    agree = (normal * signed_least_axis(offsets).unsqueeze(1)).sum(-1)
+    agree = (normal * signed_least_axis(offsets, rank=rank).unsqueeze(1)).sum(-1)
     off_centre = outward.abs() > torch.finfo(pos.dtype).eps ** 0.5 * radius
     decided = torch.where(off_centre, outward, torch.where(skew != 0, skew, agree))
     return torch.where(decided.unsqueeze(-1) < 0, -normal, normal)

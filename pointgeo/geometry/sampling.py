@@ -8,15 +8,15 @@ from torch import Tensor
 from pointgeo.geometry.backends import Backend, choose, open3d_ops
 from pointgeo.geometry.checks import check_points
 from pointgeo.geometry.neighbors import index_points
-from pointgeo.geometry.ties import invariant_rank
+from pointgeo.geometry.ties import check_rank, invariant_rank
 
 TIE_BIAS = 1e-6
 """Relative weight of the tie-breaking term in FPS's distances (see :func:`tie_weights`)."""
 
 
-def tie_weights(pos: Tensor) -> Tensor:
-    """Per-point weights ``1 + 1e-6 (rank + 1) / N`` of clouds ``(B, N, 3) -> (B, N)``, ``rank`` the points'
-    invariant rank (:func:`~pointgeo.geometry.ties.invariant_rank`).
+def tie_weights(pos: Tensor, rank: Tensor | None = None) -> Tensor:
+    """Per-point weights ``1 + 1e-6 (rank + 1) / N`` of clouds ``(B, N, 3) -> (B, N)``, ``rank (B, N)`` the points'
+    invariant rank (default :func:`~pointgeo.geometry.ties.invariant_rank`).
 
     FPS multiplies its distances by them, so exact ties (mirror images, the points of a grid) are decided by the
     rank, the same way in every orientation: one rank step (``1e-6 / N``, ``1e-9`` at ``N = 1024``) is far above
@@ -24,7 +24,8 @@ def tie_weights(pos: Tensor) -> Tensor:
     invariantly so.
     """
     n = pos.shape[1]
-    return 1 + TIE_BIAS * (invariant_rank(pos) + 1).to(pos.dtype) / n
+    rank = invariant_rank(pos) if rank is None else check_rank(rank, pos)
+    return 1 + TIE_BIAS * (rank + 1).to(pos.dtype) / n
 
 
 def farthest_from_centroid(pos: Tensor, weights: Tensor | None = None) -> Tensor:
@@ -94,7 +95,7 @@ def _fps_open3d(pos: Tensor, m: int, start: Tensor) -> Tensor:
 
 @torch.no_grad()
 def farthest_point_sampling(
-    pos: Tensor, m: int, *, start: Tensor | int | None = None, backend: Backend = "auto"
+    pos: Tensor, m: int, *, start: Tensor | int | None = None, backend: Backend = "auto", rank: Tensor | None = None
 ) -> Tensor:
     """Select ``m`` points of each cloud by farthest point sampling.
 
@@ -109,6 +110,8 @@ def farthest_point_sampling(
         start: first index per cloud: a ``(B,)`` tensor, an int for all clouds, or ``None`` for
             :func:`farthest_from_centroid` (the invariant default).
         backend: ``auto`` uses Open3D's batched kernel for float32 CPU clouds when it loads, else pure torch.
+        rank: ``(B, N)`` invariant rank deciding exact ties (default
+            :func:`~pointgeo.geometry.ties.invariant_rank`; see :func:`~pointgeo.geometry.knn`).
 
     Returns:
         ``(B, m)`` long indices into ``N``, in selection order. When ``m`` exceeds the number of distinct points,
@@ -118,7 +121,7 @@ def farthest_point_sampling(
     if m < 1:
         raise ValueError(f"m must be >= 1; got {m}")
     b = pos.shape[0]
-    weights = tie_weights(pos)
+    weights = tie_weights(pos, rank)
     if start is None:
         far = farthest_from_centroid(pos, weights)
     elif isinstance(start, int):

@@ -33,6 +33,9 @@ from torch import Tensor
 
 SKEW = 1e-9
 """Third moments below this fraction of ``Σ ‖y‖^3`` (plus the axes' own error) give a principal coordinate no sign."""
+ANCHORED = 1e-3
+"""Axes whose relative error (``∝ λ_1 / gap``) is below this take their sign from an anchor point where no third
+moment gives one (:func:`_anchored_signs`)."""
 
 
 def tie_fraction(dtype: torch.dtype) -> float:
@@ -94,8 +97,9 @@ def invariant_rank(points: Tensor) -> Tensor:
 
 
 def _further_keys(y: Tensor, radius: Tensor, tau: Tensor, dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:
-    """The keys after the distance to the centroid: oriented principal coordinates, the signed principal volume
-    (clouds in 3D), then the centred coordinates ``y (B, N, D)``."""
+    """The keys after the distance to the centroid: oriented principal coordinates and the signed principal volume
+    (clouds in 3D; axes without a significant third moment signed by anchor points, see :func:`_anchored_signs`),
+    then the centred coordinates ``y (B, N, D)``."""
     keys = []
     if y.shape[-1] == 3:
         scatter = y.transpose(1, 2) @ y
@@ -107,15 +111,75 @@ def _further_keys(y: Tensor, radius: Tensor, tau: Tensor, dtype: torch.dtype) ->
         coords = y @ axes  # (B, N, 3)
         r_max = radius.amax(-1, keepdim=True)  # (B, 1)
         moment, size = coords.pow(3).sum(1), radius.pow(3).sum(1, keepdim=True)  # (B, 3), (B, 1)
-        signed = moment.abs() > (SKEW + 3 * error) * size
-        oriented = torch.where(signed[:, None], coords * torch.sign(moment)[:, None], coords.abs())
-        keys += [(oriented[..., k], tau + r_max * error[:, k : k + 1]) for k in range(3)]
+        signs = torch.where(moment.abs() > (SKEW + 3 * error) * size, torch.sign(moment), 0.0)  # (B, 3)
+        tol = tau + r_max * error  # (B, 3)
         handedness = torch.sign((torch.linalg.cross(axes[..., 0], axes[..., 1]) * axes[..., 2]).sum(-1))  # det
-        volume = coords.prod(-1) * handedness[:, None]
-        keys.append((volume, r_max**3 * (3 * tie_fraction(dtype) + 3 * error.amax(-1, keepdim=True))))
-    # last resort, for points no invariant key tells apart: the centred coordinates themselves. Not rotation
-    # invariant, but independent of the input order, and invariant where the input already is (canonical frames)
-    return keys + [(y[..., d], tau) for d in range(min(3, y.shape[-1]))]
+        volume = (coords.prod(-1) * handedness[:, None],
+                  r_max**3 * (3 * tie_fraction(dtype) + 3 * error.amax(-1, keepdim=True)))
+        principal = lambda s: [(torch.where(s[:, None] != 0, coords * s[:, None], coords.abs())[..., k],  # noqa: E731
+                                tol[:, k : k + 1]) for k in range(3)] + [volume]
+        signs = _anchored_signs(coords, tol, signs, error < ANCHORED, handedness,
+                                lambda s: lexicographic_rank(principal(s) + _coordinate_keys(y, tau)))
+        keys = principal(signs)
+    return keys + _coordinate_keys(y, tau)
+
+
+def _coordinate_keys(y: Tensor, tau: Tensor) -> list[tuple[Tensor, Tensor]]:
+    """The last resort, for points no invariant key tells apart: the centred coordinates ``y (B, N, D)``. Not
+    rotation invariant, but independent of the input order, and invariant where the input already is (canonical
+    frames)."""
+    return [(y[..., d], tau) for d in range(min(3, y.shape[-1]))]
+
+
+def _anchored_signs(coords: Tensor, tol: Tensor, signs: Tensor, conditioned: Tensor, handedness: Tensor,
+                    rank: Callable[[Tensor], Tensor]) -> Tensor:
+    """Signs ``(B, 3)`` of the principal axes, completed where third moments leave them open (``signs == 0``).
+
+    A cloud whose axes carry no invariant sign has a symmetry (the box of sides ``1 : 1.001 : 2``: the half turns
+    about its axes) whose orbits tie in every invariant key. One point of such an orbit must be chosen, and which
+    one only the pose can say; what matters is that every later decision follows that one choice. So an open,
+    well-conditioned (``conditioned (B, 3)``) axis takes the sign of the coordinate of an **anchor**: the point of
+    highest ``rank(signs)`` (farthest out) with a coordinate beyond its tolerance on an open axis. Two signed axes
+    fix the third by the handedness of a proper frame (rotations keep it); an anchor on an axis needs a second
+    round. The rank that follows turns with the cloud up to that symmetry, the same symmetry for every point, so
+    FPS and kNN decide like the rotated copy composed with one symmetry of the cloud.
+
+    Shapes: ``coords (B, N, 3)`` principal coordinates, ``tol (B, 3)`` their tolerances, ``handedness (B,)``
+    ``det`` of the axes; ``rank(signs) -> (B, N)``.
+    """
+    batch = torch.arange(coords.shape[0], device=coords.device)
+    for _ in range(2):
+        open_axes = (signs == 0) & conditioned
+        if not bool(open_axes.any()):
+            break
+        beyond = coords.abs() > tol[:, None]  # (B, N, 3)
+        eligible = (beyond & open_axes[:, None]).any(-1)  # (B, N)
+        anchor = torch.where(eligible, rank(signs), -1).argmax(-1)  # (B,)
+        at = coords[batch, anchor]  # (B, 3)
+        signs = torch.where(open_axes & beyond[batch, anchor], torch.sign(at), signs)
+        # a proper frame: the product of the three signs is the handedness of the axes
+        last = (signs == 0) & conditioned & ((signs != 0).sum(-1, keepdim=True) == 2)
+        completed = handedness[:, None] * torch.where(signs != 0, signs, 1.0).prod(-1, keepdim=True)
+        signs = torch.where(last, completed, signs)
+    return signs
+
+
+def selection_rank(points: Tensor) -> Tensor:
+    """The rank ``(B, N)`` of points whose order is itself invariant: ``0 … N-1`` in the given order. FPS centres
+    come in their selection order, decided invariantly; passing this rank to the operations on them (``rank=`` of
+    :func:`~pointgeo.geometry.knn`, :func:`~pointgeo.geometry.farthest_point_sampling`, ...) keeps their tie
+    decisions tied to the choices made on the parent cloud, where a fresh :func:`invariant_rank` of a symmetric
+    subset would choose again (and maybe differently from the features already computed on it)."""
+    b, n = points.shape[:2]
+    return torch.arange(n, device=points.device).expand(b, n)
+
+
+def check_rank(rank: Tensor, points: Tensor, name: str = "rank") -> Tensor:
+    """``rank`` as a long tensor, after checking that it is ``(B, N)`` for ``points (B, N, D)``."""
+    if not isinstance(rank, Tensor) or rank.shape != points.shape[:2] or rank.is_floating_point():
+        shape = tuple(rank.shape) if isinstance(rank, Tensor) else type(rank).__name__
+        raise ValueError(f"{name} must be an integer tensor (B, N) = {tuple(points.shape[:2])}; got {shape}")
+    return rank.to(device=points.device, dtype=torch.long)
 
 
 def tie_break(values: Tensor, tol: Tensor, secondary: Tensor) -> tuple[Tensor, Tensor]:

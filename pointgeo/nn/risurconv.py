@@ -32,7 +32,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pointgeo.geometry import estimate_normals, farthest_point_sampling, index_points, knn
+from pointgeo.geometry import (
+    estimate_normals,
+    farthest_point_sampling,
+    index_points,
+    invariant_rank,
+    knn,
+    selection_rank,
+)
 from pointgeo.geometry.checks import check_points
 from pointgeo.geometry.frames import principal_axes, signed_least_axis
 from pointgeo.geometry.risp import angular_order, risp_features
@@ -62,15 +69,16 @@ FLOAT64_ONLY = {
 """Shape classes on which RISurConv classification's invariance is guaranteed in float64 only, with the reasons."""
 
 
-def global_axis(offsets: Tensor, signed: bool) -> Tensor:
+def global_axis(offsets: Tensor, signed: bool, rank: Tensor | None = None) -> Tensor:
     """The weighted least-variance axis of ``offsets (B, N, 3)`` from the centroid (RIConv++'s LRA with weights
-    ``w_j ∝ max_k d_k - d_j``), ``(B, 3)``; ``signed`` fixes its sign by the weighted third moment, or for a flat
-    cloud by the handedness of the in-plane axes (:func:`~pointgeo.geometry.frames.signed_least_axis`)."""
+    ``w_j ∝ max_k d_k - d_j``), ``(B, 3)``; ``signed`` fixes its sign by the weighted third moment, for a flat
+    cloud by the handedness of the in-plane axes, for a centrally symmetric one by the point of highest ``rank
+    (B, N)`` (:func:`~pointgeo.geometry.frames.signed_least_axis`)."""
     d = offsets.norm(dim=-1)
     w = d.amax(-1, keepdim=True) - d
     w = w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
     if signed:
-        return signed_least_axis(offsets, w)
+        return signed_least_axis(offsets, w, rank)
     return principal_axes(offsets, w)[1][..., 2]
 
 
@@ -113,8 +121,10 @@ class RISurConvBlock(nn.Module):
         out_channels: features of the centres.
 
     Shapes:
-        ``pos (B, N, 3)``, ``normal (B, N, 3)``, ``features (B, N, C_in) | None`` →
-        ``(pos (B, S, 3), normal (B, S, 3), features (B, S, C_out))``.
+        ``pos (B, N, 3)``, ``normal (B, N, 3)``, ``features (B, N, C_in) | None``, ``rank (B, N)`` (the points'
+        invariant rank deciding exact ties: :func:`~pointgeo.geometry.ties.invariant_rank` of the input cloud,
+        :func:`~pointgeo.geometry.ties.selection_rank` of FPS centres) →
+        ``(pos (B, S, 3), normal (B, S, 3), features (B, S, C_out))``, the centres in their selection order.
     """
 
     def __init__(self, centres: int | None, k: int, in_channels: int, out_channels: int, *,
@@ -125,23 +135,26 @@ class RISurConvBlock(nn.Module):
         self.signed_axes, self.centred_global = signed_axes, centred_global
         self.surface = SurfaceConv(in_channels, out_channels, attention_norm)
 
-    def forward(self, pos: Tensor, normal: Tensor, features: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, pos: Tensor, normal: Tensor, features: Tensor | None,
+                rank: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         b, n, _ = pos.shape
         if self.centres is None:
             centre = pos.mean(dim=1, keepdim=True)
-            centre_normal = global_axis(pos - centre, self.signed_axes).unsqueeze(1)
+            centre_normal = global_axis(pos - centre, self.signed_axes, rank).unsqueeze(1)
             idx = torch.arange(n, device=pos.device).expand(b, 1, n)
         else:
-            chosen = farthest_point_sampling(pos, self.centres)
+            chosen = farthest_point_sampling(pos, self.centres, rank=rank)
             centre, centre_normal = index_points(pos, chosen), index_points(normal, chosen)
-            idx, _ = knn(centre, pos, self.k)
+            idx, _ = knn(centre, pos, self.k, rank=rank)
         origin = centre if self.centres is not None or self.centred_global else torch.zeros_like(centre)
         return centre, centre_normal, self.surface(centre, centre_normal, pos, normal, features, idx, origin)
 
 
-def input_normals(pos: Tensor, normal: Tensor | None, use_normals: bool, k: int, signed: bool) -> Tensor:
+def input_normals(pos: Tensor, normal: Tensor | None, use_normals: bool, k: int, signed: bool,
+                  rank: Tensor | None = None) -> Tensor:
     """The given unit normals, or normals estimated from ``k`` neighbours (with the invariant sign rule unless
-    ``signed`` is off, which reproduces the released code's unsigned LRA)."""
+    ``signed`` is off, which reproduces the released code's unsigned LRA); ``rank (B, N)`` the points' invariant
+    rank (see :func:`~pointgeo.geometry.knn`)."""
     check_points(pos, "pos")
     if use_normals:
         if normal is None or normal.shape != pos.shape:
@@ -149,8 +162,8 @@ def input_normals(pos: Tensor, normal: Tensor | None, use_normals: bool, k: int,
         check_points(normal, "normal")
         return normal
     if signed:
-        return estimate_normals(pos, k)
-    idx, _ = knn(pos, pos, k)
+        return estimate_normals(pos, k, rank)
+    idx, _ = knn(pos, pos, k, rank=rank)
     local = index_points(pos, idx) - pos.unsqueeze(2)
     return principal_axes(local)[1][..., 2]
 
@@ -212,10 +225,13 @@ class RISurConvClassifier(nn.Module):
     def forward(self, pos: Tensor, normal: Tensor | None = None) -> Tensor:
         if pos.dim() == 3 and pos.shape[1] < self.min_points:
             raise ValueError(f"RISurConv at this scale needs at least {self.min_points} points; got {pos.shape[1]}")
-        normal = input_normals(pos, normal, self.use_normals, self.normal_k, self.signed_axes)
+        check_points(pos, "pos")
+        rank = invariant_rank(pos)  # once for the input cloud: every tie decision on it follows the same choices
+        normal = input_normals(pos, normal, self.use_normals, self.normal_k, self.signed_axes, rank)
         features = None
         for block in self.blocks:
-            pos, normal, features = block(pos, normal, features)
+            pos, normal, features = block(pos, normal, features, rank)
+            rank = selection_rank(pos)  # the centres come in their (invariant) selection order
         # (B, 1, C): with batch_first a sequence of one token per sample; without it (the released code) the
         # batch is read as the sequence and self-attention mixes the samples.
         return self.head(self.transformer(features)[:, 0])

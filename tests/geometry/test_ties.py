@@ -1,4 +1,5 @@
-"""Exact ties decided invariantly: kNN on grids, FPS on mirrored composites, the ball's surface, the RISP walk."""
+"""Exact ties decided invariantly: kNN on grids, FPS on mirrored composites, the ball's surface, the RISP walk;
+symmetric clouds (the 1 : 1.001 : 2 box) broken once, the same way for every decision."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import pytest
 import torch
 
 from pointgeo.geometry import ball_query, farthest_point_sampling, index_points, knn, random_rotations, rotate
+from pointgeo.geometry.frames import signed_least_axis
 from pointgeo.geometry.risp import angular_order
 from pointgeo.geometry.ties import invariant_rank, tie_break, tie_scale
-from pointgeo.testing.shapes import grid_cylinder, mirror_composite
+from pointgeo.testing.shapes import box_1_1001_2, grid_cylinder, mirror_composite
 
 
 def asymmetric_grid() -> torch.Tensor:
@@ -107,3 +109,44 @@ def test_the_risp_walk_starts_and_runs_through_ties_in_the_incoming_order() -> N
     one = lambda v: rotate(v.expand(64, 1, 3), rot)[:, 0]  # noqa: E731
     orders = angular_order(one(centre) + shift, one(normal), rotate(nbrs.expand(64, 6, 3), rot) + shift)
     assert (orders == expected).all()
+
+
+HALF_TURNS = torch.tensor([[1.0, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], dtype=torch.float64)
+"""The box's proper symmetries in its own frame: the identity and the half turns about its three axes."""
+
+
+def test_fps_on_the_1_1001_2_box_follows_one_symmetry_of_the_box_in_every_pose() -> None:
+    # Orbits of 4 points tie in every invariant key: which point FPS takes first only the pose decides, but the
+    # whole selection of a rotated copy must be the reference's under one half turn (the rank is anchored once)
+    pos = box_1_1001_2(150)[0][None]
+    reference = index_points(pos, farthest_point_sampling(pos, 64))[0]
+    used = set()
+    for seed in range(8):
+        shifted, rot, perm = moved(pos, 10 + seed)
+        offset = shifted.mean(1, keepdim=True) - rotate(pos, rot).mean(1, keepdim=True)
+        back = ((index_points(shifted, farthest_point_sampling(shifted, 64)) - offset) @ rot)[0]
+        errors = [(back - reference * s).abs().max().item() for s in HALF_TURNS]
+        assert min(errors) < 1e-12, errors
+        used.add(min(range(4), key=errors.__getitem__))
+    assert len(used) > 1  # the poses really choose different points of the first orbit
+
+
+def test_the_signed_least_axis_of_a_centrally_symmetric_cloud_takes_its_sign_from_the_rank() -> None:
+    g = torch.Generator().manual_seed(0)
+    half = torch.randn(1, 20, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 0.6, 0.3]).double()
+    pos = torch.cat([half, -half], 1)  # every third moment vanishes: neither moments nor handedness decide
+    rank = torch.arange(40)[None]  # an invariant order (e.g. FPS order), kept by the rotation
+    axis = signed_least_axis(pos, rank=rank)
+    rot = random_rotations(16, generator=g)
+    moved_axes = signed_least_axis(rotate(pos.expand(16, -1, -1), rot), rank=rank.expand(16, -1))
+    assert torch.allclose(moved_axes, rotate(axis.expand(16, 1, 3), rot)[:, 0], rtol=0, atol=1e-12)
+    assert (pos[0, 39] @ axis[0]) * (pos[0, 19] @ axis[0]) < 0  # the highest rank's side is positive
+    assert pos[0, 39] @ axis[0] > 0
+
+
+def test_a_rank_of_the_wrong_shape_is_one_clear_error() -> None:
+    pos = torch.rand(2, 10, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"rank must be an integer tensor \(B, N\) = \(2, 10\)"):
+        knn(pos, pos, 3, rank=torch.zeros(2, 9, dtype=torch.long))
+    with pytest.raises(ValueError, match="rank must be an integer tensor"):
+        farthest_point_sampling(pos, 3, rank=torch.zeros(2, 10))
