@@ -1,5 +1,5 @@
 """LightningDataModules shared by every pointgeo model, and readers of the official dataset formats (point clouds;
-molecules from ASE databases and OMol25's ``.aselmdb`` shards)."""
+molecules from ASE databases and OMol25's ``.aselmdb`` shards; 3DMatch / 3DLoMatch registration pairs)."""
 
 from pointgeo.datamodules.base import CloudArrays, PointCloudDataModule
 from pointgeo.datamodules.modelnet import ModelNet10DataModule, ModelNet40DataModule, ModelNetDataModule
@@ -9,6 +9,7 @@ from pointgeo.datamodules.release import DatasetNotFoundError
 from pointgeo.datamodules.scanobjectnn import ScanObjectNNDataModule
 from pointgeo.datamodules.shapenet_part import ShapeNetPartDataModule
 from pointgeo.datamodules.synthetic import SyntheticShapesDataModule
+from pointgeo.datamodules.threedmatch import ThreeDMatchDataModule
 
 __all__ = [
     "CloudArrays",
@@ -23,4 +24,5 @@ __all__ = [
     "ScanObjectNNDataModule",
     "ShapeNetPartDataModule",
     "SyntheticShapesDataModule",
+    "ThreeDMatchDataModule",
 ]
