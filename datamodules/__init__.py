@@ -1,5 +1,6 @@
 """LightningDataModules shared by every pointgeo model, and readers of the official dataset formats (point clouds;
-molecules from ASE databases and OMol25's ``.aselmdb`` shards; crystals from CDVAE's CSVs)."""
+molecules from ASE databases and OMol25's ``.aselmdb`` shards; crystals from CDVAE's CSVs; 3DMatch / 3DLoMatch
+registration pairs)."""
 
 from pointgeo.datamodules.base import CloudArrays, PointCloudDataModule
 from pointgeo.datamodules.crystals import CrystalDataModule
@@ -10,6 +11,7 @@ from pointgeo.datamodules.release import DatasetNotFoundError
 from pointgeo.datamodules.scanobjectnn import ScanObjectNNDataModule
 from pointgeo.datamodules.shapenet_part import ShapeNetPartDataModule
 from pointgeo.datamodules.synthetic import SyntheticShapesDataModule
+from pointgeo.datamodules.threedmatch import ThreeDMatchDataModule
 
 __all__ = [
     "CloudArrays",
@@ -25,4 +27,5 @@ __all__ = [
     "ScanObjectNNDataModule",
     "ShapeNetPartDataModule",
     "SyntheticShapesDataModule",
+    "ThreeDMatchDataModule",
 ]

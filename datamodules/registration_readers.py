@@ -236,6 +236,9 @@ def _poses(rotation: object, translation: object, count: int, path: Path) -> np.
         raise DatasetFileError(f"{path}: rotations must be {count} 3×3 and translations {count} 3-vectors: {exc}") from exc
     if not (np.isfinite(rot).all() and np.isfinite(trans).all()):
         raise DatasetFileError(f"{path} has NaN or inf poses")
+    if (np.abs(rot) > 1 + POSE_TOLERANCE).any():
+        raise DatasetFileError(f"{path}: pair {int(np.argmax((np.abs(rot) > 1 + POSE_TOLERANCE).any(axis=(1, 2))))} "
+                               f"has a rotation that is not a rotation matrix (an entry beyond ±1)")
     det = np.linalg.det(rot)
     ortho = np.abs(rot @ rot.transpose(0, 2, 1) - np.eye(3)).max(axis=(1, 2)) if count else np.zeros(0)
     bad = np.flatnonzero((np.abs(det - 1) > POSE_TOLERANCE) | (ortho > POSE_TOLERANCE))

@@ -2,7 +2,8 @@
 
 ``pointgeo train | validate | test | predict`` run through LightningCLI on YAML configs (``train`` is Lightning's
 ``fit``; with no ``--config`` it uses the shipped default, a small invariant model on the synthetic set, and ends by
-testing the best checkpoint unrotated and under SO(3)). ``pointgeo models`` lists the registered networks. Heavy
+testing the best checkpoint unrotated and under SO(3)). ``pointgeo models`` lists the registered networks;
+``pointgeo register`` aligns two point clouds with FPFH + RANSAC. Heavy
 libraries are imported only by the commands that need them, so ``pointgeo --help`` is fast.
 """
 
@@ -30,6 +31,7 @@ other commands:
   models      list the registered networks (or, with --pretrained, the published checkpoints)
   robustness  rotated-test report of one or several models (z/z, z/SO3, SO3/SO3, angle sweeps, invariance)
   view        a model's predictions (or a molecule's forces) on a sample and random SO(3) rotations (--snapshot: PNG)
+  register    align one point cloud to another (FPFH + RANSAC): the 4x4 transform, correspondences, inlier ratio
   download    download pretrained checkpoints by name (or 'all') and verify their sha256
   cache       show, list or clear the checkpoint cache ($POINTGEO_HOME, default ~/.cache/pointgeo)
 
@@ -192,6 +194,140 @@ def cache_command(args: list[str]) -> None:
         print(f"removed {clear_cache()} checkpoint(s) from {checkpoint_dir()}")
 
 
+REGISTER_POINT_SUFFIXES = (".npy", ".pth")
+"""Formats ``pointgeo register`` reads besides the viewer's: NumPy arrays and 3DMatch fragments (``cloud_bin_*.pth``)."""
+ALIGNED_SUFFIXES = (".ply", ".pcd", ".xyz", ".txt", ".npy")
+
+
+def _read_cloud(path: str, mesh_points: int):
+    """``(N, 3)`` float64 points of any file the viewer reads, a ``.npy`` array or a 3DMatch ``.pth`` fragment."""
+    import torch
+
+    from pointgeo.datamodules.registration_readers import read_fragment
+    from pointgeo.viz.io import read_points
+
+    if Path(path).suffix.lower() in REGISTER_POINT_SUFFIXES:
+        return torch.from_numpy(read_fragment(path))
+    return torch.from_numpy(read_points(path, num_points=mesh_points)[0]).double()
+
+
+def _read_transform(path: str):
+    """A 4×4 rigid transform from ``.npy`` or a text file of 16 numbers."""
+    import numpy as np
+    import torch
+
+    from pointgeo.datamodules import DatasetFileError
+
+    try:
+        matrix = np.load(path, allow_pickle=False) if path.endswith(".npy") else np.loadtxt(path, ndmin=2)
+        matrix = np.asarray(matrix, dtype=np.float64).reshape(4, 4)
+    except (OSError, ValueError) as exc:
+        raise DatasetFileError(f"{path} is not a 4x4 transform (.npy or 16 numbers of text): {exc}") from exc
+    if not np.isfinite(matrix).all():
+        raise DatasetFileError(f"{path} holds NaN or inf")
+    return torch.from_numpy(matrix)
+
+
+def write_cloud_atomic(path: Path, points) -> None:
+    """Write ``points (N, 3)`` to ``path`` (``.ply``/``.pcd`` through Open3D, ``.xyz``/``.txt`` as text, ``.npy``)
+    through a temporary file in the same folder, moved into place with ``os.replace``."""
+    import os
+    import tempfile
+
+    import numpy as np
+
+    suffix = path.suffix.lower()
+    if suffix not in ALIGNED_SUFFIXES:
+        raise ValueError(f"--out must end in one of {', '.join(ALIGNED_SUFFIXES)}; got {path.name!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # a normal file's permissions, not mkstemp's private 0600
+    array = np.ascontiguousarray(points.detach().cpu().numpy(), dtype=np.float64)
+    try:
+        if suffix == ".npy":
+            np.save(tmp, array)
+        elif suffix in (".xyz", ".txt"):
+            np.savetxt(tmp, array, fmt="%.6f")
+        else:
+            import open3d as o3d
+
+            cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(array))
+            if not o3d.io.write_point_cloud(tmp, cloud):
+                raise OSError(f"Open3D could not write {path}")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def register_command(args: list[str]) -> None:
+    """``pointgeo register SRC TGT [--out ALIGNED] [--voxel-size V] ...``: FPFH + RANSAC (+ ICP) registration of the
+    source onto the target. Prints the 4×4 transform (source into target), the number of correspondences and the
+    inlier ratio; writes the aligned source when it succeeds; exits with status 1 and says so when it fails."""
+    parser = argparse.ArgumentParser(prog="pointgeo register", description=(
+        "Register SRC onto TGT with FPFH features and RANSAC (Open3D), then ICP. Reads .ply .pcd .xyz .txt .off .obj "
+        ".stl (meshes are sampled), .npy arrays and 3DMatch .pth fragments. Coordinates in metres for the defaults."))
+    parser.add_argument("source", help="the cloud to move")
+    parser.add_argument("target", help="the cloud to align it to")
+    parser.add_argument("--out", type=Path, help=f"write the aligned source here ({' '.join(ALIGNED_SUFFIXES)})")
+    parser.add_argument("--voxel-size", type=float, default=0.025, help="voxel edge for downsampling (default 0.025)")
+    parser.add_argument("--feature-radius", type=float, help="FPFH radius (default 5 x voxel size)")
+    parser.add_argument("--distance", type=float, help="inlier distance of RANSAC and ICP (default 1.5 x voxel size)")
+    parser.add_argument("--seed", type=int, default=0, help="RANSAC seed (default 0)")
+    parser.add_argument("--max-iterations", type=int, default=50_000, help="RANSAC hypotheses (default 50000)")
+    parser.add_argument("--no-refine", action="store_true", help="skip the ICP refinement")
+    parser.add_argument("--mesh-points", type=int, default=20_000, help="points sampled from meshes (default 20000)")
+    parser.add_argument("--truth", help="a 4x4 ground-truth transform (.npy or text): print RRE, RTE, mean distance")
+    ns = parser.parse_args(args)
+    import time
+
+    import torch
+
+    from pointgeo.datamodules import DatasetFileError
+    from pointgeo.geometry import rotation_error_degrees, transform_points, translation_error
+    from pointgeo.geometry.registration import register_fpfh_ransac
+    from pointgeo.metrics.registration import RMSE_THRESHOLD, mean_distance_error
+
+    if not ns.voxel_size > 0:
+        raise SystemExit(f"pointgeo register: --voxel-size must be positive; got {ns.voxel_size}")
+    try:
+        source, target = _read_cloud(ns.source, ns.mesh_points), _read_cloud(ns.target, ns.mesh_points)
+        truth = _read_transform(ns.truth) if ns.truth else None
+        start = time.perf_counter()
+        result, small_src, small_tgt = register_fpfh_ransac(
+            source, target, voxel_size=ns.voxel_size, seed=ns.seed, feature_radius=ns.feature_radius,
+            distance=ns.distance, max_iterations=ns.max_iterations, refine=not ns.no_refine)
+        seconds = time.perf_counter() - start
+    except (DatasetFileError, ValueError) as exc:
+        raise SystemExit(f"pointgeo register: {exc}") from exc
+    print(f"source {ns.source}: {len(source)} points ({len(small_src)} after {ns.voxel_size:g} voxels); "
+          f"target {ns.target}: {len(target)} points ({len(small_tgt)})")
+    print(f"correspondences: {len(result.correspondences)} (mutual FPFH matches)")
+    print(f"inliers: {result.inliers} (inlier ratio {result.inlier_ratio:.4f}, within {result.distance:g})")
+    print(f"time: {seconds:.2f} s")
+    if not result.success:
+        raise SystemExit(f"pointgeo register: {result.message}; no transform is reported")
+    torch.set_printoptions(precision=6, sci_mode=False)
+    print("transform (source -> target):")
+    for row in result.transform.tolist():
+        print("  " + "  ".join(f"{v: .6f}" for v in row))
+    if truth is not None:
+        distance = float(mean_distance_error(result.transform[None], truth[None], source[None])[0])
+        verdict = "accepted" if distance < RMSE_THRESHOLD else "not accepted"
+        print(f"against the truth: RRE {float(rotation_error_degrees(result.transform, truth)):.3f} deg, "
+              f"RTE {float(translation_error(result.transform, truth)):.4f}, mean distance {distance:.4f} "
+              f"({verdict} at {RMSE_THRESHOLD:g})")
+    if ns.out is not None:
+        try:
+            write_cloud_atomic(ns.out, transform_points(source, result.transform))
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"pointgeo register: cannot write {ns.out}: {exc}") from exc
+        print(f"aligned source written to {ns.out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``pointgeo`` console script; opts in to pointgeo's CPU memory settings before any command
     imports torch (:func:`pointgeo.enable_cpu_huge_pages`)."""
@@ -213,6 +349,8 @@ def main(argv: list[str] | None = None) -> None:
         from pointgeo.viz.viewer import cli as view_cli
 
         view_cli(rest)
+    elif command == "register":
+        register_command(rest)
     elif command == "download":
         download_command(rest)
     elif command == "cache":

@@ -4,7 +4,8 @@ format (valid seeds from :mod:`pointgeo.testing.fake_data` and the formats' own 
 Whatever the file, a reader returns a well-formed result or raises :class:`DatasetFileError` naming the file: no
 other exception comes out (hypothesis reports it with its traceback), no example runs past ``DEADLINE``, and a read
 that fails leaves nothing in the processed cache (or the checkpoint cache). Generation is derandomized, so CI runs the
-same examples every time. ``EXAMPLES`` (200 per dataset reader, 100 per file kind `pointgeo view` reads;
+same examples every time. ``EXAMPLES`` (200 per dataset reader and per 3DMatch file kind, 100 per file kind
+`pointgeo view` reads;
 ``POINTGEO_FUZZ_EXAMPLES`` overrides it) keeps the whole file at about 40 s of CPU time.
 """
 
@@ -479,3 +480,56 @@ def test_the_strict_ply_and_pcd_readers_read_valid_files_exactly(seeds: dict[str
         got_pos, got_normal = read_points(path)
         assert got_normal is not None, name
         assert np.allclose(got_pos, pos, rtol=0, atol=1e-5) and np.allclose(got_normal, normal, rtol=0, atol=1e-5), name
+
+
+# --- 3DMatch registration files ---------------------------------------------------------------------------------
+def registration_seeds(folder: Path) -> dict[str, tuple[str, bytes]]:
+    """Valid registration files (file name, bytes): a fragment, both metadata layouts, the three benchmark files."""
+    from pointgeo.testing.fake_data import (
+        write_3dmatch_fragment,
+        write_benchmark_scene,
+        write_geotransformer_metadata,
+        write_predator_metadata,
+    )
+
+    rng = np.random.default_rng(0)
+    transform = np.tile(np.eye(4), (2, 1, 1))
+    transform[:, :3, 3] = rng.normal(size=(2, 3))
+    src, tgt = ["test/s/cloud_bin_2.pth", "test/s/cloud_bin_3.pth"], ["test/s/cloud_bin_0.pth", "test/s/cloud_bin_1.pth"]
+    scene = write_benchmark_scene(folder / "s", np.array([[0, 2], [1, 3]]), transform,
+                                  np.tile(np.eye(6), (2, 1, 1)), 4, {(0, 2): 0.5, (1, 3): 0.25})
+    return {
+        "fragment": ("cloud_bin_0.pth", write_3dmatch_fragment(folder / "f.pth", rng.normal(size=(12, 3))).read_bytes()),
+        "predator": ("3DMatch.pkl", write_predator_metadata(folder / "p.pkl", src, tgt, transform,
+                                                           np.array([0.5, 0.25])).read_bytes()),
+        "geotransformer": ("3DMatch.pkl", write_geotransformer_metadata(folder / "g.pkl", src, tgt, transform,
+                                                                        np.array([0.5, 0.25])).read_bytes()),
+        "gt_log": ("gt.log", (scene / "gt.log").read_bytes()),
+        "gt_info": ("gt.info", (scene / "gt.info").read_bytes()),
+        "gt_overlap": ("gt_overlap.log", (scene / "gt_overlap.log").read_bytes()),
+    }
+
+
+@pytest.mark.parametrize("kind", ["fragment", "predator", "geotransformer", "gt_log", "gt_info", "gt_overlap"])
+def test_registration_files(tmp_path: Path, kind: str) -> None:
+    from pointgeo.datamodules.registration_readers import (
+        read_fragment,
+        read_gt_info,
+        read_gt_log,
+        read_gt_overlap,
+        read_pair_metadata,
+    )
+
+    seeds = registration_seeds(tmp_path / "seeds")
+    name, seed = seeds[kind]
+    target = tmp_path / name
+    reader = {"fragment": read_fragment, "predator": read_pair_metadata, "geotransformer": read_pair_metadata,
+              "gt_log": read_gt_log, "gt_info": read_gt_info, "gt_overlap": read_gt_overlap}[kind]
+    others = tuple(b for k, (_, b) in seeds.items() if k != kind)
+    strategy = corrupted_text if kind.startswith("gt_") else corrupted
+
+    def run(case: bytes) -> None:
+        target.write_bytes(case)
+        read_or_clear_error(lambda: reader(target), target)
+
+    assert fuzz(strategy(seed, others), run, EXAMPLES) >= EXAMPLES
