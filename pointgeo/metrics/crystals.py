@@ -29,6 +29,9 @@ repository (``cdvae/common/constants.py``), which pointgeo does not ship; :func:
 reference set's own statistics unless ``composition_mean`` / ``composition_std`` are passed (pass CDVAE's to
 reproduce its COV numbers exactly). The structure-fingerprint side is unaffected.
 
+:class:`CrystalReconstruction` is the torchmetrics form of the reconstruction metric: it gathers the predicted
+and reference crystals of every batch (across processes under DDP) and scores them at ``compute()``.
+
 pymatgen, SMACT and matminer (extra ``crystals``) are imported inside the functions that need them.
 """
 
@@ -43,7 +46,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
+from torchmetrics import Metric
 
 COV_CUTOFFS: dict[str, tuple[float, float]] = {"mp_20": (0.4, 10.0), "carbon_24": (0.2, 4.0), "perov_5": (0.2, 4.0)}
 """``(δ_struct, δ_comp)`` of each benchmark (CDVAE's ``COV_Cutoffs``)."""
@@ -341,6 +346,43 @@ def property_statistics(generated: Sequence[EvaluatedCrystal], reference: Sequen
                                                           [len(set(s.species)) for s in refs]))}
 
 
-__all__ = ["COV_CUTOFFS", "MATCHER_TOLERANCES", "MIN_DISTANCE", "MIN_VOLUME", "Crystal", "EvaluatedCrystal",
+class CrystalReconstruction(Metric):
+    """Reconstruction match rate and RMSE (:func:`reconstruction`) as a ``torchmetrics.Metric``.
+
+    ``update(pred, target)`` takes two batches of crystals, each a mapping (or torch-geometric ``Batch``) with
+    ``frac_coords (ΣN, 3)``, ``z (ΣN,)``, ``lengths (B, 3)``, ``angles (B, 3)``, ``natoms (B,)`` (``pred`` may
+    have other atom counts than ``target``); ``compute()`` returns ``{"match_rate", "rms_dist"}`` as tensors.
+    """
+
+    full_state_update = False
+    KEYS = ("frac_coords", "z", "lengths", "angles", "natoms")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        for side in ("pred", "target"):
+            for key in self.KEYS:
+                self.add_state(f"{side}_{key}", default=[], dist_reduce_fx="cat")
+
+    def update(self, pred: Any, target: Any) -> None:
+        if int(pred["natoms"].shape[0]) != int(target["natoms"].shape[0]):
+            raise ValueError(f"pred holds {pred['natoms'].shape[0]} crystals but target {target['natoms'].shape[0]}")
+        for side, batch in (("pred", pred), ("target", target)):
+            for key in self.KEYS:
+                getattr(self, f"{side}_{key}").append(batch[key].detach())
+
+    def _crystals(self, side: str) -> list[Crystal]:
+        parts = [getattr(self, f"{side}_{key}") for key in self.KEYS]
+        joined = [torch.cat(p) if isinstance(p, list) else p for p in parts]
+        return crystals_from_batch(*joined)
+
+    def compute(self) -> dict[str, Tensor]:
+        if not self.pred_natoms:
+            raise ValueError("CrystalReconstruction.compute() before any update()")
+        result = reconstruction(evaluate(self._crystals("pred")), evaluate(self._crystals("target")))
+        return {"match_rate": torch.tensor(result["match_rate"], dtype=torch.float64),
+                "rms_dist": torch.tensor(result["rms_dist"], dtype=torch.float64)}
+
+
+__all__ = ["CrystalReconstruction", "COV_CUTOFFS", "MATCHER_TOLERANCES", "MIN_DISTANCE", "MIN_VOLUME", "Crystal", "EvaluatedCrystal",
            "build_structure", "composition_validity", "coverage", "crystal_from_structure", "crystals_from_batch",
            "evaluate", "fingerprints", "property_statistics", "reconstruction", "structure_validity", "validity"]

@@ -17,6 +17,7 @@ from pymatgen.core import Element, Lattice, Structure
 from pointgeo.metrics.crystals import (
     COV_CUTOFFS,
     Crystal,
+    CrystalReconstruction,
     EvaluatedCrystal,
     build_structure,
     composition_validity,
@@ -171,6 +172,30 @@ def test_perfect_model_on_the_official_perov_5_test_rows(perov_rows: list[dict[s
     valid_refs = [r for r in refs if r.valid]
     stats = property_statistics(preds, valid_refs, n_samples=len(valid_refs))  # the same crystals: distance 0
     assert stats["wdist_num_elems"] == 0.0 and stats["wdist_density"] < 1e-9
+
+
+def as_batch(crystals: list[Crystal]) -> dict[str, torch.Tensor]:
+    return {"frac_coords": torch.tensor(np.concatenate([c.frac_coords for c in crystals])),
+            "z": torch.tensor(np.concatenate([c.atom_types for c in crystals])),
+            "lengths": torch.tensor(np.stack([c.lengths for c in crystals])),
+            "angles": torch.tensor(np.stack([c.angles for c in crystals])),
+            "natoms": torch.tensor([len(c.atom_types) for c in crystals])}
+
+
+def test_torchmetrics_reconstruction_equals_the_function_over_batches() -> None:
+    gt = cubic(["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]], 4.0)
+    moved = cubic(["Cs", "Cl"], [[0, 0, 0], [0.5 + 0.1 / 4.0, 0.5, 0.5]], 4.0)
+    single = cubic(["Cs"], [[0, 0, 0]], 4.0)  # another atom count than its target: a miss
+    metric = CrystalReconstruction()
+    metric.update(as_batch([gt, moved]), as_batch([gt, gt]))
+    metric.update(as_batch([single]), as_batch([gt]))
+    got = metric.compute()
+    expected = reconstruction(evaluate([gt, moved, single]), evaluate([gt, gt, gt]))
+    assert math.isclose(float(got["match_rate"]), 2 / 3, rel_tol=0, abs_tol=1e-12)
+    assert math.isclose(float(got["rms_dist"]), expected["rms_dist"], rel_tol=0, abs_tol=1e-12)
+    metric.reset()
+    with pytest.warns(UserWarning, match="before the ``update``"), pytest.raises(ValueError, match="before any update"):
+        metric.compute()
 
 
 def test_crystals_from_batch_checks_shapes() -> None:
