@@ -107,6 +107,9 @@ def test_scalers_are_fitted_on_the_training_split_and_saved(perov_root: Path, tm
     feats_again = lattice_features(torch.from_numpy(train["lengths"]), torch.from_numpy(train["angles"]),
                                    torch.from_numpy(train["natoms"]))
     assert torch.allclose(feats_again, feats, rtol=0, atol=0)
+    tested = module(perov_root / "nowhere", tmp_path)
+    tested.setup("test")  # testing reads no training file
+    assert tested.lattice_scaler is None
     restored = module(perov_root, tmp_path)
     restored.load_state_dict(dm.state_dict())
     assert torch.equal(restored.lattice_scaler.mean, dm.lattice_scaler.mean)
