@@ -514,14 +514,15 @@ class CrystalDataModule(pl.LightningDataModule):
 
     # --- Lightning ---------------------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        """Process the splits the stage needs (once; cached) and fit the scalers on the training split."""
-        if stage in (None, "fit") or self.lattice_scaler is None:
+        """For training (``fit``, or ``None``): process the training split (once; cached) and fit the scalers on it,
+        unless a checkpoint restored them. Other stages read only their own split (when its loader is built), so
+        testing needs no ``train.csv``; the scalers then come from the checkpoint (:meth:`load_state_dict`)."""
+        if stage in (None, "fit") and (self.lattice_scaler is None or self.property_scaler is None):
             train = self.split_arrays("train")
-            if self.lattice_scaler is None or self.property_scaler is None:
-                feats = lattice_features(torch.from_numpy(train["lengths"]), torch.from_numpy(train["angles"]),
-                                         torch.from_numpy(train["natoms"]))
-                self.lattice_scaler = StandardScaler.fit(feats)
-                self.property_scaler = StandardScaler.fit(torch.from_numpy(train["y"]))
+            feats = lattice_features(torch.from_numpy(train["lengths"]), torch.from_numpy(train["angles"]),
+                                     torch.from_numpy(train["natoms"]))
+            self.lattice_scaler = StandardScaler.fit(feats)
+            self.property_scaler = StandardScaler.fit(torch.from_numpy(train["y"]))
 
     def state_dict(self) -> dict:
         """The fitted scalers (saved in every checkpoint)."""

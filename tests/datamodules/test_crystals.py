@@ -93,8 +93,8 @@ def test_scalers_are_fitted_on_the_training_split_and_saved(perov_root: Path, tm
     dm = module(perov_root, tmp_path)
     dm.setup()
     train = dm.split_arrays("train")
-    feats = torch.cat([torch.from_numpy(train["lengths"]) / torch.from_numpy(train["natoms"]).double()[:, None] ** (1 / 3),
-                       torch.from_numpy(train["angles"])], 1)
+    natoms = torch.from_numpy(train["natoms"]).double()[:, None]
+    feats = torch.cat([torch.from_numpy(train["lengths"]) / natoms ** (1 / 3), torch.from_numpy(train["angles"])], 1)
     assert torch.allclose(dm.lattice_scaler.mean, feats.mean(0), rtol=0, atol=1e-10)
     assert torch.allclose(dm.lattice_scaler.std, feats.std(0, correction=0) + 1e-5, rtol=0, atol=1e-10)
     y = torch.from_numpy(train["y"])
@@ -107,6 +107,9 @@ def test_scalers_are_fitted_on_the_training_split_and_saved(perov_root: Path, tm
     feats_again = lattice_features(torch.from_numpy(train["lengths"]), torch.from_numpy(train["angles"]),
                                    torch.from_numpy(train["natoms"]))
     assert torch.allclose(feats_again, feats, rtol=0, atol=0)
+    tested = module(perov_root / "nowhere", tmp_path)
+    tested.setup("test")  # testing reads no training file
+    assert tested.lattice_scaler is None
     restored = module(perov_root, tmp_path)
     restored.load_state_dict(dm.state_dict())
     assert torch.equal(restored.lattice_scaler.mean, dm.lattice_scaler.mean)
@@ -155,7 +158,7 @@ def test_processed_cache_is_reused_keyed_by_settings_and_rebuilt_when_corrupt(
         again = module(perov_root, tmp_path).split_arrays("val")
     assert all(np.array_equal(first[k], again[k]) for k in first)
     module(perov_root, tmp_path, niggli=False).split_arrays("val")
-    assert len(list((tmp_path / "cache" / "processed").glob("perov_5_val_*.npz"))) == 2, "other settings, another cache file"
+    assert len(list((tmp_path / "cache" / "processed").glob("perov_5_val_*.npz"))) == 2, "other settings, other file"
     files[0].write_bytes(files[0].read_bytes()[:200])  # truncated
     with pytest.warns(UserWarning, match="rebuilding"):
         rebuilt = module(perov_root, tmp_path).split_arrays("val")
