@@ -29,8 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pointgeo.datamodules.readers import DatasetFileError, check_coordinates
+from pointgeo.geometry import rotation_defect
 
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 """The first record of a legacy (non-zip) ``torch.save`` stream."""
@@ -239,9 +241,7 @@ def _poses(rotation: object, translation: object, count: int, path: Path) -> np.
     if (np.abs(rot) > 1 + POSE_TOLERANCE).any():
         raise DatasetFileError(f"{path}: pair {int(np.argmax((np.abs(rot) > 1 + POSE_TOLERANCE).any(axis=(1, 2))))} "
                                f"has a rotation that is not a rotation matrix (an entry beyond ±1)")
-    det = np.linalg.det(rot)
-    ortho = np.abs(rot @ rot.transpose(0, 2, 1) - np.eye(3)).max(axis=(1, 2)) if count else np.zeros(0)
-    bad = np.flatnonzero((np.abs(det - 1) > POSE_TOLERANCE) | (ortho > POSE_TOLERANCE))
+    bad = np.flatnonzero(rotation_defect(torch.from_numpy(rot)).numpy() > POSE_TOLERANCE)
     if len(bad):
         raise DatasetFileError(f"{path}: pair {int(bad[0])} has a rotation that is not a rotation matrix")
     out = np.tile(np.eye(4), (count, 1, 1))

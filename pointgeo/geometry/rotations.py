@@ -138,3 +138,14 @@ def angle_sweep(step_degrees: float = 15.0, *, dtype: torch.dtype = torch.float6
 def rotate(x: Tensor, rotation: Tensor) -> Tensor:
     """Rotate row vectors: ``x (..., N, 3)`` by ``rotation (..., 3, 3)`` → ``x @ rotation^T``."""
     return x @ rotation.transpose(-1, -2).to(x.dtype)
+
+
+def rotation_defect(rotation: Tensor) -> Tensor:
+    """How far matrices ``(..., 3, 3)`` are from SO(3): ``max(max|R Rᵀ − I|, |det R − 1|)`` per matrix, ``(...)``.
+
+    Readers of poses stored in files use it to refuse matrices that are not rotations (reflections, scaled or
+    corrupt entries) against a tolerance of their choosing.
+    """
+    eye = torch.eye(3, dtype=rotation.dtype, device=rotation.device)
+    orthogonality = (rotation @ rotation.transpose(-1, -2) - eye).abs().amax(dim=(-2, -1))
+    return torch.maximum(orthogonality, (torch.linalg.det(rotation) - 1).abs())

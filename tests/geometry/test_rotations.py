@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pointgeo.geometry import angle_sweep, random_rotations, rotations_about_axis, sample_rotations
+from pointgeo.geometry import angle_sweep, random_rotations, rotation_defect, rotations_about_axis, sample_rotations
 
 
 def test_random_rotations_are_proper_and_orthonormal_in_float64() -> None:
@@ -69,3 +69,12 @@ def test_bad_modes_and_axes_are_rejected() -> None:
         sample_rotations("xyz", 1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="axis"):
         sample_rotations("z", 1, up_axis="w")
+
+
+def test_rotation_defect_is_zero_on_rotations_and_measures_reflections_and_scaling():
+    rotations = random_rotations(16, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert rotation_defect(rotations).max() < 1e-14
+    reflection = rotations[0] * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)
+    assert torch.isclose(rotation_defect(reflection), torch.tensor(2.0, dtype=torch.float64), rtol=0, atol=1e-12)
+    assert torch.isclose(rotation_defect(1.01 * rotations[1]), torch.tensor(1.01**3 - 1, dtype=torch.float64),
+                         rtol=0, atol=1e-12)
