@@ -158,8 +158,20 @@ def list_checkpoints(pattern: str) -> None:
         print(f"no pretrained checkpoint matches {pattern!r}")
     for name in names:
         c = CHECKPOINTS[name]
-        metrics = ", ".join(f"{k} {100 * v:.1f} %" for k, v in c.metrics.items())
+        metrics = ", ".join(f"{k} {format_metric(k, v)}" for k, v in c.metrics.items())
         print(f"{name:<30} {c.dataset:<10} train rotation {c.train_rotation:<4} {c.size / 1024:7.0f} KiB  {metrics}")
+
+
+METRIC_UNITS = (("energy_mae_per_atom", "meV/atom"), ("energy_mae", "meV"), ("force_mae", "meV/Å"))
+"""Units of the potentials' metrics (``pointgeo.tasks.PotentialTask`` logs them in these units)."""
+
+
+def format_metric(key: str, value: float) -> str:
+    """A published metric with its unit: accuracies (fractions) in %, the potentials' MAEs in meV, meV/atom, meV/Å."""
+    for name, unit in METRIC_UNITS:
+        if name in key:
+            return f"{value:.1f} {unit}"
+    return f"{100 * value:.1f} %"
 
 
 def download_command(args: list[str]) -> None:

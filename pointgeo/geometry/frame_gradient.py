@@ -6,7 +6,7 @@ A frame ``V`` of eigenvectors of a symmetric ``S = V Λ Vᵀ`` (any column signs
 It diverges where two eigenvalues meet: the axes inside a repeated eigenspace are not a function of ``S`` there.
 :func:`attach_frame_gradient` uses the Lorentzian-broadened ``F_ij = Δ_ij / (Δ_ij² + η²)``, ``Δ_ij = λ_j − λ_i``,
 ``η = broadening · max|λ|``: the true gradient up to a relative ``(η / Δ)²`` wherever the gap ``Δ ≫ η``, a finite
-one (the degenerate pair's rotation ignored) where it is not.
+one (the degenerate pair's rotation ignored) where it is not. A zero scatter (a single atom) gets a zero gradient.
 
 The backward pass is itself differentiable in ``V̄`` (so a force loss trains the weights through it), but treats
 ``V`` and ``Λ`` as constants: second derivatives in the positions through the frame are not formed.
@@ -31,7 +31,8 @@ class _FrameGradient(torch.autograd.Function):
         evals = (frame.transpose(-1, -2) @ scatter @ frame).diagonal(dim1=-2, dim2=-1)  # (..., 3)
         eta = ctx.broadening * evals.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(evals.dtype).tiny)
         gap = evals.unsqueeze(-2) - evals.unsqueeze(-1)  # Δ_ij = λ_j − λ_i
-        f = gap / (gap.pow(2) + eta.unsqueeze(-1).pow(2))
+        # a zero scatter (one atom, or all atoms at one point) has η² = 0 in float32: 0 / tiny = 0 there, not NaN
+        f = gap / (gap.pow(2) + eta.unsqueeze(-1).pow(2)).clamp_min(torch.finfo(evals.dtype).tiny)
         f = f * (1 - torch.eye(3, dtype=f.dtype, device=f.device))
         inner = frame.transpose(-1, -2) @ grad_frame
         grad = frame @ (f * inner) @ frame.transpose(-1, -2)

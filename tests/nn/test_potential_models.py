@@ -100,3 +100,21 @@ def test_transip_contrastive_training_lowers_the_latent_equivariance_error() -> 
         opt.step()
     after = learned_equivariance_error(net, batch, num_rotations=4)
     assert after["latent"] < before["latent"], (before, after)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", POTENTIALS)
+def test_a_single_atom_beside_a_molecule_gets_zero_force_and_leaves_the_others_finite(name: str,
+                                                                                      dtype: torch.dtype) -> None:
+    """g2 (and so the xTB sets) holds free atoms: their scatter matrix is zero, where TinvNN's frame gradient
+    divided 0 by an underflowed 0 in float32 and the NaN spread through the force loss into the weights."""
+    from ase import Atoms
+
+    net = build(name).to(dtype)
+    atom = Atoms("O", positions=[[0.3, -0.2, 0.1]])
+    water = adversarial_molecule("H2O")
+    out = predict_potential(net, molecule_batch([atom, water], [0, 0], [3, 1], dtype), create_graph=True)
+    assert torch.isfinite(out["energy"]).all() and torch.isfinite(out["forces"]).all()
+    assert torch.allclose(out["forces"][0], torch.zeros(3, dtype=dtype), rtol=0, atol=1e-6)
+    out["forces"].norm(dim=-1).sum().backward()  # the force loss's gradient reaches every weight, finite
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
