@@ -4,10 +4,11 @@ Usage::
 
     python benchmarks/bench_potentials.py [--sizes 10 100 350] [--repeats 5] [--threads 1] [--no-mace]
 
-For each molecule size (one random molecule of ``N`` atoms, and a batch of OMol25-sized molecules, 20–150 atoms,
-about 70 on average) it prints:
+For each molecule size (one random molecule of ``N`` atoms, and a batch of 16 OMol25-sized molecules: OMol25 holds
+molecules of up to 350 atoms; the batch draws sizes uniformly from 20–150 atoms, about 85 on average) it prints:
 
-* neighbour list (cutoff 5 Å): milliseconds for pointgeo, vesin and ASE, and the ratios pointgeo / reference;
+* neighbour list (cutoff 5 Å): milliseconds for pointgeo (and which search it took: the pair test of small
+  non-periodic batches or the cell list), vesin and ASE, and the ratios pointgeo / reference;
 * every potential (small test-size networks of the same width, float32): inference (energy + forces) and a
   training step (energy + force loss, ``create_graph``, backward) in structures/s and atoms/s, with the ratio
   to MACE (``mace-torch``, the ``bench`` extra; 2 interactions, 32x0e+32x1o, built without weights, fed the same
@@ -19,8 +20,10 @@ Ratios > 1 mean pointgeo is slower than the reference. Not a test: numbers depen
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
+import warnings
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +35,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pointgeo.geometry import neighbor_list  # noqa: E402
+from pointgeo.geometry.neighbor_list import DENSE_MAX_PAIRS  # noqa: E402
 from pointgeo.registry import create_model  # noqa: E402
 from pointgeo.tasks.potential import predict_potential  # noqa: E402
 from pointgeo.testing.potentials import molecule_batch, random_molecule  # noqa: E402
@@ -82,6 +86,7 @@ def mace_runner(structures: list) -> tuple[Callable[[bool], object], int]:
     import torch.nn.functional as F
 
     torch.serialization.add_safe_globals([slice])  # e3nn loads its packaged Wigner constants, which hold slices
+    warnings.filterwarnings("ignore", message="The TorchScript type system", category=UserWarning)  # e3nn's scripts
     from e3nn import o3
     from mace import modules
 
@@ -137,11 +142,15 @@ def main() -> None:
     parser.add_argument("--no-mace", action="store_true", help="skip the mace-torch reference")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} torch threads, {args.repeats} repeats (median); load average "
+          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} at the start on {os.cpu_count()} CPUs")
     for label, structures in workloads(args.sizes).items():
         atoms = sum(len(a) for a in structures)
         nl = bench_neighbor_list(structures, args.repeats)
-        print(f"\n== {label}  (torch threads: {args.threads})")
-        print(f"neighbour list {CUTOFF} Å: pointgeo {nl['pointgeo'] * 1e3:.2f} ms, vesin {nl['vesin'] * 1e3:.2f} ms "
+        search = "pair test" if len(structures) * max(map(len, structures)) ** 2 <= DENSE_MAX_PAIRS else "cell list"
+        print(f"\n== {label}  (load average {os.getloadavg()[0]:.1f})")
+        print(f"neighbour list {CUTOFF} Å ({search}): pointgeo {nl['pointgeo'] * 1e3:.2f} ms, "
+              f"vesin {nl['vesin'] * 1e3:.2f} ms "
               f"(ratio {nl['pointgeo'] / nl['vesin']:.1f}), ASE {nl['ase'] * 1e3:.2f} ms "
               f"(ratio {nl['pointgeo'] / nl['ase']:.2f})")
         mace = None

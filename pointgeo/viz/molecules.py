@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pointgeo.geometry import MOLECULE_FIELDS, apply_rigid_motion
+from pointgeo.geometry import MOLECULE_FIELDS, POINT_CLOUD_FIELDS, apply_rigid_motion
 from pointgeo.viz.scene import rotation_stack
 
 PREDICTED, REFERENCE = (0.8, 0.0, 0.8), (0.0, 0.6, 0.0)
@@ -30,13 +30,18 @@ ATOM_SCALE = 0.5
 """Sphere radius = ``ATOM_SCALE`` × the element's covalent radius (a ball-and-stick-like look)."""
 ARROW_LENGTH = 0.6
 """The longest force arrow of the scene, in units of the molecule's (normalised) radius."""
+CELL_CORNERS = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)], dtype=np.float64)
+"""``(8, 3)`` fractional coordinates of the corners of a unit cell."""
+CELL_EDGES = np.array([(i, j) for i in range(8) for j in range(i + 1, 8) if bin(i ^ j).count("1") == 1])
+"""``(12, 2)`` the corner pairs joined by a cell edge (corners that differ in one fractional coordinate)."""
 
 
 @dataclass
 class MoleculeView:
     """One copy of the molecule: rotated positions ``(N, 3)`` (Å, centred), the rotation ``(3, 3)``, predicted
     energy (eV) and forces ``(N, 3)`` (eV/Å), the rotated reference forces or ``None``, and the measured force
-    equivariance error against the unrotated copy."""
+    equivariance error against the unrotated copy; for a periodic structure, the corners ``(8, 3)`` of its unit
+    cell (:data:`CELL_CORNERS` in the lattice, moved with the atoms), else ``None``."""
 
     pos: np.ndarray
     z: np.ndarray
@@ -45,6 +50,7 @@ class MoleculeView:
     forces: np.ndarray
     reference: np.ndarray | None
     equivariance_error: float
+    cell_corners: np.ndarray | None = None
 
 
 def read_molecule(path: str | Path, charge: int | None = None, spin: int | None = None) -> Any:
@@ -120,10 +126,14 @@ def build_molecule_views(task: Any, molecule: Any, n_rotations: int, seed: int =
     errors = (forces - expected).flatten(1).norm(dim=1) / scale
     rotated_pos = moved.pos.reshape(len(rot), n, 3)
     rotated_reference = None if reference is None else moved.forces.reshape(len(rot), n, 3)
+    corners = None
+    if "cell" in fields:  # the unit cell's corners are points: they move with the atoms
+        at_origin = torch.from_numpy(CELL_CORNERS) @ fields["cell"][0] - molecule.pos.double().mean(0)
+        corners = apply_rigid_motion({"pos": at_origin.expand(len(rot), 8, 3)}, POINT_CLOUD_FIELDS, rot)["pos"]
     return [MoleculeView(rotated_pos[i].numpy(), molecule.z.numpy(), rot[i].numpy(),
                          float(out["energy"][i]), forces[i].numpy(),
                          None if rotated_reference is None else rotated_reference[i].numpy(),
-                         float(errors[i])) for i in range(len(rot))]
+                         float(errors[i]), None if corners is None else corners[i].numpy()) for i in range(len(rot))]
 
 
 def molecule_scene(views: list[MoleculeView]) -> dict[str, np.ndarray]:
@@ -132,7 +142,9 @@ def molecule_scene(views: list[MoleculeView]) -> dict[str, np.ndarray]:
     ``sphere_centre (S, 3)``, ``sphere_radius (S,)``, ``sphere_colour (S, 3)``, ``sphere_cell (S,)`` with one sphere
     per atom and copy, and ``arrow_start (A, 3)``, ``arrow_vector (A, 3)``, ``arrow_colour (A, 3)``,
     ``arrow_cell (A,)`` with one predicted-force arrow per atom and copy, then one reference-force arrow per atom and
-    copy when the molecule has reference forces. Arrows share one scale: the longest is ``ARROW_LENGTH``.
+    copy when the molecule has reference forces. Arrows share one scale: the longest is ``ARROW_LENGTH``. A periodic
+    structure adds its unit cell: ``line_start (L, 3)``, ``line_end (L, 3)``, ``line_cell (L,)``, the 12 edges of
+    :data:`CELL_EDGES` per copy (the scale then fits the cell too).
     """
     from ase.data import covalent_radii
     from ase.data.colors import jmol_colors
@@ -140,6 +152,9 @@ def molecule_scene(views: list[MoleculeView]) -> dict[str, np.ndarray]:
     z = views[0].z
     radius = ATOM_SCALE * covalent_radii[z]
     extent = float(np.linalg.norm(views[0].pos, axis=1).max() + radius.max())
+    corners = None if views[0].cell_corners is None else np.stack([v.cell_corners for v in views])  # (C, 8, 3)
+    if corners is not None:
+        extent = max(extent, float(np.linalg.norm(corners[0], axis=1).max()))
     fields = [np.stack([v.forces for v in views])]
     if views[0].reference is not None:
         fields.append(np.stack([v.reference for v in views]))
@@ -149,13 +164,18 @@ def molecule_scene(views: list[MoleculeView]) -> dict[str, np.ndarray]:
     cells = np.repeat(np.arange(len(views)), len(z))
     arrows = np.concatenate(fields)  # (C or 2C, N, 3)
     colours = np.concatenate([np.tile(c, (len(views) * len(z), 1)) for c in (PREDICTED, REFERENCE)[: len(fields)]])
-    return {
+    scene = {
         "sphere_centre": centres.reshape(-1, 3), "sphere_radius": np.tile(radius / extent, len(views)),
         "sphere_colour": np.tile(jmol_colors[z], (len(views), 1)), "sphere_cell": cells,
         "arrow_start": np.tile(centres.reshape(-1, 3), (len(fields), 1)),
         "arrow_vector": arrows.reshape(-1, 3) * force_scale, "arrow_colour": colours,
         "arrow_cell": np.tile(cells, len(fields)),
     }
+    if corners is not None:
+        scene["line_start"] = (corners[:, CELL_EDGES[:, 0]] / extent).reshape(-1, 3)
+        scene["line_end"] = (corners[:, CELL_EDGES[:, 1]] / extent).reshape(-1, 3)
+        scene["line_cell"] = np.repeat(np.arange(len(views)), len(CELL_EDGES))
+    return scene
 
 
 def molecule_title(view: MoleculeView, index: int) -> str:

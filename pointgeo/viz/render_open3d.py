@@ -14,6 +14,8 @@ import sys
 
 import numpy as np
 
+CELL_COLOUR = (0.2, 0.2, 0.2)
+"""The colour of a unit cell's edges (dark grey)."""
 MARGIN = 1.25
 """The view is ``MARGIN`` times wider than the row of cells (perspective makes near points overflow their cell)."""
 
@@ -28,9 +30,21 @@ def _align_z(vector: np.ndarray) -> np.ndarray:
     return np.eye(3) + k + k @ k / (1 + cos)
 
 
+def molecule_material(name: str) -> object:
+    """The Open3D material of a part of :func:`molecule_meshes`: lit atoms, force arrows in their exact colour,
+    thin unit-cell lines."""
+    import open3d as o3d
+
+    material = o3d.visualization.rendering.MaterialRecord()
+    material.shader = {"atoms": "defaultLit", "forces": "defaultUnlit", "cell": "unlitLine"}[name]
+    material.line_width = 2.0
+    return material
+
+
 def molecule_meshes(scene: dict[str, np.ndarray]) -> list[tuple[str, object]]:
-    """Open3D meshes of a molecule scene: one merged mesh of the atom spheres and one of the force arrows (copy
-    ``i`` shifted by ``2.4 i`` along x); arrows shorter than 1e-6 are left out."""
+    """Open3D geometry of a molecule scene: one merged mesh of the atom spheres, one of the force arrows (copy
+    ``i`` shifted by ``2.4 i`` along x; arrows shorter than 1e-6 are left out) and, for a periodic structure, a
+    line set of its unit cells' edges."""
     import open3d as o3d
 
     spheres, arrows = o3d.geometry.TriangleMesh(), o3d.geometry.TriangleMesh()
@@ -53,7 +67,17 @@ def molecule_meshes(scene: dict[str, np.ndarray]) -> list[tuple[str, object]]:
         arrows += arrow
     spheres.compute_vertex_normals()
     arrows.compute_vertex_normals()
-    return [("atoms", spheres), ("forces", arrows)]
+    parts = [("atoms", spheres), ("forces", arrows)]
+    if "line_start" in scene:
+        shift = np.stack([2.4 * scene["line_cell"], 0 * scene["line_cell"], 0 * scene["line_cell"]], -1)
+        ends = np.concatenate([scene["line_start"] + shift, scene["line_end"] + shift])  # (2 L, 3)
+        count = len(scene["line_cell"])
+        lines = o3d.geometry.LineSet(o3d.utility.Vector3dVector(ends.astype(np.float64)),
+                                     o3d.utility.Vector2iVector(np.stack([np.arange(count), count + np.arange(count)],
+                                                                         -1).astype(np.int32)))
+        lines.paint_uniform_color(CELL_COLOUR)
+        parts.append(("cell", lines))
+    return parts
 
 
 def render(scene_path: str, out: str, width: int, height: int) -> None:
@@ -64,11 +88,8 @@ def render(scene_path: str, out: str, width: int, height: int) -> None:
     material = o3d.visualization.rendering.MaterialRecord()
     if "sphere_centre" in data.files:
         count = int(data["sphere_cell"].max()) + 1
-        material.shader = "defaultLit"
-        flat = o3d.visualization.rendering.MaterialRecord()
-        flat.shader = "defaultUnlit"  # arrows keep their exact colour
         for name, mesh in molecule_meshes({k: data[k] for k in data.files}):
-            renderer.scene.add_geometry(name, mesh, flat if name == "forces" else material)
+            renderer.scene.add_geometry(name, mesh, molecule_material(name))
         profile = o3d.visualization.rendering.Open3DScene.LightingProfile.NO_SHADOWS
         renderer.scene.set_lighting(profile, np.array([0.3, -0.5, -0.8]))
     else:

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from pointgeo.geometry import axis_index
-from pointgeo.viz.render_open3d import MARGIN
+from pointgeo.viz.render_open3d import CELL_COLOUR, MARGIN
 from pointgeo.viz.molecules import MoleculeView, molecule_scene, molecule_title
 from pointgeo.viz.scene import ColourMode, View, title, view_colours
 
@@ -122,6 +122,10 @@ def _matplotlib_molecule(scene: dict[str, np.ndarray], captions: list[str], out:
                    s=(scene["sphere_radius"][atoms] * cell_points) ** 2, edgecolors="0.3", linewidths=0.5)
         ax.quiver(*scene["arrow_start"][arrows].T, *scene["arrow_vector"][arrows].T,
                   colors=scene["arrow_colour"][arrows], arrow_length_ratio=0.25, linewidths=1.2)
+        if "line_start" in scene:  # a periodic structure's unit cell
+            edges = scene["line_cell"] == i
+            for start, end in zip(scene["line_start"][edges], scene["line_end"][edges]):
+                ax.plot(*np.stack([start, end]).T, color=CELL_COLOUR, linewidth=1.0)
         ax.set_title(caption, fontsize=8)
         ax.set_box_aspect((1, 1, 1))
         ax.set_xlim(-1, 1), ax.set_ylim(-1, 1), ax.set_zlim(-1, 1)

@@ -188,7 +188,7 @@ def run_window(state: ViewerState | MoleculeState) -> None:
 
     from pointgeo.geometry import axis_index
     from pointgeo.viz.molecules import molecule_scene
-    from pointgeo.viz.render_open3d import molecule_meshes
+    from pointgeo.viz.render_open3d import molecule_material, molecule_meshes
 
     app = gui.Application.instance
     app.initialize()
@@ -203,8 +203,6 @@ def run_window(state: ViewerState | MoleculeState) -> None:
     material = rendering.MaterialRecord()
     material.shader = "defaultUnlit"
     material.point_size = 4.0
-    lit = rendering.MaterialRecord()
-    lit.shader = "defaultLit"  # the atoms of a molecule
     labels: list[Any] = []
 
     def draw() -> None:
@@ -214,7 +212,7 @@ def run_window(state: ViewerState | MoleculeState) -> None:
         labels.clear()
         if isinstance(state, MoleculeState):
             for name, mesh in molecule_meshes(molecule_scene(state.views)):
-                widget.scene.add_geometry(name, mesh, material if name == "forces" else lit)
+                widget.scene.add_geometry(name, mesh, molecule_material(name))
         for i, view in enumerate(state.views):
             anchor = np.array([2.4 * i - 0.6, 0.0, 0.0]) + 1.3 * np.eye(3)[axis_index(state.up_axis)]
             if isinstance(state, MoleculeState):

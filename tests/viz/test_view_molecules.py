@@ -179,3 +179,45 @@ def test_a_periodic_cif_keeps_its_lattice_and_rotates_it(checkpoint: Path, tmp_p
     assert abs(periodic - isolated) > 1e-3  # the lattice's images were seen
     for view in views[1:]:
         assert view.equivariance_error < 1e-4 and view.energy == pytest.approx(views[0].energy, rel=0, abs=1e-4)
+
+
+def test_a_periodic_structure_draws_its_unit_cell(checkpoint: Path, tmp_path: Path) -> None:
+    from ase.build import bulk
+    from ase.io import write
+
+    from pointgeo.hub import from_pretrained
+    from pointgeo.viz.render_open3d import CELL_COLOUR
+    from pointgeo.viz.snapshot import _matplotlib_molecule, _open3d
+
+    crystal = bulk("NaCl", "rocksalt", a=5.64)  # a triclinic primitive cell: three different edge directions
+    write(tmp_path / "nacl.cif", crystal)
+    task = from_pretrained(str(checkpoint)).eval()
+    molecule = read_molecule(tmp_path / "nacl.cif")  # the CIF reader lays the cell out in ASE's standard orientation
+    views = build_molecule_views(task, molecule, n_rotations=2, seed=0)
+    scene = molecule_scene(views)
+    assert np.bincount(scene["line_cell"]).tolist() == [12, 12, 12]  # the 12 edges of each copy's cell
+    starts, ends = scene["line_start"].reshape(3, 12, 3), scene["line_end"].reshape(3, 12, 3)
+    extent = np.linalg.norm(views[0].pos[0]) / np.linalg.norm(scene["sphere_centre"][0])
+    edges = (ends[0] - starts[0]) * extent  # Å: each lattice vector four times
+    for vector in molecule.cell[0].double().numpy():
+        assert np.isclose(edges, vector, rtol=0, atol=1e-5).all(-1).sum() == 4
+    for i, view in enumerate(views[1:], start=1):  # the cell turns with the atoms
+        np.testing.assert_allclose(starts[i], starts[0] @ view.rotation.T, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(ends[i], ends[0] @ view.rotation.T, rtol=0, atol=1e-6)
+    assert np.abs(np.concatenate([starts, ends])).max() <= 1.0 + 1e-9  # the cell fits the copy's unit sphere
+    # the snapshot draws the edges: the same scene without them differs where they are, in the cell's colour
+    import matplotlib.pyplot as plt
+
+    bare = {k: v for k, v in scene.items() if not k.startswith("line_")}
+    captions = ["a", "b", "c"]
+    renders = {"matplotlib": lambda s, out: _matplotlib_molecule(s, captions, out, 900, 300),
+               "open3d": lambda s, out: _open3d({**s, "up": np.asarray(2)}, captions, [False] * 3, out, 900, 300,
+                                                120.0)}
+    for name, render in renders.items():
+        if render(scene, tmp_path / f"{name}_cell.png") is False:
+            continue  # Open3D cannot render here: the matplotlib fallback is what the snapshot uses
+        render(bare, tmp_path / f"{name}_bare.png")
+        with_cell, without = (plt.imread(tmp_path / f"{name}_{k}.png")[..., :3] for k in ("cell", "bare"))
+        changed = np.abs(with_cell - without).max(-1) > 0.2
+        assert changed.sum() >= 300, name
+        assert (np.abs(with_cell[changed] - np.asarray(CELL_COLOUR)).max(-1) < 0.25).mean() > 0.5, name
