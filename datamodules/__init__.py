@@ -2,6 +2,7 @@
 molecules from ASE databases and OMol25's ``.aselmdb`` shards; crystals from CDVAE's CSVs; 3DMatch / 3DLoMatch
 registration pairs)."""
 
+from pointgeo.datamodules.articulated import ArticulatedPartsDataModule
 from pointgeo.datamodules.base import CloudArrays, PointCloudDataModule
 from pointgeo.datamodules.crystals import CrystalDataModule
 from pointgeo.datamodules.modelnet import ModelNet10DataModule, ModelNet40DataModule, ModelNetDataModule
@@ -14,6 +15,7 @@ from pointgeo.datamodules.synthetic import SyntheticShapesDataModule
 from pointgeo.datamodules.threedmatch import ThreeDMatchDataModule
 
 __all__ = [
+    "ArticulatedPartsDataModule",
     "CloudArrays",
     "CrystalDataModule",
     "DatasetFileError",

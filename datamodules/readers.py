@@ -6,6 +6,7 @@
 * ``sample_mesh``: area-weighted surface points with their face normals (trimesh), seeded.
 * ``read_h5_arrays``: the ``data`` / ``label`` / ``normal`` arrays of an HDF5 shard (and per-point extras).
 * ``read_split_json``: a ShapeNet part split list (``shape_data/<synset>/<id>`` entries).
+* ``read_apen_npz``: APEN's articulated-shape arrays (``arr_0 (S, N, 11)``: xyz, normal, part, vote, class).
 
 Whatever is wrong with a file (empty, truncated, bit-flipped, wrongly typed, not the format at all), the only error
 that comes out is :class:`DatasetFileError` naming the file; ``tests/datamodules/test_fuzz_readers.py`` fuzzes every
@@ -237,3 +238,42 @@ def read_split_json(path: Path) -> list[tuple[str, str]]:
     if bad is not None:
         raise DatasetFileError(f"{path} has the entry {bad[:100]!r}; expected \"shape_data/<synset>/<shape id>\"")
     return pairs  # type: ignore[return-value]
+
+
+APEN_COLUMNS = 11
+"""Columns of APEN's ``arr_0``: ``x y z``, ``nx ny nz``, part label, vote ``vx vy vz`` (offset to the part centre),
+class id."""
+
+
+def read_apen_npz(path: Path) -> dict[str, np.ndarray]:
+    """APEN's npz layout (``train_random_pose.npz``, ``test_class.npz`` ...): one array ``arr_0 (S, N, 11)`` →
+    ``pos (S, N, 3)``, ``normal (S, N, 3)``, ``vote (S, N, 3)`` float32, ``part (S, N)`` and ``label (S,)`` int64
+    (the class column, one value per shape). Part labels and classes must be non-negative integers."""
+    if not path.is_file():
+        raise DatasetFileError(f"missing APEN npz file {path}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if "arr_0" not in npz.files:
+                raise DatasetFileError(f"{path} has no arr_0 array; arrays: {sorted(npz.files)}")
+            arr = npz["arr_0"]
+    except DatasetFileError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (zipfile, numpy format and OS errors of corrupt files)
+        raise DatasetFileError(f"{path} is not a readable npz file (corrupt or truncated?): "
+                               f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+    if arr.dtype.kind not in "biuf":
+        raise DatasetFileError(f"{path}: arr_0 has dtype {arr.dtype}; expected numbers")
+    if arr.ndim != 3 or arr.shape[-1] != APEN_COLUMNS or arr.shape[1] == 0:
+        raise DatasetFileError(f"{path}: arr_0 must be (shapes, points, {APEN_COLUMNS}) (xyz, normal, part, vote, "
+                               f"class); got {arr.shape}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = arr.astype(np.float64)
+    check_coordinates(values, path, "values")
+    labels = values[..., [6, 10]]
+    if (labels != np.round(labels)).any() or (labels < 0).any():
+        raise DatasetFileError(f"{path}: the part (column 6) and class (column 10) must be non-negative integers")
+    if (values[..., 10] != values[:, :1, 10]).any():
+        raise DatasetFileError(f"{path}: the class column (10) must hold one value per shape")
+    return {"pos": values[..., :3].astype(np.float32), "normal": values[..., 3:6].astype(np.float32),
+            "part": values[..., 6].astype(np.int64), "vote": values[..., 7:10].astype(np.float32),
+            "label": values[:, 0, 10].astype(np.int64)}

@@ -7,6 +7,7 @@ from pointgeo.testing.invariance import (
     frame_equivariance_error,
     measure,
     measure_frame_equivariance,
+    measure_piecewise,
 )
 from pointgeo.testing.shapes import (
     ADVERSARIAL_SHAPES,
@@ -30,4 +31,5 @@ __all__ = [
     "frame_equivariance_error",
     "measure",
     "measure_frame_equivariance",
+    "measure_piecewise",
 ]

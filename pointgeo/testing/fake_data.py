@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import h5py
@@ -197,3 +198,27 @@ def write_benchmark_scene(folder: Path, pairs: np.ndarray, transform: np.ndarray
     (folder / "gt.info").write_text(blocks(information))
     (folder / "gt_overlap.log").write_text("".join(f"{i},{j},{o}\n" for (i, j), o in overlap.items()))
     return folder
+
+
+def write_apen_npz(path: Path, shapes: int, *, points: int = 64, parts: int = 3, classes: int = 2,
+                   seed: int = 0) -> Path:
+    """An npz in APEN's layout: ``arr_0 (shapes, points, 11)`` float32, columns xyz, unit normal, part label, vote
+    (offset from the point to its part's centroid) and class id (shape ``s`` has class ``s % classes``); each part a
+    blob around its own centre. Written to a temporary name beside ``path`` and moved into place."""
+    rng = np.random.default_rng(seed)
+    part = np.sort(rng.integers(0, parts, size=(shapes, points)), axis=1)
+    part[:, :parts] = np.arange(parts)  # every part holds at least one point
+    centres = rng.normal(scale=2.0, size=(shapes, parts, 3))
+    pos = np.take_along_axis(centres, part[..., None], 1) + rng.normal(scale=0.3, size=(shapes, points, 3))
+    normal = rng.normal(size=(shapes, points, 3))
+    normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
+    onehot = np.eye(parts)[part]  # (S, N, P)
+    mean = np.einsum("snp,snc->spc", onehot, pos) / onehot.sum(1)[..., None]
+    vote = np.take_along_axis(mean, part[..., None], 1) - pos
+    label = np.broadcast_to((np.arange(shapes) % classes)[:, None, None], (shapes, points, 1))
+    arr = np.concatenate([pos, normal, part[..., None], vote, label], -1).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, arr)
+    os.replace(tmp, path)
+    return path
