@@ -235,7 +235,8 @@ def _poses(rotation: object, translation: object, count: int, path: Path) -> np.
         rot = np.asarray(rotation, dtype=np.float64).reshape(count, 3, 3)
         trans = np.asarray(translation, dtype=np.float64).reshape(count, 3)
     except (ValueError, TypeError) as exc:
-        raise DatasetFileError(f"{path}: rotations must be {count} 3×3 and translations {count} 3-vectors: {exc}") from exc
+        raise DatasetFileError(f"{path}: rotations must be {count} 3×3 and translations {count} 3-vectors: "
+                               f"{exc}") from exc
     if not (np.isfinite(rot).all() and np.isfinite(trans).all()):
         raise DatasetFileError(f"{path} has NaN or inf poses")
     if (np.abs(rot) > 1 + POSE_TOLERANCE).any():

@@ -207,7 +207,8 @@ def cache_command(args: list[str]) -> None:
 
 
 REGISTER_POINT_SUFFIXES = (".npy", ".pth")
-"""Formats ``pointgeo register`` reads besides the viewer's: NumPy arrays and 3DMatch fragments (``cloud_bin_*.pth``)."""
+"""Formats ``pointgeo register`` reads besides the viewer's: NumPy arrays and 3DMatch fragments
+(``cloud_bin_*.pth``)."""
 ALIGNED_SUFFIXES = (".ply", ".pcd", ".xyz", ".txt", ".npy")
 
 

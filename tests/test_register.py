@@ -18,11 +18,8 @@ from pointgeo.viz.io import read_points
 
 
 @pytest.fixture(scope="module")
-def demo(shared_data: Path) -> Path:
-    folder = shared_data / "3dmatch" / "geotransformer" / "data" / "demo"
-    if not (folder / "gt.npy").is_file():
-        pytest.skip(f"real sample {folder} is missing")
-    return folder
+def demo(shared_sample) -> Path:
+    return shared_sample("3dmatch", "geotransformer", "data", "demo")
 
 
 def printed_transform(out: str) -> torch.Tensor:

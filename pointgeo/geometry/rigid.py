@@ -17,7 +17,8 @@ from pointgeo.geometry.checks import check_points
 
 
 def rigid_matrix(rotation: Tensor, translation: Tensor | None = None) -> Tensor:
-    """``(…, 4, 4)`` homogeneous matrices from rotations ``(…, 3, 3)`` and translations ``(…, 3)`` (zero if ``None``)."""
+    """``(…, 4, 4)`` homogeneous matrices from rotations ``(…, 3, 3)`` and translations ``(…, 3)`` (``None``:
+    zero)."""
     if not isinstance(rotation, Tensor) or rotation.shape[-2:] != (3, 3):
         raise ValueError(f"rotation must have shape (..., 3, 3); got {getattr(rotation, 'shape', type(rotation))}")
     if translation is not None and (not isinstance(translation, Tensor) or

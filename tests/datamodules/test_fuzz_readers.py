@@ -495,11 +495,13 @@ def registration_seeds(folder: Path) -> dict[str, tuple[str, bytes]]:
     rng = np.random.default_rng(0)
     transform = np.tile(np.eye(4), (2, 1, 1))
     transform[:, :3, 3] = rng.normal(size=(2, 3))
-    src, tgt = ["test/s/cloud_bin_2.pth", "test/s/cloud_bin_3.pth"], ["test/s/cloud_bin_0.pth", "test/s/cloud_bin_1.pth"]
+    src = ["test/s/cloud_bin_2.pth", "test/s/cloud_bin_3.pth"]
+    tgt = ["test/s/cloud_bin_0.pth", "test/s/cloud_bin_1.pth"]
     scene = write_benchmark_scene(folder / "s", np.array([[0, 2], [1, 3]]), transform,
                                   np.tile(np.eye(6), (2, 1, 1)), 4, {(0, 2): 0.5, (1, 3): 0.25})
     return {
-        "fragment": ("cloud_bin_0.pth", write_3dmatch_fragment(folder / "f.pth", rng.normal(size=(12, 3))).read_bytes()),
+        "fragment": ("cloud_bin_0.pth",
+                     write_3dmatch_fragment(folder / "f.pth", rng.normal(size=(12, 3))).read_bytes()),
         "predator": ("3DMatch.pkl", write_predator_metadata(folder / "p.pkl", src, tgt, transform,
                                                            np.array([0.5, 0.25])).read_bytes()),
         "geotransformer": ("3DMatch.pkl", write_geotransformer_metadata(folder / "g.pkl", src, tgt, transform,

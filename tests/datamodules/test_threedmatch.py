@@ -26,13 +26,11 @@ SCENE = "7-scenes-redkitchen"
 
 
 @pytest.fixture(scope="module")
-def demo(shared_data: Path) -> dict:
+def demo(shared_sample) -> dict:
     """The demo pair (every 4th point, to stay fast), its pose, and the first three pairs of the real 3DMatch
     kitchen ground truth (their fragment ids and gt.info rows)."""
-    folder = shared_data / "3dmatch" / "geotransformer" / "data" / "demo"
-    bench = shared_data / "3dmatch" / "configs" / "benchmarks"
-    if not (folder / "gt.npy").is_file() or not bench.is_dir():
-        pytest.skip("the 3DMatch demo pair or benchmark sample is missing")
+    folder = shared_sample("3dmatch", "geotransformer", "data", "demo")
+    bench = shared_sample("3dmatch", "configs", "benchmarks")
     scene = read_benchmark_scene(bench / "3DMatch" / SCENE)
     return {"src": np.load(folder / "src.npy")[::4], "ref": np.load(folder / "ref.npy")[::4],
             "gt": np.load(folder / "gt.npy"), "pairs": scene.pairs[:3], "info": scene.information[:3],
@@ -112,7 +110,8 @@ def test_rotated_benchmarks(tmp_path: Path, demo: dict) -> None:
         assert torch.allclose(rot @ rot.T, torch.eye(3).double(), rtol=0, atol=1e-12)
     rotations = [haar[i].src_motion[0] for i in range(3)]
     assert not torch.equal(rotations[0], rotations[1])
-    assert torch.equal(module(root, demo, test_rotation="haar", seed=7).dataset("test")[1].src_motion, haar[1].src_motion)
+    repeat = module(root, demo, test_rotation="haar", seed=7).dataset("test")[1]
+    assert torch.equal(repeat.src_motion, haar[1].src_motion)
     on_target = module(root, demo, test_rotation="haar", seed=7, rotated_cloud="target").dataset("test")[0]
     assert torch.equal(on_target.src_pos, plain[0].src_pos) and torch.equal(on_target.tgt_motion, rotations[0][None])
     roitr = module(root, demo, test_rotation="roitr_euler").dataset("test")
@@ -173,10 +172,10 @@ def test_missing_data_messages(tmp_path: Path, demo: dict) -> None:
         ThreeDMatchDataModule(test_rotation="so3")  # type: ignore[arg-type]
 
 
-def test_real_metadata_through_the_datamodule(shared_data: Path) -> None:
+def test_real_metadata_through_the_datamodule(shared_sample) -> None:
     """The shared folder is a PREDATOR checkout without data/: metadata and ground truth are found, the fragments
     are reported missing with the archive's URL."""
-    root = shared_data / "3dmatch"
+    root = shared_sample("3dmatch")
     dm = ThreeDMatchDataModule(str(root), benchmark="3DLoMatch")
     assert dm.metadata_path("test") == root / "configs" / "indoor" / "3DLoMatch.pkl"
     assert len(dm.benchmark_scenes()) == 8

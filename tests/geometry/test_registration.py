@@ -34,10 +34,8 @@ def test_ransac_recovers_with_outliers_and_is_seeded() -> None:
 
 
 @pytest.fixture(scope="module")
-def demo_pair(shared_data) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    folder = shared_data / "3dmatch" / "geotransformer" / "data" / "demo"
-    if not (folder / "gt.npy").is_file():
-        pytest.skip(f"real sample {folder} is missing")
+def demo_pair(shared_sample) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    folder = shared_sample("3dmatch", "geotransformer", "data", "demo")
     return tuple(torch.from_numpy(np.load(folder / f"{name}.npy")) for name in ("src", "ref", "gt"))
 
 
