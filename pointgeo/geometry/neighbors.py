@@ -6,10 +6,12 @@ neighbours (``||q - p||^2`` in the input dtype), so they are differentiable and 
 the matrix-product formula used for the search itself.
 
 Exact ties (equidistant neighbours: regular grids, symmetric CAD parts) are decided invariantly
-(:mod:`pointgeo.geometry.ties`): the fast search returns ``k + k/2 + 2`` candidates, their distances are recomputed in
-float64, distances within the cloud's tie tolerance count as equal and are ordered by the candidates' invariant
-rank, and a query whose tie at the ``k``-th place reaches past the candidates is searched again over all points.
-So which neighbour is the ``k``-th, and the order of equidistant ones, turn with the cloud instead of with rounding.
+(:mod:`pointgeo.geometry.ties`): the fast search returns ``k + 1`` candidates with its own distances; only the
+queries where two of them may lie within the cloud's tie tolerance once computed exactly (a gap below the tolerance
+plus the search's rounding bound) are decided again: distances recomputed in float64, those within the tolerance
+ordered by the points' invariant rank (given as ``rank=``, or computed for those clouds only), and a query whose
+tie at the ``k``-th place reaches the last candidate is searched again over all points. So which neighbour is the
+``k``-th, and the order of equidistant ones, turn with the cloud instead of with rounding.
 """
 
 from __future__ import annotations
@@ -49,58 +51,79 @@ def _pairwise_sqdist(query: Tensor, points: Tensor) -> Tensor:
     return d.add_((query * query).sum(-1, keepdim=True))
 
 
-def _knn_torch(query: Tensor, points: Tensor, k: int, max_elements: int) -> Tensor:
+def _knn_torch(query: Tensor, points: Tensor, k: int, max_elements: int) -> tuple[Tensor, Tensor]:
+    """``(idx, sqdist)`` ``(B, M, k)`` nearest first; ``sqdist`` by the matrix-product formula (ranking only)."""
     b, m, _ = query.shape
     chunk = max(1, max_elements // max(1, b * points.shape[1]))
-    return torch.cat(
-        [_pairwise_sqdist(query[:, s : s + chunk], points).topk(k, dim=-1, largest=False, sorted=True).indices
-         for s in range(0, m, chunk)],
-        dim=1,
-    )
+    found = [_pairwise_sqdist(query[:, s : s + chunk], points).topk(k, dim=-1, largest=False, sorted=True)
+             for s in range(0, m, chunk)]
+    return torch.cat([f.indices for f in found], 1), torch.cat([f.values for f in found], 1)
 
 
-def _knn_open3d(query: Tensor, points: Tensor, k: int) -> Tensor:
+def _knn_open3d(query: Tensor, points: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``(idx, sqdist)`` ``(B, M, k)`` nearest first, from Open3D's kernel (float32 squared distances)."""
     b, m, _ = query.shape
     n = points.shape[1]
     result = open3d_ops().knn_search(
         points.reshape(-1, 3).contiguous(), query.reshape(-1, 3).contiguous(), k,
         torch.arange(b + 1, dtype=torch.int64) * n, torch.arange(b + 1, dtype=torch.int64) * m,
+        return_distances=True,
     )
     offsets = (torch.arange(b) * n).view(b, 1, 1)
-    return result.neighbors_index.long().view(b, m, k) - offsets
+    return result.neighbors_index.long().view(b, m, k) - offsets, result.neighbors_distance.view(b, m, k)
 
 
-def _resolve_ties(query: Tensor, points: Tensor, candidates: Tensor, k: int, max_elements: int,
+def _maybe_tied(query: Tensor, points: Tensor, sqdist: Tensor, k: int, tau: Tensor) -> Tensor:
+    """``(B, M)``: queries whose first ``k + 1`` fast-search distances ``sqdist (B, M, C)`` (ascending, in the
+    input dtype) hold two values that may lie within the tie tolerance ``tau (B, 1, 1)`` of each other once
+    computed exactly. A gap of squared distances ``d_2^2 - d_1^2 = (d_1 + d_2)(d_2 - d_1)`` above
+    ``2 d_2 τ`` plus twice the fast search's rounding (``16 ε (‖q‖^2 + max ‖p‖^2)``, the matrix-product formula's
+    bound) cannot close, so everywhere else the fast order is the exact order."""
+    eps = torch.finfo(sqdist.dtype).eps
+    scale = (query * query).sum(-1, keepdim=True) + (points * points).sum(-1).amax(-1)[:, None, None]  # (B, M, 1)
+    d2 = sqdist[..., : k + 1].double().clamp_min(0)
+    slack = 2 * d2[..., 1:].sqrt() * tau + 32 * eps * scale.double()
+    return (d2.diff(dim=-1) <= slack).any(-1)
+
+
+def _resolve_ties(query: Tensor, points: Tensor, candidates: Tensor, sqdist: Tensor, k: int, max_elements: int,
                   rank: Tensor | None) -> Tensor:
-    """The ``k`` nearest among ``candidates (B, M, C)`` (``C >= k``, a superset of the ``k`` nearest up to ties)
-    with exact ties decided by the points' invariant rank; queries whose tie at the ``k``-th place may reach past
-    the candidates are searched again over all points. Only queries with a tie among their first ``k + 1``
-    candidates are re-sorted, and the rank (unless given, ``(B, N)``) is computed only for their clouds.
-    Returns ``(B, M, k)``."""
+    """The ``k`` nearest among ``candidates (B, M, C)`` (``C > k`` unless ``C = N``; fast-search squared distances
+    ``sqdist (B, M, C)``, ascending) with exact ties decided by the points' invariant rank. Only the queries whose
+    fast distances may hold a tie among the first ``k + 1`` (:func:`_maybe_tied`) are looked at again: their
+    candidates' distances are recomputed in float64, ties within the tolerance ordered by the rank (unless given,
+    ``(B, N)``, computed only for their clouds), and those whose tie at the ``k``-th place reaches the last
+    candidate are searched again over all points. Returns ``(B, M, k)``."""
     n = points.shape[1]
-    q, p = query.double(), points.double()
     tau = tie_scale(points)[:, None, None]  # (B, 1, 1)
-    dist = (index_points(p, candidates) - q.unsqueeze(2)).norm(dim=-1)  # (B, M, C)
+    idx = candidates[..., :k].clone()
+    maybe = _maybe_tied(query, points, sqdist, k, tau)
+    if not bool(maybe.any()):
+        return idx
+    b, m = maybe.nonzero(as_tuple=True)  # (R,): only these queries are decided again
+    q, p = query[b, m].double(), points.double()  # (R, D)
+    cand = candidates[b, m]  # (R, C)
+    dist = (p[b[:, None], cand] - q[:, None]).norm(dim=-1)  # (R, C) exact
+    tol = tau[b, 0]  # (R, 1)
     dist, order = dist.sort(dim=-1, stable=True)
-    candidates = torch.gather(candidates, -1, order)
-    tied = (dist.diff(dim=-1)[..., :k] <= tau).any(-1)  # (B, M): a tie among the first k + 1 candidates
+    cand = torch.gather(cand, -1, order)
+    tied = (dist.diff(dim=-1)[..., :k] <= tol).any(-1)  # (R,): a real tie among the first k + 1
+    idx[b, m] = cand[:, :k]
     if not bool(tied.any()):
-        return candidates[..., :k]
+        return idx
+    b, m, cand, dist, tol = b[tied], m[tied], cand[tied], dist[tied], tol[tied]
     if rank is None:
-        clouds = tied.any(1).nonzero().flatten()
+        clouds = b.unique()
         rank = torch.zeros(points.shape[:2], dtype=torch.long, device=points.device)
         rank[clouds] = invariant_rank(points[clouds])
-    b, m = tied.nonzero(as_tuple=True)  # only the queries with a tie are re-sorted
-    cand, tol = candidates[b, m], tau[b, 0]  # (R, C), (R, 1)
-    order, tie = tie_break(dist[b, m], tol, torch.gather(rank[b], 1, cand))
+    order, tie = tie_break(dist, tol, torch.gather(rank[b], 1, cand))
     chosen = torch.gather(cand, 1, order[:, :k])
     if cand.shape[-1] < n:
         unsure = (tie[:, k - 1] == tie[:, -1]).nonzero().flatten()  # the k-th's tie reaches the last candidate
         rows = max(1, max_elements // n)
         for u in unsure.split(rows) if unsure.numel() else ():
-            d = (p[b[u]] - q[b[u], m[u]].unsqueeze(1)).norm(dim=-1)  # (rows, N)
+            d = (p[b[u]] - query[b[u], m[u]].double().unsqueeze(1)).norm(dim=-1)  # (rows, N)
             chosen[u] = tie_break(d, tol[u], rank[b[u]])[0][:, :k]
-    idx = candidates[..., :k].clone()
     idx[b, m] = chosen
     return idx
 
@@ -143,9 +166,9 @@ def knn(
     with torch.no_grad():
         centroid = points.detach().mean(dim=1, keepdim=True)  # the ranking formula loses digits far from 0
         q, p = query.detach() - centroid, points.detach() - centroid
-        c = min(points.shape[1], k + k // 2 + 2)
-        candidates = _knn_open3d(q, p, c) if use == "open3d" else _knn_torch(q, p, c, max_elements)
-        idx = _resolve_ties(q, p, candidates, k, max_elements, rank)
+        c = min(points.shape[1], k + 1)  # enough to see a tie at the k-th place; longer ties: a full search
+        candidates, sqdist = _knn_open3d(q, p, c) if use == "open3d" else _knn_torch(q, p, c, max_elements)
+        idx = _resolve_ties(q, p, candidates, sqdist, k, max_elements, rank)
     return idx, ((index_points(points, idx) - query.unsqueeze(2)) ** 2).sum(-1)
 
 

@@ -8,7 +8,7 @@ from torch import Tensor
 from pointgeo.geometry.backends import Backend, choose, open3d_ops
 from pointgeo.geometry.checks import check_points
 from pointgeo.geometry.neighbors import index_points
-from pointgeo.geometry.ties import check_rank, invariant_rank
+from pointgeo.geometry.ties import check_rank, invariant_rank, tie_scale
 
 TIE_BIAS = 1e-6
 """Relative weight of the tie-breaking term in FPS's distances (see :func:`tie_weights`)."""
@@ -39,6 +39,15 @@ def farthest_from_centroid(pos: Tensor, weights: Tensor | None = None) -> Tensor
     centred = pos - pos.mean(dim=1, keepdim=True)
     weights = tie_weights(pos) if weights is None else weights
     return ((centred * centred).sum(-1) * weights).argmax(dim=1)
+
+
+def _farthest_tied(pos: Tensor) -> bool:
+    """Whether the largest distance from the centroid of some cloud ``(B, N, 3)`` is tied within the tie tolerance
+    (then only the invariant rank decides the start point)."""
+    x = pos.detach().double()
+    radius = (x - x.mean(dim=1, keepdim=True)).norm(dim=-1)
+    top = radius.topk(min(2, radius.shape[1]), dim=-1).values
+    return top.shape[1] > 1 and bool((top[:, 0] - top[:, 1] <= tie_scale(pos)).any())
 
 
 def _fps_torch(pos: Tensor, m: int, far: Tensor, weights: Tensor) -> Tensor:
@@ -121,12 +130,16 @@ def farthest_point_sampling(
     if m < 1:
         raise ValueError(f"m must be >= 1; got {m}")
     b = pos.shape[0]
-    weights = tie_weights(pos, rank)
+    use = choose(backend, pos)
+    if use != "open3d" or rank is not None or (start is None and _farthest_tied(pos)):
+        weights = tie_weights(pos, rank)
+    else:  # Open3D's kernel reads the weights only through the start point, which no tie decides here
+        weights = torch.ones_like(pos[..., 0])
     if start is None:
         far = farthest_from_centroid(pos, weights)
     elif isinstance(start, int):
         far = torch.full((b,), start, dtype=torch.long, device=pos.device)
     else:
         far = start.to(device=pos.device, dtype=torch.long)
-    idx = _fps_open3d(pos, m, far) if choose(backend, pos) == "open3d" else _fps_torch(pos, m, far, weights)
+    idx = _fps_open3d(pos, m, far) if use == "open3d" else _fps_torch(pos, m, far, weights)
     return _repeat_after_exhaustion(pos, idx)

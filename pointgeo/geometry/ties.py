@@ -51,37 +51,50 @@ def tie_scale(points: Tensor) -> Tensor:
     return tie_fraction(points.dtype) * torch.where(radius > 0, radius, x.abs().amax(dim=(1, 2)).clamp_min(tiny))
 
 
-def _regroup(group: Tensor, key: Tensor, tol: Tensor) -> tuple[Tensor, Tensor]:
-    """Sort ``key (B, N)`` within the groups ``group (B, N)`` (non-decreasing integers) and split the groups where
-    a sorted key exceeds its predecessor by more than ``tol (B, 1)``: ``-> (permutation, new groups)``."""
-    by_key = key.argsort(dim=-1, stable=True)
-    by_group = group.gather(-1, by_key).argsort(dim=-1, stable=True)
-    perm = by_key.gather(-1, by_group)
-    g, k = group.gather(-1, perm), key.gather(-1, perm)
-    split = torch.ones_like(g, dtype=torch.bool)
-    split[..., 1:] = (g[..., 1:] != g[..., :-1]) | (k[..., 1:] - k[..., :-1] > tol)
-    return perm, split.long().cumsum(-1)
+def _refine(group: Tensor, keys: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """The order ``(R,)`` that sorts elements within their groups ``group (R,)`` (non-decreasing integers) by
+    ``keys`` ``[(key (R,), tol (R,)), ...]`` in turn, each splitting a group where a sorted key exceeds its
+    predecessor by more than its tolerance; elements tied in every key keep their order."""
+    order = torch.arange(group.shape[0], device=group.device)
+    for key, tol in keys:
+        k = key[order]
+        by_key = k.argsort(stable=True)
+        perm = by_key[group[by_key].argsort(stable=True)]
+        order, g, k = order[perm], group[perm], k[perm]
+        split = torch.ones_like(g, dtype=torch.bool)
+        split[1:] = (g[1:] != g[:-1]) | (k[1:] - k[:-1] > tol[order][1:])
+        group = split.long().cumsum(0)
+    return order
 
 
 def lexicographic_rank(keys: list[tuple[Tensor, Tensor]] | Callable[[], list[tuple[Tensor, Tensor]]],
                        first: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """Ranks ``(B, N)`` (``0 … N-1``) of points ordered by ``keys``: ``[(key (B, N), tol (B, 1)), ...]`` compared
-    in turn, each within its tolerance; points tied in every key keep their index order. With ``first`` given,
-    ``keys`` may be a function building the further keys: it is called only if ``first`` leaves a tie."""
-    if first is not None:
-        keys = [first, *(keys() if callable(keys) else keys)] if _has_tie(*first) else [first]
-    b, n = keys[0][0].shape
-    order = torch.arange(n, device=keys[0][0].device).expand(b, n)
-    group = torch.zeros(b, n, dtype=torch.long, device=order.device)
-    for key, tol in keys:
-        perm, group = _regroup(group, key.gather(-1, order), tol)
-        order = order.gather(-1, perm)
+    in turn, each within its tolerance; points tied in every key keep their order by the first key (exact ties:
+    their index order). With ``first`` given, ``keys`` may be a function building the further keys: it is called
+    only if ``first`` leaves a tie. Only the points the first key leaves tied are sorted by the further keys."""
+    if first is None:
+        first, keys = (keys() if callable(keys) else keys)[0], (keys() if callable(keys) else keys)[1:]
+    value, tol = first
+    b, n = value.shape
+    order = value.argsort(dim=-1, stable=True)
+    v = value.gather(-1, order)
+    joined = v[..., 1:] - v[..., :-1] <= tol  # (B, N - 1): sorted neighbours within the tolerance
+    tied = torch.zeros_like(v, dtype=torch.bool)
+    tied[..., 1:] |= joined
+    tied[..., :-1] |= joined
+    if bool(tied.any()):
+        further = keys() if callable(keys) else keys
+        if further:
+            split = torch.ones_like(tied)
+            split[..., 1:] = ~joined
+            rows, cols = tied.nonzero(as_tuple=True)  # row-major: each run of ties is contiguous, groups ascending
+            points = order[rows, cols]
+            group = rows * (n + 1) + split.long().cumsum(-1)[rows, cols]
+            refined = _refine(group, [(key[rows, points], t.expand(b, 1)[rows, 0]) for key, t in further])
+            order = order.clone()
+            order[rows, cols] = points[refined]
     return torch.empty_like(order).scatter_(-1, order, torch.arange(n, device=order.device).expand(b, n))
-
-
-def _has_tie(key: Tensor, tol: Tensor) -> bool:
-    """Whether two values of some row of ``key (B, N)`` lie within ``tol (B, 1)`` of each other."""
-    return bool((key.sort(dim=-1).values.diff(dim=-1) <= tol).any())
 
 
 @torch.no_grad()
@@ -116,10 +129,13 @@ def _further_keys(y: Tensor, radius: Tensor, tau: Tensor, dtype: torch.dtype) ->
         handedness = torch.sign((torch.linalg.cross(axes[..., 0], axes[..., 1]) * axes[..., 2]).sum(-1))  # det
         volume = (coords.prod(-1) * handedness[:, None],
                   r_max**3 * (3 * tie_fraction(dtype) + 3 * error.amax(-1, keepdim=True)))
-        principal = lambda s: [(torch.where(s[:, None] != 0, coords * s[:, None], coords.abs())[..., k],  # noqa: E731
-                                tol[:, k : k + 1]) for k in range(3)] + [volume]
+
+        def principal(s: Tensor) -> list[tuple[Tensor, Tensor]]:
+            oriented = torch.where(s[:, None] != 0, coords * s[:, None], coords.abs())
+            return [(oriented[..., k], tol[:, k : k + 1]) for k in range(3)] + [volume]
+
         signs = _anchored_signs(coords, tol, signs, error < ANCHORED, handedness,
-                                lambda s: lexicographic_rank(principal(s) + _coordinate_keys(y, tau)))
+                                lambda s: lexicographic_rank(principal(s) + _coordinate_keys(y, tau), (radius, tau)))
         keys = principal(signs)
     return keys + _coordinate_keys(y, tau)
 

@@ -75,10 +75,12 @@ def shape_cloud(shape: str, n: int) -> tuple[Tensor, Tensor]:
 def measure_network(name: str, dtype: torch.dtype, pos: Tensor, normal: Tensor,
                     trials: int | None = None) -> list[InvarianceReport]:
     """Reports with and without the normals (networks that read none estimate or ignore them): ``trials``
-    (default :data:`TRIALS`) transforms with the network's default input, 4 with the other."""
-    default = inspect.signature(get_model_entry(name).builder).parameters["use_normals"].default
+    (default :data:`TRIALS`) transforms with the network's default input, 4 with the other. Networks that promise
+    no exact invariance (``approximate``, ``none``; PaRot refuses normals) run with their default input only."""
+    entry = get_model_entry(name)
+    default = inspect.signature(entry.builder).parameters["use_normals"].default
     reports = []
-    for use_normals in (True, False):
+    for use_normals in (True, False) if entry.invariance == "invariant" else (default,):
         net, _ = build_test_network(name, dtype, use_normals)
         count = (trials or TRIALS[dtype]) if use_normals == default else 4
         reports.append(measure(net, pos.to(dtype), normal.to(dtype) if use_normals else None,

@@ -9,7 +9,7 @@ import torch
 from pointgeo.geometry import ball_query, farthest_point_sampling, index_points, knn, random_rotations, rotate
 from pointgeo.geometry.frames import signed_least_axis
 from pointgeo.geometry.risp import angular_order
-from pointgeo.geometry.ties import invariant_rank, tie_break, tie_scale
+from pointgeo.geometry.ties import invariant_rank, lexicographic_rank, tie_break, tie_scale
 from pointgeo.testing.shapes import box_1_1001_2, grid_cylinder, mirror_composite
 
 
@@ -150,3 +150,31 @@ def test_a_rank_of_the_wrong_shape_is_one_clear_error() -> None:
         knn(pos, pos, 3, rank=torch.zeros(2, 9, dtype=torch.long))
     with pytest.raises(ValueError, match="rank must be an integer tensor"):
         farthest_point_sampling(pos, 3, rank=torch.zeros(2, 10))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_the_screened_fast_search_equals_deciding_every_query_exactly(dtype) -> None:
+    # Only queries whose fast-search distances may hold a tie are decided again; every other query must already
+    # be in the exact order. Reference: float64 distances to all points, ties ordered by the same invariant rank.
+    g = torch.Generator().manual_seed(5)
+    pos = torch.rand(4, 600, 3, generator=g, dtype=torch.float64)
+    pos[:, 300:] = torch.round(pos[:, 300:] * 8) / 8 + 0.001 * torch.arange(300, dtype=torch.float64)[:, None]
+    pos = pos.to(dtype)  # half random, half near a grid: equidistant neighbours and near-ties both
+    idx, _ = knn(pos, pos, 9)
+    p = pos.double() - pos.double().mean(1, keepdim=True)
+    d = (p[:, :, None] - p[:, None]).norm(dim=-1)  # (B, N, N)
+    rank = invariant_rank(pos)
+    expected = tie_break(d, tie_scale(pos)[:, None, None], rank[:, None].expand_as(d))[0][..., :9]
+    assert torch.equal(idx, expected)
+
+
+def test_lexicographic_rank_sorts_only_ties_further_and_chains_tolerances() -> None:
+    first = torch.tensor([[0.0, 1.0, 1.0 + 1e-13, 2.0, 1.0 - 1e-13, 3.0]], dtype=torch.float64)
+    second = torch.tensor([[9.0, 5.0, 4.0, 0.0, 4.0 + 1e-13, -1.0]], dtype=torch.float64)
+    third = torch.tensor([[0.0, 0.0, 1.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    tol = torch.tensor([[1e-12]], dtype=torch.float64)
+    rank = lexicographic_rank([(second, tol), (third, tol)], first=(first, tol))
+    # point 0 first; then the tie {1, 2, 4} by the second key (2 and 4 tied there, 4 before 2 by the third key)
+    assert rank.tolist() == [[0, 3, 2, 4, 1, 5]]
+    assert lexicographic_rank(lambda: pytest.fail("no tie: the further keys are never built"),
+                              first=(torch.arange(5.0)[None], tol)).tolist() == [[0, 1, 2, 3, 4]]
