@@ -19,7 +19,7 @@ import torch
 
 from pointgeo.datamodules.base import CloudArrays, PointCloudDataModule, sample_seed
 from pointgeo.datamodules.synthetic import SHAPES
-from pointgeo.geometry import RotationMode, random_rotations
+from pointgeo.geometry import RotationMode, apply_piecewise_motion, random_rotations
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def generate_articulated(num_samples: int, num_points: int, seed: int, *, noise:
     for c, (parts, s) in enumerate(zip(CATEGORIES.values(), counts.tolist())):
         rot = np.broadcast_to(np.eye(3), (s, most, 3, 3)).copy()
         shift, centre = np.zeros((s, most, 3)), np.zeros((s, most, 3))
-        pos, normal, seg = [], [], []
+        pos, normal, seg, local = [], [], [], []
         for j, (part, n) in enumerate(zip(parts, part_counts(parts, num_points))):
             p, nrm = SHAPES[part.primitive](rng, s, n)
             ext = np.asarray(part.extents) / np.abs(p).max(axis=1, keepdims=True).clip(1e-12)  # (S, 1, 3)
@@ -105,14 +105,17 @@ def generate_articulated(num_samples: int, num_points: int, seed: int, *, noise:
             t = motion_translation * max(part.extents) * torch.randn(s, 3, generator=motions, dtype=torch.float64).numpy()
             if motion:
                 rot[:, j], shift[:, j] = r, t
-            p = np.einsum("snc,sdc->snd", p - centre[:, j, None], rot[:, j]) + centre[:, j, None] + shift[:, j, None]
-            nrm = np.einsum("snc,sdc->snd", nrm, rot[:, j])
             pos.append(p)
             normal.append(nrm)
+            local.append(np.full((s, n), j))
             seg.append(np.full((s, n), CATEGORY_PARTS[c][j]))
+        moved, turned = apply_piecewise_motion(
+            torch.from_numpy(np.concatenate(pos, 1)), torch.from_numpy(np.concatenate(normal, 1)),
+            torch.from_numpy(np.concatenate(local, 1)), torch.from_numpy(rot), torch.from_numpy(shift[:, :, None]),
+            torch.from_numpy(centre[:, :, None]))
         order = np.argsort(rng.random((s, num_points)), axis=1)  # parts interleaved in the point order
-        for key, parts_values in (("pos", pos), ("normal", normal)):
-            out[key].append(np.take_along_axis(np.concatenate(parts_values, 1), order[..., None], 1))
+        for key, values in (("pos", moved.numpy()), ("normal", turned.numpy())):
+            out[key].append(np.take_along_axis(values, order[..., None], 1))
         out["seg"].append(np.take_along_axis(np.concatenate(seg, 1), order, 1))
         out["category"].append(np.full(s, c))
         out["rot"].append(rot)

@@ -44,6 +44,7 @@ from pointgeo.geometry.rigid import (
     translation_error,
     voxel_downsample,
 )
+from pointgeo.geometry.piecewise import apply_piecewise_motion, piecewise_motion
 from pointgeo.geometry.rotations import (
     RotationMode,
     angle_sweep,
@@ -70,6 +71,7 @@ __all__ = [
     "FieldSpec",
     "PairFieldSpec",
     "apply_pair_motion",
+    "apply_piecewise_motion",
     "apply_rigid_motion",
     "estimate_rigid_transform",
     "invert_rigid",
@@ -87,6 +89,7 @@ __all__ = [
     "lattice_volume",
     "minimum_image",
     "periodic_radius_graph",
+    "piecewise_motion",
     "RotationMode",
     "angle_sweep",
     "attach_frame_gradient",

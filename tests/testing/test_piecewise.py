@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pointgeo.testing import measure, measure_piecewise
-from pointgeo.testing.invariance import apply_piecewise_motion, piecewise_motion
+from pointgeo.geometry import apply_piecewise_motion, piecewise_motion
 
 
 def two_part_clouds() -> tuple[torch.Tensor, torch.Tensor]:
