@@ -49,7 +49,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torch_geometric.data import Batch, Data
 
-from pointgeo.datamodules.base import sample_seed
+from pointgeo.datamodules.base import SplitLoaders, sample_seed
 from pointgeo.datamodules.batching import EpochOrder
 from pointgeo.datamodules.readers import DatasetFileError
 from pointgeo.datamodules.release import DatasetNotFoundError, load_processed, processed_path, save_atomic
@@ -391,7 +391,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-class CrystalDataModule(pl.LightningDataModule):
+class CrystalDataModule(SplitLoaders, pl.LightningDataModule):
     """CDVAE's crystal benchmarks (perov_5, carbon_24, mp_20) from their official CSVs.
 
     Args:
@@ -549,18 +549,6 @@ class CrystalDataModule(pl.LightningDataModule):
         return DataLoader(dataset, batch_size=self.batch_size if train else self.eval_batch_size,
                           sampler=EpochOrder(len(dataset), shuffle=train, seed=self.seed), collate_fn=_collate,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
 
     def set_test_rotation(self, mode: CrystalRotation) -> None:
         """Switch the validation and test rotation (``none`` or ``so3``)."""

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from pointgeo.datamodules.readers import DatasetFileError, check_coordinates
+from pointgeo.datamodules.release import read_text_lines
 from pointgeo.geometry import rotation_defect
 
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -296,23 +297,10 @@ def read_pair_metadata(path: Path | str) -> PairTable:
                      np.asarray([i for _, i in tgt_parts], dtype=np.int64))
 
 
-def _text_lines(path: Path) -> list[str]:
-    if not path.is_file():
-        raise DatasetFileError(f"missing benchmark file {path}")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DatasetFileError(f"{path} is not a text file: {exc}") from exc
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
-        raise DatasetFileError(f"{path} is empty")
-    return lines
-
-
 def _blocks(path: Path, size: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Headers ``(P, 2)`` (``i, j``), matrices ``(P, size, size)`` and the scene's fragment count of a file made of
     blocks of a header ``i j n`` and ``size`` rows of ``size`` numbers."""
-    lines = _text_lines(path)
+    lines = read_text_lines(path, "benchmark")
     block = size + 1
     if len(lines) % block:
         raise DatasetFileError(f"{path} has {len(lines)} lines, not a whole number of {block}-line blocks "
@@ -386,7 +374,7 @@ def read_gt_overlap(path: Path | str) -> dict[tuple[int, int], float]:
     """``{(i, j): overlap}`` of a ``gt_overlap.log`` (lines ``i,j,overlap``)."""
     path = Path(path)
     out = {}
-    for number, line in enumerate(_text_lines(path), 1):
+    for number, line in enumerate(read_text_lines(path, "benchmark"), 1):
         fields = line.replace(",", " ").split()
         try:
             i, j, value = int(fields[0]), int(fields[1]), float(fields[2])

@@ -115,15 +115,24 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         raise DatasetFileError(f"{path}: {type(exc).__name__}: {exc}") from exc
 
 
-def read_list(path: Path) -> list[str]:
-    """The non-empty lines of a list file (at least one)."""
+def read_text_lines(path: Path, kind: str) -> list[str]:
+    """The non-empty lines (unstripped) of a UTF-8 text file of the given ``kind`` (named in errors); at least one.
+
+    Raises:
+        DatasetFileError: the file is missing, not UTF-8 text, or has no non-blank line.
+    """
     if not path.is_file():
-        raise DatasetFileError(f"missing list file {path}")
+        raise DatasetFileError(f"missing {kind} file {path}")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DatasetFileError(f"{path} is not a text list file: {exc}") from exc
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+        raise DatasetFileError(f"{path} is not a text {kind} file: {exc}") from exc
+    lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
-        raise DatasetFileError(f"{path} lists nothing (an empty list file)")
+        raise DatasetFileError(f"{path} is empty (an empty {kind} file)")
     return lines
+
+
+def read_list(path: Path) -> list[str]:
+    """The non-empty lines of a list file (at least one), stripped."""
+    return [line.strip() for line in read_text_lines(path, "list")]

@@ -64,7 +64,7 @@ from torch_geometric.data import Data
 from torch_geometric.loader.dataloader import Collater
 from tqdm.auto import tqdm
 
-from pointgeo.datamodules.base import EpochSampler, ResumableLoader, sample_seed
+from pointgeo.datamodules.base import EpochSampler, ResumableLoader, SplitLoaders, sample_seed
 from pointgeo.datamodules.readers import DatasetFileError
 from pointgeo.datamodules.registration_readers import BenchmarkScene, PairTable, read_benchmark, read_fragment, \
     read_pair_metadata
@@ -202,7 +202,7 @@ class FragmentPairDataset(Dataset):
         return out
 
 
-class ThreeDMatchDataModule(pl.LightningDataModule):
+class ThreeDMatchDataModule(SplitLoaders, pl.LightningDataModule):
     """3DMatch / 3DLoMatch registration pairs (see the module docstring for layouts, keys and protocols).
 
     Args:
@@ -408,15 +408,3 @@ class ThreeDMatchDataModule(pl.LightningDataModule):
             dataset, batch_size=self.batch_size, collate_fn=collate,
             sampler=EpochSampler(dataset, sample_seed(self.seed, 3)) if train else None, num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0, generator=torch.Generator().manual_seed(sample_seed(self.seed, 4)))
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")

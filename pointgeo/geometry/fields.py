@@ -34,6 +34,8 @@ from typing import Literal, TypeVar
 import torch
 from torch import Tensor
 
+from pointgeo.geometry.rigid import rigid_matrix
+
 FieldKind = Literal["points", "vectors", "lattice", "invariant", "record"]
 FIELD_KINDS: tuple[FieldKind, ...] = ("points", "vectors", "lattice", "invariant", "record")
 
@@ -298,15 +300,6 @@ def _pair_side(batch, spec: FieldSpec, rotation: Tensor, translation: Tensor | N
     return out
 
 
-def _homogeneous(rotation: Tensor, translation: Tensor | None) -> Tensor:
-    out = torch.zeros(rotation.shape[:-2] + (4, 4), dtype=rotation.dtype, device=rotation.device)
-    out[..., :3, :3] = rotation
-    if translation is not None:
-        out[..., :3, 3] = translation.to(rotation.dtype)
-    out[..., 3, 3] = 1
-    return out
-
-
 def apply_pair_motion(batch: B, fields: PairFieldSpec, *, source: tuple[Tensor, Tensor | None] | None = None,
                       target: tuple[Tensor, Tensor | None] | None = None) -> B:
     """Move the source cloud by ``source = (R₁, t₁)`` and the target cloud by ``target = (R₂, t₂)``, each
@@ -327,7 +320,7 @@ def apply_pair_motion(batch: B, fields: PairFieldSpec, *, source: tuple[Tensor, 
             continue
         rotation, translation = _check_motion(*motion)
         out = _pair_side(out, spec, rotation, translation)
-        moves[name] = _homogeneous(rotation.double(), None if translation is None else translation.double())
+        moves[name] = rigid_matrix(rotation.double(), None if translation is None else translation.double())
     for key in fields.transforms:
         if key not in batch or not moves:
             continue
@@ -339,7 +332,7 @@ def apply_pair_motion(batch: B, fields: PairFieldSpec, *, source: tuple[Tensor, 
         if "source" in moves:
             m = moves["source"].to(value.device)
             rot_t = m[..., :3, :3].transpose(-1, -2)
-            work = work @ _homogeneous(rot_t, -(rot_t @ m[..., :3, 3:4]).squeeze(-1))
+            work = work @ rigid_matrix(rot_t, -(rot_t @ m[..., :3, 3:4]).squeeze(-1))
         if "target" in moves:
             work = moves["target"].to(value.device) @ work
         if work.shape != value.shape:
