@@ -26,12 +26,12 @@ def test_every_part_is_its_rest_pose_moved_by_its_own_rigid_motion() -> None:
             assert inside.any()
             c, rot, t = moved.centre[s, j], moved.rotation[s, j], moved.translation[s, j]
             expected = (r.pos[s, inside].astype(np.float64) - c) @ rot.T + c + t
-            assert np.allclose(a.pos[s, inside], expected, atol=1e-5)  # float32 storage
-            assert np.allclose(rot @ rot.T, np.eye(3), atol=1e-12) and np.linalg.det(rot) > 0
-            assert np.allclose(a.normal[s, inside], r.normal[s, inside] @ rot.T, atol=1e-5)
+            assert np.allclose(a.pos[s, inside], expected, rtol=0, atol=1e-5)  # float32 storage
+            assert np.allclose(rot @ rot.T, np.eye(3), rtol=0, atol=1e-12) and np.linalg.det(rot) > 0
+            assert np.allclose(a.normal[s, inside], r.normal[s, inside] @ rot.T, rtol=0, atol=1e-5)
         rots = moved.rotation[s, : len(parts)]
         assert not np.allclose(rots[0], rots[1])  # the parts move independently
-    assert np.allclose(np.linalg.norm(a.normal, axis=-1), 1, atol=1e-5)
+    assert np.allclose(np.linalg.norm(a.normal, axis=-1), 1, rtol=0, atol=1e-5)
 
 
 def test_the_set_is_balanced_deterministic_by_seed_and_labelled_per_part() -> None:
