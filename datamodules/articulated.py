@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pointgeo.datamodules.base import CloudArrays, PointCloudDataModule, sample_seed
+from pointgeo.datamodules.base import CloudArrays, PartLabels, PointCloudDataModule, sample_seed
 from pointgeo.datamodules.synthetic import SHAPES
 from pointgeo.geometry import RotationMode, apply_piecewise_motion, random_rotations
 
@@ -131,7 +131,7 @@ def generate_articulated(num_samples: int, num_points: int, seed: int, *, noise:
     return Articulated(arrays, cat["rot"], cat["shift"], cat["centre"])
 
 
-class ArticulatedPartsDataModule(PointCloudDataModule):
+class ArticulatedPartsDataModule(PartLabels, PointCloudDataModule):
     """Articulated shapes with per-part motions (see the module docstring), for part segmentation.
 
     Args:
@@ -183,14 +183,6 @@ class ArticulatedPartsDataModule(PointCloudDataModule):
     def category_parts(self) -> list[list[int]]:
         """Global part ids of every category."""
         return CATEGORY_PARTS
-
-    @property
-    def num_parts(self) -> int:
-        return NUM_PARTS
-
-    @property
-    def num_categories(self) -> int:
-        return len(CATEGORIES)
 
     def load_split(self, split: str) -> CloudArrays:
         size = {"train": self.num_train, "test": self.num_test}[split]

@@ -272,6 +272,24 @@ class SplitLoaders(ABC):
         return self._loader("test")
 
 
+class PartLabels(ABC):
+    """What a part-segmentation datamodule tells its task: the global part ids of every category; the number of
+    parts and of categories follow from them. Mixed in before :class:`PointCloudDataModule`."""
+
+    @property
+    @abstractmethod
+    def category_parts(self) -> list[list[int]]:
+        """Global part ids of every category."""
+
+    @property
+    def num_parts(self) -> int:
+        return sum(map(len, self.category_parts))
+
+    @property
+    def num_categories(self) -> int:
+        return len(self.category_parts)
+
+
 class PointCloudDataModule(SplitLoaders, pl.LightningDataModule):
     """Base datamodule for fixed-size labelled clouds.
 

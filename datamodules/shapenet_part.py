@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 from tqdm.auto import tqdm
 
-from pointgeo.datamodules.base import CloudArrays, PointCloudDataModule, sample_seed
+from pointgeo.datamodules.base import CloudArrays, PartLabels, PointCloudDataModule, sample_seed
 from pointgeo.datamodules.release import ensure_release, load_processed, processed_path, read_list, save_atomic
 from pointgeo.datamodules.readers import DatasetFileError, read_h5_arrays, read_split_json, read_txt_cloud
 from pointgeo.download import cache_dir
@@ -57,7 +57,7 @@ def check_parts(seg: np.ndarray, category: np.ndarray, where: str) -> None:
                                f"{CATEGORIES[int(category[bad[0]])]} owns parts {CATEGORY_PARTS[int(category[bad[0]])]})")
 
 
-class ShapeNetPartDataModule(PointCloudDataModule):
+class ShapeNetPartDataModule(PartLabels, PointCloudDataModule):
     """ShapeNet part segmentation.
 
     Args:
@@ -105,14 +105,6 @@ class ShapeNetPartDataModule(PointCloudDataModule):
     def category_parts(self) -> list[list[int]]:
         """Global part ids of every category."""
         return CATEGORY_PARTS
-
-    @property
-    def num_parts(self) -> int:
-        return NUM_PARTS
-
-    @property
-    def num_categories(self) -> int:
-        return len(CATEGORIES)
 
     @property
     def raw_dir(self) -> Path:
