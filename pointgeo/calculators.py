@@ -5,8 +5,10 @@ calculators. Energies are in eV, forces in eV/Å, stress (periodic structures) i
 ``(xx, yy, zz, yz, xz, xy)``. Forces are ``−∂E/∂r`` (or the network's direct head if it has one — not conservative,
 so MD with it does not conserve energy). The total charge and spin multiplicity ``2S + 1`` are read from
 ``atoms.info["charge"]`` and ``atoms.info["spin"]`` (OMol25's keys), falling back to the calculator's ``charge``
-and ``spin`` arguments. The energy is the one the network was trained on (if the training data had per-element
-reference energies subtracted, so has this one; forces and dynamics are unaffected).
+and ``spin`` arguments. The energy is a total: the network learns it relative to per-element reference energies
+fitted on its training data, and the calculator adds back the references a potential task's checkpoint carries
+(:meth:`~pointgeo.tasks.potential.PotentialTask.total_energy`). A bare network has no references: its energy is the
+one it learned (forces and dynamics are the same either way).
 
 Importing this module imports ASE (the ``molecules`` extra); ``import pointgeo`` does not.
 """
@@ -61,6 +63,8 @@ class PointGeoCalculator(Calculator):
 
             model = from_pretrained(str(model), progress=False)
         net = getattr(model, "net", model)
+        self.task = model if hasattr(model, "total_energy") else None
+        """The potential task whose per-element references turn the network's energy into a total (``None``)."""
         if not isinstance(net, torch.nn.Module):
             raise TypeError(f"model must be a pretrained name, a checkpoint path or a potential network; got "
                             f"{type(model).__name__}")
@@ -83,7 +87,10 @@ class PointGeoCalculator(Calculator):
         batch = atoms_to_batch(self.atoms, self.default_charge, self.default_spin, self.dtype, self.device)
         periodic = bool(self.atoms.pbc.any())
         out = predict_potential(self.net, batch, stress=periodic and "stress" in properties)
-        energy = float(out["energy"].detach()[0])
+        energy = out["energy"].detach()
+        if self.task is not None:
+            energy = self.task.total_energy(energy, batch.z)
+        energy = float(energy[0])
         self.results["energy"] = self.results["free_energy"] = energy
         self.results["forces"] = out["forces"].detach().cpu().double().numpy()
         if "stress" in out:

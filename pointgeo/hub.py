@@ -76,7 +76,7 @@ CHECKPOINTS: dict[str, PretrainedCheckpoint] = {
             metrics={"test/acc/none": 0.990, "test/acc/so3": 0.224}, **SYNTHETIC,
         ),
         _shipped(
-            "painn.spookynet", "d0a28a9f2f8e430b5bf9e23209f9d55afa643696920f101fa3c3e8e1183a4704", 657301,
+            "painn.spookynet", "2d8afe712b97deee26589075ddbdd1a74a2ce83f14a43a06a0bf59350ce1a6ad", 658222,
             config="molecules/spookynet-painn (--trainer.max_epochs 10)", dataset="spookynet", train_rotation="none",
             metrics={"test/energy_mae": 180.07, "test/energy_mae_per_atom": 60.02, "test/force_mae": 68.26},
             license="MIT (pointgeo)",
@@ -179,6 +179,7 @@ def rebuild_task(ckpt: dict[str, Any], source: str, num_classes: int | None = No
     except Exception as exc:  # noqa: BLE001  (whatever a network makes of stored settings: they do not build it)
         raise _file_error(f"{source} ({written_by}): its hyper-parameters do not build a {cls.__name__}: "
                           f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+    task.on_load_checkpoint(ckpt)  # Lightning's hook: a task may fill state that older checkpoints lack
     own, stored = task.state_dict(), ckpt["state_dict"]
     missing = sorted(k for k in own if k not in stored)
     unexpected = sorted(k for k in stored if k not in own)

@@ -77,6 +77,55 @@ def test_a_checkpoint_path_builds_the_calculator_and_a_relaxation_lowers_the_for
     assert np.abs(atoms.get_forces()).max() < 0.1 * start
 
 
+class _ReferencedMolecules(pl.LightningDataModule):
+    """Two molecules whose datamodule, like :class:`~pointgeo.datamodules.MoleculeDataModule`, fitted per-element
+    reference energies ``E0`` (H −13.6, C −1030, N −1480, O −2040 eV)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torch_geometric.data import Data
+
+        self.element_energies = torch.zeros(119, dtype=torch.float64)
+        self.element_energies[[1, 6, 7, 8]] = torch.tensor([-13.6, -1030.0, -1480.0, -2040.0], dtype=torch.float64)
+        self.data = [Data(pos=torch.tensor(molecule(m).positions, dtype=torch.float32),
+                          z=torch.tensor(molecule(m).numbers), charge=torch.tensor([0]), spin=torch.tensor([1]),
+                          energy=torch.tensor([-1.0]), forces=torch.zeros(len(molecule(m)), 3))
+                     for m in ("H2O", "NH3")]
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.data, batch_size=2)
+
+
+def test_the_calculator_adds_back_the_references_the_checkpoint_carries(tmp_path) -> None:
+    task = PotentialTask("painn", network_kwargs=PAINN)
+    data = _ReferencedMolecules()
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, inference_mode=False, default_root_dir=tmp_path)
+    trainer.fit(task, data)
+    assert torch.equal(task.element_energies, data.element_energies)
+    path = tmp_path / "painn.ckpt"
+    trainer.save_checkpoint(path)
+    atoms = molecule("CH3CH2OH")  # C2H6O: 2 C, 6 H, 1 O
+    atoms.calc = PointGeoCalculator(path, dtype=torch.float64)
+    learned = predict_potential(atoms.calc.net, atoms_to_batch(atoms, 0, 1, torch.float64, "cpu"))["energy"]
+    references = 2 * -1030.0 + 6 * -13.6 - 2040.0
+    assert atoms.get_potential_energy() == pytest.approx(float(learned[0]) + references, rel=0, abs=1e-9)
+    # the same forces as the bare network: the references are constants of the composition
+    bare = molecule("CH3CH2OH")
+    bare.calc = PointGeoCalculator(atoms.calc.net)
+    assert bare.get_potential_energy() == pytest.approx(float(learned[0]), rel=0, abs=1e-9)
+    assert np.allclose(atoms.get_forces(), bare.get_forces(), rtol=0, atol=1e-12)
+    # a checkpoint written before the references were task state loads with zero references and says so
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["state_dict"]["element_energies"]
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    with pytest.warns(UserWarning, match="no per-element reference energies"):
+        calc = PointGeoCalculator(old, dtype=torch.float64)
+    atoms.calc = calc
+    assert atoms.get_potential_energy() == pytest.approx(float(learned[0]), rel=0, abs=1e-9)
+
+
 def nve_drift(net: torch.nn.Module, steps: int = 160, dt_fs: float = 0.25) -> float:
     """Drift (eV/atom/ps) of ethanol's total energy under velocity Verlet, from 300 K; a run that ends with atoms
     on top of each other (the calculator refuses them) is measured up to there."""

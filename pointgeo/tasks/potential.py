@@ -24,6 +24,7 @@ Losses (fairchem's OMol25 recipe, both coefficients 10 by default):
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +36,9 @@ from pointgeo.metrics.potential import OMOL25_DATA_IDS, EnergyMAE, ForceCosine, 
 from pointgeo.nn.atoms import graph_index, periodic_inputs
 from pointgeo.registry import create_model, get_model_entry
 from pointgeo.tasks.base import OptimizerName, PointGeoTask, SchedulerName
+
+NUM_ELEMENT_REFERENCES = 119
+"""Length of the per-element reference table: one entry per atomic number 0…118 (index = Z)."""
 
 
 def predict_potential(net: torch.nn.Module, batch: Any, *, create_graph: bool = False, forces: bool = True,
@@ -138,6 +142,10 @@ class PotentialTask(PointGeoTask):
                              f"{force_weight}")
         self.save_hyperparameters()
         self.net = create_model(network, **(network_kwargs or {}))
+        self.register_buffer("element_energies", torch.zeros(NUM_ELEMENT_REFERENCES, dtype=torch.float64))
+        """``(119,)`` float64 per-element reference energies ``E0[Z]`` (eV) the training targets had subtracted,
+        copied from the datamodule when training starts and saved with the weights, so a checkpoint alone (the
+        hub's slim copies too) turns the learned energy back into a total: :meth:`total_energy`."""
         self.metrics = torch.nn.ModuleDict({
             f"{stage}_metrics": torch.nn.ModuleDict({
                 "energy_mae": EnergyMAE(data_ids=metric_subsets),
@@ -147,6 +155,35 @@ class PotentialTask(PointGeoTask):
             })
             for stage in ("train", "val", "test")
         })
+
+    def setup(self, stage: str) -> None:
+        """Take the datamodule's fitted per-element references (a datamodule without them leaves zeros)."""
+        data = getattr(self.trainer, "datamodule", None)
+        references = getattr(data, "element_energies", None)
+        if references is not None:
+            if references.shape != self.element_energies.shape:
+                raise ValueError(f"the datamodule's element_energies must have shape "
+                                 f"{tuple(self.element_energies.shape)}; got {tuple(references.shape)}")
+            self.element_energies.copy_(references.to(self.element_energies))
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints written before the references were part of the task's state load with zero references (and
+        a warning: their energies stay relative to the per-element references)."""
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("state_dict", {})
+        if "element_energies" not in state:
+            warnings.warn("this potential checkpoint holds no per-element reference energies: total_energy() gives "
+                          "the energy it learned (relative to its training references)", stacklevel=2)
+            state["element_energies"] = torch.zeros(NUM_ELEMENT_REFERENCES, dtype=torch.float64)
+
+    def total_energy(self, energy: Tensor, z: Tensor, batch_index: Tensor | None = None) -> Tensor:
+        """The total energy ``(B,)`` float64: the network's ``energy (B,)`` plus ``Σ_i E0[z_i]`` of each structure's
+        atoms (``z (N,)``, ``batch_index (N,)``; one structure when ``None``)."""
+        index = torch.zeros_like(z) if batch_index is None else batch_index
+        per_atom = self.element_energies[z.to(self.element_energies.device)].to(energy.device)
+        references = torch.zeros(energy.shape[0], dtype=torch.float64, device=energy.device)
+        references.index_add_(0, index.to(energy.device), per_atom)
+        return energy.double() + references
 
     def forward(self, batch: Any, *, stress: bool = False) -> dict[str, Tensor]:
         """``{"energy" (B,), "forces" (N, 3)[, "stress" (B, 3, 3)]}`` of a batch (no graph of the derivatives)."""
