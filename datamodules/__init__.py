@@ -1,12 +1,14 @@
 """LightningDataModules shared by every pointgeo model, and readers of the official dataset formats (point clouds;
 molecules from ASE databases and OMol25's ``.aselmdb`` shards; crystals from CDVAE's CSVs; 3DMatch / 3DLoMatch
-registration pairs, and pairs cut from 3DMatch fragments and ModelNet shapes)."""
+registration pairs, and pairs cut from 3DMatch fragments and ModelNet shapes; multi-object scenes of ModelNet
+shapes)."""
 
 from pointgeo.datamodules.articulated import ArticulatedPartsDataModule
 from pointgeo.datamodules.base import CloudArrays, PointCloudDataModule
 from pointgeo.datamodules.crystals import CrystalDataModule
 from pointgeo.datamodules.modelnet import ModelNet10DataModule, ModelNet40DataModule, ModelNetDataModule
 from pointgeo.datamodules.molecules import MoleculeDataModule, OMol25DataModule
+from pointgeo.datamodules.multi_object import MultiObjectScenesDataModule
 from pointgeo.datamodules.readers import DatasetFileError
 from pointgeo.datamodules.registration_pairs import RegistrationPairsDataModule
 from pointgeo.datamodules.release import DatasetNotFoundError
@@ -25,6 +27,7 @@ __all__ = [
     "ModelNet40DataModule",
     "ModelNetDataModule",
     "MoleculeDataModule",
+    "MultiObjectScenesDataModule",
     "OMol25DataModule",
     "PointCloudDataModule",
     "RegistrationPairsDataModule",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,10 @@ class CloudArrays:
     category: np.ndarray | None = None
     mask: np.ndarray | None = None
     """Optional per-point boolean ``(S, N)``, e.g. ScanObjectNN's object (True) / background (False) mask."""
+    instance: np.ndarray | None = None
+    """Optional per-point ``(S, N)`` integer ids ``0 … P-1`` of the rigid pieces (the objects of a multi-object
+    scene) when ``seg`` does not already tell them apart; the partition piecewise motions follow
+    (:func:`partition_of`)."""
 
     def __post_init__(self) -> None:
         if self.pos.ndim != 3 or self.pos.shape[-1] != 3:
@@ -58,6 +62,8 @@ class CloudArrays:
             raise ValueError(f"category must have shape {self.label.shape}; got {self.category.shape}")
         if self.mask is not None and self.mask.shape != self.pos.shape[:2]:
             raise ValueError(f"mask must have shape {self.pos.shape[:2]}; got {self.mask.shape}")
+        if self.instance is not None and self.instance.shape != self.pos.shape[:2]:
+            raise ValueError(f"instance must have shape {self.pos.shape[:2]}; got {self.instance.shape}")
 
     def subset(self, index: np.ndarray) -> CloudArrays:
         """The rows ``index`` of every array."""
@@ -65,7 +71,26 @@ class CloudArrays:
             return None if a is None else a[index]
 
         return CloudArrays(self.pos[index], self.label[index], rows(self.normal), rows(self.seg), rows(self.category),
-                           rows(self.mask))
+                           rows(self.mask), rows(self.instance))
+
+
+PARTITION_KEYS = ("instance", "seg")
+"""Batch keys that can define the rigid pieces of a cloud, in order of preference: a multi-object scene's
+``instance`` ids (its ``seg`` labels classes, shared by objects of one class), else the part labels ``seg`` (the
+articulated set's parts)."""
+
+
+def partition_of(batch: Mapping[str, Tensor]) -> Tensor:
+    """The ``(B, N)`` long labels of the rigid pieces of a batch: its first key of :data:`PARTITION_KEYS`.
+
+    Raises:
+        ValueError: the batch has none of them.
+    """
+    for key in PARTITION_KEYS:
+        if key in batch:
+            return batch[key].long()
+    raise ValueError(f"the batch has no partition: piecewise motions need one of the keys {PARTITION_KEYS} "
+                     f"(part-segmentation or multi-object data); got keys {sorted(batch)}")
 
 
 def normalize_unit_sphere(pos: np.ndarray, where: str = "pos") -> np.ndarray:
@@ -180,6 +205,8 @@ class RotatedCloudDataset(Dataset):
             sample["category"] = torch.tensor(int(self.arrays.category[index]), dtype=torch.long)
         if self.arrays.mask is not None:
             sample["mask"] = torch.from_numpy(self.arrays.mask[index]).bool()[keep]
+        if self.arrays.instance is not None:
+            sample["instance"] = torch.from_numpy(self.arrays.instance[index]).long()[keep]
         return apply_rigid_motion(sample, self.fields, rot)  # in float64, rounded once to float32
 
 

@@ -229,7 +229,8 @@ def apply_rigid_motion(batch: B, fields: FieldSpec, rotation: Tensor, translatio
 
 
 POINT_CLOUD_FIELDS = FieldSpec(points=("pos",), vectors=("normal",),
-                               invariant=("label", "seg", "category", "index", "mask"), record=("rotation",))
+                               invariant=("label", "seg", "category", "index", "mask", "instance"),
+                               record=("rotation",))
 """The declaration of the dense point-cloud batches (``ARCHITECTURE.md``, "Data in flight"): positions rotate and
 translate, normals rotate, ``rotation`` records the rotation applied (a datamodule starts it at the identity)."""
 
