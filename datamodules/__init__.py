@@ -1,6 +1,6 @@
 """LightningDataModules shared by every pointgeo model, and readers of the official dataset formats (point clouds;
 molecules from ASE databases and OMol25's ``.aselmdb`` shards; crystals from CDVAE's CSVs; 3DMatch / 3DLoMatch
-registration pairs)."""
+registration pairs, and pairs cut from 3DMatch fragments and ModelNet shapes)."""
 
 from pointgeo.datamodules.articulated import ArticulatedPartsDataModule
 from pointgeo.datamodules.base import CloudArrays, PointCloudDataModule
@@ -8,6 +8,7 @@ from pointgeo.datamodules.crystals import CrystalDataModule
 from pointgeo.datamodules.modelnet import ModelNet10DataModule, ModelNet40DataModule, ModelNetDataModule
 from pointgeo.datamodules.molecules import MoleculeDataModule, OMol25DataModule
 from pointgeo.datamodules.readers import DatasetFileError
+from pointgeo.datamodules.registration_pairs import RegistrationPairsDataModule
 from pointgeo.datamodules.release import DatasetNotFoundError
 from pointgeo.datamodules.scanobjectnn import ScanObjectNNDataModule
 from pointgeo.datamodules.shapenet_part import ShapeNetPartDataModule
@@ -26,6 +27,7 @@ __all__ = [
     "MoleculeDataModule",
     "OMol25DataModule",
     "PointCloudDataModule",
+    "RegistrationPairsDataModule",
     "ScanObjectNNDataModule",
     "ShapeNetPartDataModule",
     "SyntheticShapesDataModule",

@@ -139,6 +139,23 @@ def roitr_euler_rotation(index: int) -> tuple[np.ndarray, bool]:
     return rotation, bool(rng.rand(1)[0] > 0.5)
 
 
+def pair_rotation(rotation: str, seed: int, epoch: int, index: int, *, train: bool,
+                  rotated_cloud: RotatedCloud) -> tuple[torch.Tensor | None, bool]:
+    """The rotation protocol's draw for pair ``index``: the rotation ``(3, 3)`` float64 (``None`` for ``none``) and
+    whether it applies to the source (else the target). ``haar``: a Haar rotation from ``(seed, epoch, index)`` on a
+    random cloud in training, from ``(seed, index)`` on ``rotated_cloud`` otherwise; ``roitr_euler``:
+    :func:`roitr_euler_rotation`."""
+    if rotation == "none":
+        return None, True
+    if rotation == "roitr_euler":
+        rot, on_source = roitr_euler_rotation(index)
+        return torch.from_numpy(rot), on_source
+    gen = torch.Generator().manual_seed(sample_seed(seed, epoch, index) if train else sample_seed(seed, index))
+    rot = random_rotations(1, generator=gen)[0]
+    on_source = bool(torch.rand(1, generator=gen) < 0.5) if train else rotated_cloud == "source"
+    return rot, on_source
+
+
 class FragmentPairDataset(Dataset):
     """The pairs of one split: preprocessed fragments ``points`` (by relative path), the pair table, the rotation
     protocol. ``train``: items are ``(epoch, index)`` from :class:`~pointgeo.datamodules.base.EpochSampler`."""
@@ -159,19 +176,6 @@ class FragmentPairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def _rotation(self, epoch: int, index: int) -> tuple[torch.Tensor | None, bool]:
-        """The rotation of this pair (``None``: none) and whether it applies to the source."""
-        if self.rotation == "none":
-            return None, True
-        if self.rotation == "roitr_euler":
-            rot, on_source = roitr_euler_rotation(index)
-            return torch.from_numpy(rot), on_source
-        gen = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index) if self.train else
-                                            sample_seed(self.seed, index))
-        rot = random_rotations(1, generator=gen)[0]
-        on_source = bool(torch.rand(1, generator=gen) < 0.5) if self.train else self.rotated_cloud == "source"
-        return rot, on_source
-
     def __getitem__(self, item: int | tuple[int, int]) -> FragmentPair:
         epoch, index = (int(item[0]), int(item[1])) if isinstance(item, (tuple, list)) else (0, int(item))
         p = self.pairs
@@ -181,7 +185,8 @@ class FragmentPairDataset(Dataset):
             "tgt_pos": torch.from_numpy(self.points[p.target[index]]).float(),
             "transform": torch.from_numpy(p.transform[index]).unsqueeze(0),
         }
-        rot, on_source = self._rotation(epoch, index)
+        rot, on_source = pair_rotation(self.rotation, self.seed, epoch, index, train=self.train,
+                                       rotated_cloud=self.rotated_cloud)
         motion = {"src_motion": eye, "tgt_motion": eye}
         if rot is not None:
             side = "source" if on_source else "target"

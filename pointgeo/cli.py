@@ -30,7 +30,8 @@ training and evaluation (LightningCLI; `pointgeo <command> --help` lists every o
 other commands:
   models      list the registered networks (or, with --pretrained, the published checkpoints)
   robustness  rotated-test report of one or several models (z/z, z/SO3, SO3/SO3, angle sweeps, invariance)
-  view        a model's predictions (or a molecule's forces) on a sample and random SO(3) rotations (--snapshot: PNG)
+  view        a model's predictions (or a molecule's forces) on a sample and random SO(3) rotations (--snapshot: PNG);
+              view SRC --target TGT: a registration pair before/after alignment with its correspondences
   register    align one point cloud to another (FPFH + RANSAC): the 4x4 transform, correspondences, inlier ratio
   download    download pretrained checkpoints by name (or 'all') and verify their sha256
   cache       show, list or clear the checkpoint cache ($POINTGEO_HOME, default ~/.cache/pointgeo)
@@ -207,39 +208,7 @@ def cache_command(args: list[str]) -> None:
         print(f"removed {clear_cache()} checkpoint(s) from {checkpoint_dir()}")
 
 
-REGISTER_POINT_SUFFIXES = (".npy", ".pth")
-"""Formats ``pointgeo register`` reads besides the viewer's: NumPy arrays and 3DMatch fragments
-(``cloud_bin_*.pth``)."""
 ALIGNED_SUFFIXES = (".ply", ".pcd", ".xyz", ".txt", ".npy")
-
-
-def _read_cloud(path: str, mesh_points: int):
-    """``(N, 3)`` float64 points of any file the viewer reads, a ``.npy`` array or a 3DMatch ``.pth`` fragment."""
-    import torch
-
-    from pointgeo.datamodules.registration_readers import read_fragment
-    from pointgeo.viz.io import read_points
-
-    if Path(path).suffix.lower() in REGISTER_POINT_SUFFIXES:
-        return torch.from_numpy(read_fragment(path))
-    return torch.from_numpy(read_points(path, num_points=mesh_points)[0]).double()
-
-
-def _read_transform(path: str):
-    """A 4×4 rigid transform from ``.npy`` or a text file of 16 numbers."""
-    import numpy as np
-    import torch
-
-    from pointgeo.datamodules import DatasetFileError
-
-    try:
-        matrix = np.load(path, allow_pickle=False) if path.endswith(".npy") else np.loadtxt(path, ndmin=2)
-        matrix = np.asarray(matrix, dtype=np.float64).reshape(4, 4)
-    except (OSError, ValueError) as exc:
-        raise DatasetFileError(f"{path} is not a 4x4 transform (.npy or 16 numbers of text): {exc}") from exc
-    if not np.isfinite(matrix).all():
-        raise DatasetFileError(f"{path} holds NaN or inf")
-    return torch.from_numpy(matrix)
 
 
 def write_cloud_atomic(path: Path, points) -> None:
@@ -304,12 +273,13 @@ def register_command(args: list[str]) -> None:
     from pointgeo.geometry import rotation_error_degrees, transform_points, translation_error
     from pointgeo.geometry.registration import register_fpfh_ransac
     from pointgeo.metrics.registration import RMSE_THRESHOLD, mean_distance_error
+    from pointgeo.viz.io import read_cloud, read_transform
 
     if not ns.voxel_size > 0:
         raise SystemExit(f"pointgeo register: --voxel-size must be positive; got {ns.voxel_size}")
     try:
-        source, target = _read_cloud(ns.source, ns.mesh_points), _read_cloud(ns.target, ns.mesh_points)
-        truth = _read_transform(ns.truth) if ns.truth else None
+        source, target = read_cloud(ns.source, ns.mesh_points), read_cloud(ns.target, ns.mesh_points)
+        truth = read_transform(ns.truth) if ns.truth else None
         start = time.perf_counter()
         result, small_src, small_tgt = register_fpfh_ransac(
             source, target, voxel_size=ns.voxel_size, seed=ns.seed, feature_radius=ns.feature_radius,

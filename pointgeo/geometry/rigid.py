@@ -183,7 +183,15 @@ def voxel_downsample(points: Tensor, voxel_size: float) -> Tensor:
     cells = torch.floor(points.double() / voxel_size)
     if cells.abs().max() > 2**52:
         raise ValueError(f"points span {cells.abs().max():.3g} voxels of size {voxel_size}; choose a larger voxel")
-    _, inverse, counts = torch.unique(cells.long(), dim=0, return_inverse=True, return_counts=True)
+    cells = cells.long()
+    low = cells.min(0).values
+    span = (cells.max(0).values - low + 1).tolist()
+    if span[0] * span[1] * span[2] < 2**62:  # one int64 key per cell, ordered as the rows (lexicographic)
+        shifted = cells - low
+        key = (shifted[:, 0] * span[1] + shifted[:, 1]) * span[2] + shifted[:, 2]
+        _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
+    else:  # sparse clouds over a huge grid: unique rows (slower)
+        _, inverse, counts = torch.unique(cells, dim=0, return_inverse=True, return_counts=True)
     sums = torch.zeros(len(counts), 3, dtype=torch.float64, device=points.device)
     sums.index_add_(0, inverse, points.double())
     return (sums / counts.unsqueeze(-1)).to(points.dtype)

@@ -89,3 +89,39 @@ def read_points(path: str | Path, num_points: int = 1024, seed: int = 0) -> tupl
     if normal is not None and not np.isfinite(normal).all():
         raise DatasetFileError(f"{path} contains NaN or inf normals")
     return pos.astype(np.float32), normal
+
+
+REGISTRATION_SUFFIXES = (".npy", ".pth")
+"""Formats read for registration (``pointgeo register``, ``pointgeo view SRC --target TGT``) besides
+:func:`read_points`' formats: NumPy arrays and 3DMatch fragments (``cloud_bin_*.pth``)."""
+
+
+def read_cloud(path: str | Path, mesh_points: int = 20_000):  # noqa: ANN201  (a torch Tensor; torch imported inside)
+    """``(N, 3)`` float64 points (a tensor) of any file :func:`read_points` reads, a ``.npy`` array or a 3DMatch
+    ``.pth`` fragment (meshes sampled to ``mesh_points``)."""
+    import torch
+
+    from pointgeo.datamodules.registration_readers import read_fragment
+
+    if Path(path).suffix.lower() in REGISTRATION_SUFFIXES:
+        return torch.from_numpy(read_fragment(path))
+    return torch.from_numpy(read_points(path, num_points=mesh_points)[0]).double()
+
+
+def read_transform(path: str | Path):  # noqa: ANN201
+    """A ``(4, 4)`` float64 transform (a tensor) from ``.npy`` or a text file of 16 numbers.
+
+    Raises:
+        DatasetFileError: unreadable, not 16 numbers, or NaN/inf.
+    """
+    import torch
+
+    path = str(path)
+    try:
+        matrix = np.load(path, allow_pickle=False) if path.endswith(".npy") else np.loadtxt(path, ndmin=2)
+        matrix = np.asarray(matrix, dtype=np.float64).reshape(4, 4)
+    except (OSError, ValueError) as exc:
+        raise DatasetFileError(f"{path} is not a 4x4 transform (.npy or 16 numbers of text): {exc}") from exc
+    if not np.isfinite(matrix).all():
+        raise DatasetFileError(f"{path} holds NaN or inf")
+    return torch.from_numpy(matrix)

@@ -3,7 +3,8 @@
 ``python -m pointgeo.viz.render_open3d scene.npz out.png WIDTH HEIGHT`` reads ``pos_<i>`` ``(N, 3)`` and
 ``colour_<i>`` ``(3,)`` arrays and ``up`` (the dataset's up axis index) and renders cell ``i`` of a one-row grid
 seen from the side, with the up axis pointing up (or, for a molecule, the spheres and arrows of
-:func:`pointgeo.viz.molecules.molecule_scene`), with Open3D's ``OffscreenRenderer``
+:func:`pointgeo.viz.molecules.molecule_scene`; for a registration pair, the points and correspondence lines of
+:func:`pointgeo.viz.pairs.pair_scene`), with Open3D's ``OffscreenRenderer``
 (Filament on Vulkan; lavapipe on a CPU machine). A missing Vulkan driver aborts the interpreter, which is why this
 always runs in its own process.
 """
@@ -11,6 +12,7 @@ always runs in its own process.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -80,13 +82,40 @@ def molecule_meshes(scene: dict[str, np.ndarray]) -> list[tuple[str, object]]:
     return parts
 
 
+def pair_geometries(scene: dict[str, np.ndarray]) -> list[Any]:
+    """Open3D geometry of a pair scene: one point cloud and one line set, panel ``c`` shifted by ``2.4 c`` along x."""
+    import open3d as o3d
+
+    shift = np.stack([2.4 * scene["point_cell"], 0 * scene["point_cell"], 0 * scene["point_cell"]], -1)
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector((scene["point_pos"] + shift).astype(np.float64)))
+    cloud.colors = o3d.utility.Vector3dVector(scene["point_colour"].astype(np.float64))
+    link = scene["link_cell"]
+    offset = np.stack([2.4 * link, 0 * link, 0 * link], -1)
+    ends = np.concatenate([scene["link_start"] + offset, scene["link_end"] + offset]).astype(np.float64)
+    count = len(link)
+    lines = o3d.geometry.LineSet(o3d.utility.Vector3dVector(ends.reshape(-1, 3)), o3d.utility.Vector2iVector(
+        np.stack([np.arange(count), count + np.arange(count)], -1).astype(np.int32)))
+    lines.colors = o3d.utility.Vector3dVector(scene["link_colour"].astype(np.float64))
+    return [cloud, lines]
+
+
 def render(scene_path: str, out: str, width: int, height: int) -> None:
     import open3d as o3d
 
     data = np.load(scene_path)
     renderer = o3d.visualization.rendering.OffscreenRenderer(width, height)
     material = o3d.visualization.rendering.MaterialRecord()
-    if "sphere_centre" in data.files:
+    if "point_cell" in data.files:  # a registration pair (pointgeo.viz.pairs.pair_scene)
+        count = int(data["point_cell"].max()) + 1
+        material.shader = "defaultUnlit"
+        material.point_size = 3.0
+        lines = o3d.visualization.rendering.MaterialRecord()
+        lines.shader, lines.line_width = "unlitLine", 1.5
+        cloud, links = pair_geometries({k: data[k] for k in data.files})
+        renderer.scene.add_geometry("pair", cloud, material)
+        if len(data["link_cell"]):
+            renderer.scene.add_geometry("links", links, lines)
+    elif "sphere_centre" in data.files:
         count = int(data["sphere_cell"].max()) + 1
         for name, mesh in molecule_meshes({k: data[k] for k in data.files}):
             renderer.scene.add_geometry(name, mesh, molecule_material(name))

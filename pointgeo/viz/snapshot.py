@@ -152,3 +152,45 @@ def render_molecule_snapshot(views: list[MoleculeView], out: str | Path, *, size
         raise RuntimeError("Open3D could not render offscreen (no Vulkan driver? see the README's system packages)")
     _matplotlib_molecule(scene, captions, out, width, height)
     return "matplotlib"
+
+
+def _matplotlib_pair(scene: dict[str, np.ndarray], captions: list[str], out: Path, width: int, height: int,
+                     up: int) -> None:
+    from mpl_toolkits.mplot3d.art3d import Line3DCollection
+
+    plt, fig = _figure(len(captions), width, height)
+    order = [a for a in range(3) if a != up] + [up]  # matplotlib draws its third axis upwards
+    for c, caption in enumerate(captions):
+        ax = fig.add_subplot(1, len(captions), c + 1, projection="3d")
+        ax.computed_zorder = False  # the correspondence lines stay on top of the points
+        points, links = scene["point_cell"] == c, scene["link_cell"] == c
+        ax.scatter(*scene["point_pos"][points][:, order].T, c=scene["point_colour"][points], s=2, depthshade=False,
+                   zorder=1)
+        segments = np.stack([scene["link_start"][links], scene["link_end"][links]], 1)[..., order]
+        if len(segments):
+            ax.add_collection3d(Line3DCollection(segments, colors=scene["link_colour"][links], linewidths=1.2,
+                                                 zorder=2))
+        ax.set_title(caption, fontsize=8)
+        ax.set_box_aspect((1, 1, 1))
+        ax.set_xlim(-1, 1), ax.set_ylim(-1, 1), ax.set_zlim(-1, 1)
+        ax.set_axis_off()
+    _save(fig, out)
+    plt.close(fig)
+
+
+def render_pair_snapshot(scene: dict[str, np.ndarray], captions: list[str], out: str | Path, *,
+                         size: tuple[int, int] = (1200, 600), renderer: Renderer = "auto", up_axis: str = "z",
+                         timeout: float = 120.0) -> str:
+    """Write a registration pair's scene (:func:`pointgeo.viz.pairs.pair_scene`: before and after, with
+    correspondence lines) to ``out`` (PNG), ``up_axis`` pointing up; returns ``"open3d"`` or ``"matplotlib"``."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    width, height = size
+    up = axis_index(up_axis)
+    if renderer in ("auto", "open3d") and _open3d({**scene, "up": np.asarray(up)}, captions, [False] * len(captions),
+                                                  out, width, height, timeout):
+        return "open3d"
+    if renderer == "open3d":
+        raise RuntimeError("Open3D could not render offscreen (no Vulkan driver? see the README's system packages)")
+    _matplotlib_pair(scene, captions, out, width, height, up)
+    return "matplotlib"

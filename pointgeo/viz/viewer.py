@@ -265,7 +265,12 @@ def run_window(state: ViewerState | MoleculeState) -> None:
 
 
 def cli(args: list[str]) -> None:
-    """``pointgeo view`` entry point: parse, run, and turn bad input into one message."""
+    """``pointgeo view`` entry point: parse, run, and turn bad input into one message (a registration pair when
+    ``--target`` is given: :mod:`pointgeo.viz.pairs`)."""
+    from pointgeo.viz.pairs import is_pair_command, pair_cli
+
+    if is_pair_command(args):
+        return pair_cli(args)
     parser = argparse.ArgumentParser(prog="pointgeo view", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     ns = parser.parse_args(args)

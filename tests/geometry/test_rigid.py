@@ -139,6 +139,19 @@ def test_voxel_downsample() -> None:
         voxel_downsample(torch.zeros(0, 3), 0.1)
 
 
+
+def test_voxel_downsample_keys_agree_with_unique_rows() -> None:
+    """The one-integer cell keys give the voxels, means and lexicographic order of unique cell rows, also with
+    negative cells; a grid too large for one int64 key (a far outlier) takes the unique-rows path, same result."""
+    gen = torch.Generator().manual_seed(3)
+    pts = torch.randn(3000, 3, generator=gen, dtype=F64) * torch.tensor([2.0, 0.5, 1.0], dtype=F64)
+    for cloud, size in ((pts, 0.1), (torch.cat([pts, torch.tensor([[1e7, -1e7, 1e7]], dtype=F64)]), 1e-5)):
+        cells, inverse, counts = torch.unique(torch.floor(cloud / size).long(), dim=0, return_inverse=True,
+                                              return_counts=True)
+        expected = torch.zeros(len(cells), 3, dtype=F64).index_add_(0, inverse, cloud) / counts[:, None]
+        out = voxel_downsample(cloud, size)
+        assert out.shape == expected.shape and close(out, expected, 1e-12)
+
 def test_pair_motion_moves_each_side_and_keeps_the_pose_consistent() -> None:
     """Source and target move independently; the transform follows both so that it still maps source onto target,
     for one pair (dict), a dense batch, and torch-geometric batches grouped with follow_batch."""

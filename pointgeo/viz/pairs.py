@@ -1,0 +1,226 @@
+"""``pointgeo view SRC --target TGT``: a registration pair before and after alignment, with its correspondences.
+
+The transform shown comes from ``--model`` (``fpfh_ransac``, Open3D's FPFH + RANSAC baseline, or a checkpoint whose
+task has ``register_pair``), which also gives the correspondences; or from ``--transform`` alone (a 4×4 file, e.g.
+what ``pointgeo register`` printed, or a ground truth), then without correspondences. Given with ``--model``,
+``--transform`` is the truth: correspondences are coloured by it and the captions give RRE and RTE.
+
+Two panels, each centred on its own points and scaled into the unit sphere: **before** (the clouds as given) and
+**after** (the source moved by the transform). Source points are orange, target points blue; up to ``max_lines``
+correspondences (a seeded choice, up to half of them inliers) join a source point to its target point, green when the
+reference transform (the truth, else the estimate) maps them within ``inlier_distance`` of each other, red otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pointgeo.geometry import rotation_error_degrees, transform_points, translation_error, voxel_downsample
+from pointgeo.geometry.registration import RegistrationResult, register_fpfh_ransac
+from pointgeo.metrics.registration import INLIER_THRESHOLD
+
+SOURCE, TARGET = (0.95, 0.5, 0.05), (0.1, 0.4, 0.85)
+INLIER, OUTLIER = (0.1, 0.65, 0.2), (0.85, 0.1, 0.1)
+BUILT_IN = "fpfh_ransac"
+"""The ``--model`` name of the built-in FPFH + RANSAC baseline."""
+
+
+@dataclass
+class PairView:
+    """What is shown: the clouds ``source (N, 3)`` and ``target (M, 3)`` as the estimator saw them, the shown
+    ``transform (4, 4)``, the ``correspondences (K, 2)`` (source index, target index), which of them are inliers
+    ``(K,)``, and the captions of the two panels."""
+
+    source: np.ndarray
+    target: np.ndarray
+    transform: np.ndarray
+    correspondences: np.ndarray
+    inlier: np.ndarray
+    captions: tuple[str, str]
+
+
+def estimate(model: str, source: Tensor, target: Tensor, *, voxel_size: float | None,
+             seed: int = 0) -> tuple[RegistrationResult, Tensor, Tensor]:
+    """Register ``source`` onto ``target`` with ``model`` (``fpfh_ransac`` or a checkpoint whose task has
+    ``register_pair``); returns the result and the two clouds its correspondences index (voxel-downsampled).
+
+    Raises:
+        ValueError: the checkpoint's task cannot register pairs.
+    """
+    if model == BUILT_IN:
+        return register_fpfh_ransac(source, target, voxel_size=voxel_size or 0.025, seed=seed)
+    from pointgeo.hub import from_pretrained
+
+    task = from_pretrained(model, progress=False).eval()
+    if not callable(getattr(task, "register_pair", None)):
+        raise ValueError(f"{model} is a {type(task).__name__} checkpoint, which has no register_pair; give a "
+                         f"registration checkpoint or --model {BUILT_IN}")
+    if voxel_size is not None:
+        source, target = voxel_downsample(source, voxel_size), voxel_downsample(target, voxel_size)
+    return task.register_pair(source.float(), target.float()), source, target
+
+
+def build_pair_view(source: Tensor, target: Tensor, *, transform: Tensor | None = None,
+                    result: RegistrationResult | None = None,
+                    inlier_distance: float = INLIER_THRESHOLD) -> PairView:
+    """The scene of a pair: with ``result``, its transform and correspondences (``transform``, if given, is the
+    truth); without, ``transform`` is shown and there are no correspondences.
+
+    Raises:
+        ValueError: neither ``transform`` nor ``result``, or a result that failed and no transform to show.
+    """
+    if result is None and transform is None:
+        raise ValueError("build_pair_view needs a transform or a registration result")
+    src, tgt = source.double(), target.double()
+    if result is not None and not result.success and transform is None:
+        raise ValueError(f"registration failed ({result.message}); nothing to align (pass --transform to show a "
+                         f"known pose)")
+    shown = result.transform if result is not None and result.success else transform
+    reference = transform if transform is not None else shown
+    corr = result.correspondences.long().reshape(-1, 2) if result is not None else torch.zeros(0, 2, dtype=torch.long)
+    gap = (transform_points(src[corr[:, 0]], reference.double()) - tgt[corr[:, 1]]).norm(dim=-1)
+    inlier = gap < inlier_distance
+    before = f"before: source {len(src)} points (orange), target {len(tgt)} (blue)"
+    if result is None:
+        after = "after: the given transform"
+    else:
+        judged = "the truth" if transform is not None else "the estimate"
+        state = "" if result.success else " (registration FAILED: truth shown)"
+        after = (f"after{state}: {len(corr)} correspondences, {int(inlier.sum())} within {inlier_distance:g} under "
+                 f"{judged} (IR {float(inlier.double().mean()) if len(corr) else 0.0:.3f})")
+        if transform is not None and result.success:
+            after += (f"\nRRE {float(rotation_error_degrees(shown.double(), transform.double())):.2f} deg, "
+                      f"RTE {float(translation_error(shown.double(), transform.double())):.3f}")
+    return PairView(src.numpy(), tgt.numpy(), shown.double().numpy(), corr.numpy(), inlier.numpy(), (before, after))
+
+
+def _normalised(parts: list[np.ndarray]) -> list[np.ndarray]:
+    """The arrays of one panel centred on all their points and scaled into the unit sphere."""
+    points = np.concatenate([p for p in parts if len(p)])
+    centre = points.mean(0)
+    radius = max(float(np.linalg.norm(points - centre, axis=1).max()), 1e-12)
+    return [(p - centre) / radius for p in parts]
+
+
+def pick_lines(inlier: np.ndarray, max_lines: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of at most ``max_lines`` correspondences to draw, a seeded choice that shows both kinds:
+    up to half inliers, the rest outliers (more of either kind when the other runs short)."""
+    rng = np.random.default_rng(seed)
+    good, bad = (rng.permutation(np.flatnonzero(mask)) for mask in (inlier, ~inlier))
+    take_good = min(len(good), max(max_lines - len(bad), max_lines // 2))
+    return np.sort(np.concatenate([good[:take_good], bad[: max_lines - take_good]])).astype(np.int64)
+
+
+def pair_scene(view: PairView, *, max_lines: int = 150, seed: int = 0) -> dict[str, np.ndarray]:
+    """What is drawn, panel ``c`` in cell ``c`` (0 before, 1 after), normalised per panel:
+
+    ``point_pos (P, 3)``, ``point_colour (P, 3)``, ``point_cell (P,)`` (source then target points of each panel),
+    ``link_start (L, 3)``, ``link_end (L, 3)``, ``link_colour (L, 3)``, ``link_cell (L,)``: the same correspondences
+    (:func:`pick_lines`) in both panels.
+    """
+    moved = transform_points(torch.from_numpy(view.source), torch.from_numpy(view.transform)).numpy()
+    corr = view.correspondences
+    pick = pick_lines(view.inlier, max_lines, seed)
+    pos, colour, cell, start, end, link_colour, link_cell = [], [], [], [], [], [], []
+    for c, src in enumerate((view.source, moved)):
+        s, t, a, b = _normalised([src, view.target, src[corr[pick, 0]], view.target[corr[pick, 1]]])
+        pos += [s, t]
+        colour += [np.tile(SOURCE, (len(s), 1)), np.tile(TARGET, (len(t), 1))]
+        cell.append(np.full(len(s) + len(t), c))
+        start.append(a)
+        end.append(b)
+        link_colour.append(np.where(view.inlier[pick, None], INLIER, OUTLIER).reshape(-1, 3))
+        link_cell.append(np.full(len(a), c))
+    return {"point_pos": np.concatenate(pos), "point_colour": np.concatenate(colour),
+            "point_cell": np.concatenate(cell), "link_start": np.concatenate(start), "link_end": np.concatenate(end),
+            "link_colour": np.concatenate(link_colour), "link_cell": np.concatenate(link_cell)}
+
+
+def add_pair_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``pointgeo view SRC --target TGT``."""
+    parser.add_argument("source", help="the source cloud (.ply .pcd .xyz .txt .off .obj .stl .npy, 3DMatch .pth)")
+    parser.add_argument("--target", required=True, help="the target cloud (same formats)")
+    parser.add_argument("--transform", help="a 4x4 transform source -> target (.npy or 16 numbers); with --model, "
+                        "the truth the estimate is compared with")
+    parser.add_argument("--model", help=f"{BUILT_IN} (FPFH + RANSAC) or a registration checkpoint (default: "
+                        f"{BUILT_IN} when no --transform is given)")
+    parser.add_argument("--voxel-size", type=float, default=0.025, help="voxel edge of the downsampling before "
+                        "registration (default 0.025, metres)")
+    parser.add_argument("--inlier-distance", type=float, default=INLIER_THRESHOLD,
+                        help=f"correspondences closer than this are inliers (default {INLIER_THRESHOLD})")
+    parser.add_argument("--max-lines", type=int, default=150, help="correspondences drawn (default 150)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mesh-points", type=int, default=20_000, help="points sampled from meshes")
+    parser.add_argument("--snapshot", help="render to this PNG without a display and exit")
+    parser.add_argument("--size", default="1200x600", help="snapshot size WIDTHxHEIGHT")
+    parser.add_argument("--up", choices=["x", "y", "z"], default="z", help="the axis drawn upwards (default z)")
+    parser.add_argument("--renderer", choices=["auto", "open3d", "matplotlib"], default="auto")
+
+
+def load_pair_view(ns: argparse.Namespace) -> PairView:
+    """Read the clouds (and transform), register them if asked, and build the scene the options name."""
+    from pointgeo.viz.io import read_cloud, read_transform
+
+    if not ns.max_lines >= 0 or not ns.voxel_size > 0 or not ns.inlier_distance > 0:
+        raise ValueError(f"--max-lines must be >= 0 and --voxel-size, --inlier-distance positive; got "
+                         f"{ns.max_lines}, {ns.voxel_size}, {ns.inlier_distance}")
+    source, target = read_cloud(ns.source, ns.mesh_points), read_cloud(ns.target, ns.mesh_points)
+    transform = read_transform(ns.transform) if ns.transform else None
+    model = ns.model if ns.model is not None else (None if transform is not None else BUILT_IN)
+    if model is None:
+        return build_pair_view(source, target, transform=transform, inlier_distance=ns.inlier_distance)
+    result, source, target = estimate(model, source, target, voxel_size=ns.voxel_size, seed=ns.seed)
+    return build_pair_view(source, target, transform=transform, result=result, inlier_distance=ns.inlier_distance)
+
+
+def pair_main(ns: argparse.Namespace) -> None:
+    """Run ``pointgeo view SRC --target TGT`` with parsed options: a snapshot, or the interactive window."""
+    view = load_pair_view(ns)
+    scene = pair_scene(view, max_lines=ns.max_lines, seed=ns.seed)
+    for caption in view.captions:
+        print(caption.replace("\n", "; "))
+    if ns.snapshot:
+        from pointgeo.viz.snapshot import render_pair_snapshot
+
+        width, height = (int(v) for v in ns.size.lower().split("x"))
+        used = render_pair_snapshot(scene, list(view.captions), ns.snapshot, size=(width, height),
+                                    renderer=ns.renderer, up_axis=ns.up)
+        print(f"snapshot: {ns.snapshot} (renderer: {used})")
+        return
+    run_pair_window(scene, ns.up)
+
+
+def run_pair_window(scene: dict[str, np.ndarray], up: str) -> None:
+    """The interactive Open3D window (needs a display): both panels, rotate and zoom with the mouse."""
+    import open3d as o3d
+
+    from pointgeo.geometry import axis_index
+    from pointgeo.viz.render_open3d import pair_geometries
+
+    o3d.visualization.draw_geometries(pair_geometries(scene), window_name="pointgeo view: before | after",
+                                      up=np.eye(3)[axis_index(up)].tolist(), front=[0.0, -1.0, 0.0]
+                                      if up == "z" else [0.0, 0.0, 1.0], lookat=[1.2, 0.0, 0.0], zoom=0.7)
+
+
+def is_pair_command(args: list[str]) -> bool:
+    """Whether ``pointgeo view`` arguments ask for a pair (``--target`` given)."""
+    return any(a == "--target" or a.startswith("--target=") for a in args)
+
+
+def pair_cli(args: list[str]) -> None:
+    """``pointgeo view SRC --target TGT ...``: parse, run, and turn bad input into one message."""
+    parser = argparse.ArgumentParser(prog="pointgeo view", description=__doc__.split("\n\n")[0])
+    add_pair_arguments(parser)
+    ns = parser.parse_args(args)
+    from pointgeo.datamodules.readers import DatasetFileError
+
+    try:
+        pair_main(ns)
+    except (KeyError, ValueError, FileNotFoundError, DatasetFileError) as exc:
+        raise SystemExit(f"pointgeo view: {exc.args[0] if exc.args else exc}") from exc
+
