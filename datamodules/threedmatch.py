@@ -381,6 +381,15 @@ class ThreeDMatchDataModule(SplitLoaders, pl.LightningDataModule):
         return out
 
     # --- Lightning -----------------------------------------------------------------------------------------------
+    def set_test_rotation(self, mode: TestRotation) -> None:
+        """Switch the validation and test splits' rotation protocol (``none``, ``haar`` or ``roitr_euler``)."""
+        if mode not in ("none", "haar", "roitr_euler"):
+            raise ValueError(f"test_rotation must be one of ['none', 'haar', 'roitr_euler']; got {mode!r}")
+        self.test_rotation = mode
+        for split in ("val", "test"):
+            if split in self._datasets:
+                self._datasets[split].rotation = mode
+
     def prepare_data(self) -> None:
         """Fetch what is missing (with ``download``) and build the caches of the splits whose metadata is present."""
         for split in ("train", "val", "test"):

@@ -104,7 +104,7 @@ def list_models_command(args: list[str]) -> None:
 
     from pointgeo.registry import get_model_entry, list_models
     from pointgeo.testing.potentials import ADVERSARIAL_MOLECULES
-    from pointgeo.testing.shapes import SHAPE_CLASSES
+    from pointgeo.testing.shapes import PAIR_SHAPE_CLASSES, SHAPE_CLASSES
 
     names = list_models(ns.pattern)
     if not names:
@@ -117,7 +117,8 @@ def list_models_command(args: list[str]) -> None:
         print(f"{name:<{width}}  {e.task:<14}  {e.invariance:<11}  {e.description}")
         if e.invariance != "invariant":
             continue
-        classes = ("random molecules", *ADVERSARIAL_MOLECULES) if e.task == "potential" else SHAPE_CLASSES
+        classes = {"potential": ("random molecules", *ADVERSARIAL_MOLECULES),
+                   "registration": PAIR_SHAPE_CLASSES}.get(e.task, SHAPE_CLASSES)
         for label, dtype in (("float64", torch.float64), ("float32", torch.float32)):
             excluded = e.excluded_shapes(dtype)
             print(f"{pad}{label} guaranteed on: {', '.join(c for c in classes if c not in excluded)}")

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 Invariance = Literal["invariant", "equivariant", "approximate", "none"]
-TaskKind = Literal["classification", "segmentation", "potential"]
+TaskKind = Literal["classification", "segmentation", "potential", "registration"]
 
 
 @dataclass(frozen=True)

@@ -8,20 +8,37 @@
   (``not_guaranteed``, or ``float64_only`` for float32, with the reason) is measured and must really fail.
 * every network: a sample's output does not depend on its batch-mates (eval mode), and a state_dict round trip
   reproduces the outputs.
+* ``registration`` networks (the pair protocol of :mod:`pointgeo.testing.pairs`): on every pair class of
+  :data:`pointgeo.testing.PAIR_SHAPE_CLASSES` not excluded (random crops, a planar wall, a room corner, a real
+  3DMatch fragment's crops), each fragment under its own rigid motion and permutation, in float64: per-point and
+  superpoint descriptors, matching scores and correspondences within 1e-8; excluded classes (the symmetric room)
+  must really fail.
 The harness itself can fail: plain PointNet (rotations), a constant network (no sensitivity) and a rotation
-invariant but order-dependent network (permutations) are each shown to fail.
+invariant but order-dependent network (permutations) are each shown to fail; so are frame- and order-dependent
+pair networks.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
 import torch
 
+from pointgeo.datamodules.registration_readers import read_fragment
 from pointgeo.geometry import rotate
-from pointgeo.registry import create_model, get_model_entry
-from pointgeo.testing import ADVERSARIAL_SHAPES, assert_invariant, check_declared_shapes, guaranteed_shapes, measure
+from pointgeo.registry import create_model, get_model_entry, list_models
+from pointgeo.testing import (
+    ADVERSARIAL_PAIRS,
+    ADVERSARIAL_SHAPES,
+    PAIR_SHAPE_CLASSES,
+    assert_invariant,
+    check_declared_shapes,
+    guaranteed_shapes,
+    measure,
+    measure_pair,
+)
 from pointgeo.testing.invariance import random_transform
 from pointgeo.testing.registry_table import (
     REAL,
@@ -36,6 +53,7 @@ from pointgeo.testing.registry_table import (
     shape_cloud,
 )
 from pointgeo.testing.registry_table import measure_network as run
+from pointgeo.testing.shapes import overlapping_crops
 from pointgeo.testing.registry_table import real_samples as read_real_samples
 
 ALL = point_cloud_networks()  # potentials: test_potentials
@@ -185,3 +203,75 @@ def test_the_measured_table_names_each_class_and_its_declaration() -> None:
     assert "### tinvnn_pointnet (classification, invariant, 32 points)" in table
     assert "| grid_cylinder | " in table and "(not guaranteed)" in table and "| modelnet40_symmetric |" not in table
     assert "MISMATCH" not in table
+
+
+# Registration networks: the pair protocol (pointgeo.testing.pairs), independent motions of the two fragments.
+REGISTRATION = list_models(task="registration")
+PAIR_POINTS = 256
+"""Points per fragment of the pair classes (the shapes; the real fragment's crops)."""
+
+
+def _pair_network(name: str):
+    """``(net, fn)``: the entry's test-size network in float64, eval mode, and ``fn(src, tgt) -> outputs``."""
+    entry = get_model_entry(name)
+    torch.manual_seed(0)
+    net = create_model(name, **entry.test_kwargs).double().eval()
+    return net, lambda s, t: net(s, t).invariant_outputs()
+
+
+def _pair_kinds(name: str) -> dict[str, str]:
+    return importlib.import_module(type(_pair_network(name)[0]).__module__).PAIR_OUTPUT_KINDS
+
+
+@pytest.fixture(scope="module")
+def fragment_crops(shared_sample) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two overlapping crops of the real 3DMatch fragment ``cloud_bin_21`` (PAIR_POINTS points each, float64)."""
+    points = torch.from_numpy(read_fragment(shared_sample("3dmatch", "assets", "cloud_bin_21.pth")))
+    near = (points - points[0]).norm(dim=-1).argsort()[: 3 * PAIR_POINTS]
+    return overlapping_crops(points[near], PAIR_POINTS, torch.Generator().manual_seed(0))
+
+
+def test_registration_declarations_name_known_pair_classes() -> None:
+    assert REGISTRATION == ["roitr"]
+    for name in REGISTRATION:
+        check_declared_shapes(name, get_model_entry(name).not_guaranteed, PAIR_SHAPE_CLASSES)
+    with pytest.raises(ValueError, match="unknown shape classes"):
+        check_declared_shapes("x", {"box": "a point class, not a pair class"}, PAIR_SHAPE_CLASSES)
+
+
+@pytest.mark.parametrize("name", REGISTRATION)
+def test_registration_networks_are_invariant_to_independent_motions_of_each_fragment(name: str,
+                                                                                     fragment_crops) -> None:
+    """Descriptors, superpoint scores, matched pairs, correspondences and their confidences: float64, 1e-8
+    relative, each fragment under its own Haar rotation and translation of 10 RMS radii, points permuted; declared
+    exclusions measured and shown to fail."""
+    _, fn = _pair_network(name)
+    kinds = _pair_kinds(name)
+    excluded = get_model_entry(name).not_guaranteed
+    failures, passing_exclusions = [], []
+    pairs = {shape: make(PAIR_POINTS, 0) for shape, make in ADVERSARIAL_PAIRS.items()}
+    pairs["threedmatch_fragment"] = fragment_crops
+    for shape, (src, tgt) in pairs.items():
+        report = measure_pair(fn, src, tgt, kinds, trials=3)
+        if shape in excluded:
+            if report.within():
+                passing_exclusions.append(f"{shape}: {report}")
+        elif not report.within():
+            failures.append(f"{shape}: {report}")
+    assert not failures, "\n".join(failures)
+    assert not passing_exclusions, "declared outside the guarantee but passes:\n" + "\n".join(passing_exclusions)
+
+
+def test_the_pair_protocol_fails_a_frame_dependent_and_an_order_dependent_network() -> None:
+    src, tgt = ADVERSARIAL_PAIRS["random"](64, 0)
+    kinds = {"out": "invariant"}
+    frame = lambda s, t: {"out": s.mean(0) - t.mean(0)}  # noqa: E731  (moves with the fragments)
+    order = lambda s, t: {"out": (s[:4] - s.mean(0)).norm(dim=-1)}  # noqa: E731  (rigid invariant, not permutation)
+    assert measure_pair(frame, src, tgt, kinds, trials=2).max_rel > 1e-2
+    assert measure_pair(order, src, tgt, kinds, trials=2, permutations=False).within()
+    assert not measure_pair(order, src, tgt, kinds, trials=2).within()
+    index = lambda s, t: {"first": (s - s.mean(0)).norm(dim=-1).argmax().reshape(1)}  # noqa: E731
+    assert measure_pair(index, src, tgt, {"first": "src_indices"}, trials=2).max_rel == 0
+    assert measure_pair(index, src, tgt, {"first": "invariant"}, trials=2).flip_rate > 0
+    with pytest.raises(ValueError, match="unknown output kinds"):
+        measure_pair(frame, src, tgt, {"out": "vector"})

@@ -16,6 +16,7 @@ from pointgeo.robustness.evaluators import Batch, Evaluator, evaluator_for
 from pointgeo.robustness.loading import LoadedModel, check_same_data, load_model, read_data_config
 from pointgeo.robustness.output import ReportExistsError, check_target, write_report
 from pointgeo.robustness.protocol import PROTOCOLS, ProtocolSettings, evaluate
+from pointgeo.robustness.registration import FPFH_NAME, AngleSettings
 
 PROTOCOL_LABEL = {"none": "none", "z": "z", "so3": "SO3"}
 
@@ -82,6 +83,7 @@ def run_robustness(
     double: bool = False,
     overwrite: bool = False,
     max_samples: int | None = None,
+    registration: AngleSettings | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``models`` side by side under the rotation protocols and write the report folder ``out``.
 
@@ -96,6 +98,8 @@ def run_robustness(
         double: evaluate in float64 instead of float32.
         overwrite: replace an existing report folder.
         max_samples: evaluate only the first ``max_samples`` test shapes.
+        registration: angle bins, rotations per bin and rotated cloud of a registration report (models with
+            ``register_pair``, and the built-in ``fpfh_ransac``; :mod:`pointgeo.robustness.registration`).
 
     Returns:
         The report, as written to ``report.json``.
@@ -108,7 +112,10 @@ def run_robustness(
     out = Path(out)
     check_target(out, overwrite)
     dtype = torch.float64 if double else torch.float32
-    loaded = [load_model(spec, dtype, device) for spec in models]
+    loaded = [load_model(spec, dtype, device) for spec in models if spec != FPFH_NAME]
+    if FPFH_NAME in models or any(callable(getattr(m.task, "register_pair", None)) for m in loaded):
+        return _registration_report(models, loaded, out, data_config, registration or AngleSettings(seed=settings.seed),
+                                    overwrite, max_samples)
     if any(m.kind == "potential" for m in loaded):
         return _potential_report(loaded, out, data_config, settings, dtype, device, overwrite, max_samples)
     dm, evaluators = _prepare_data(loaded, data_config, batch_size, num_workers)
@@ -150,6 +157,33 @@ def _potential_report(loaded: list[LoadedModel], out: Path, data_config: str | N
     dm = build_datamodule(loaded[0].data, override)
     return run_potential_robustness(loaded, dm, out, data_config=data_config, settings=settings, dtype=dtype,
                                     device=device, overwrite=overwrite, max_samples=max_samples)
+
+
+def _registration_report(specs: list[str], loaded: list[LoadedModel], out: Path, data_config: str | None,
+                         settings: AngleSettings, overwrite: bool, max_samples: int | None) -> dict[str, Any]:
+    """The report of registration models (:mod:`pointgeo.robustness.registration`): checkpoints whose task has
+    ``register_pair`` and the built-in ``fpfh_ransac``, on the first checkpoint's data or ``data_config``'s."""
+    from pointgeo.robustness.registration import FPFHRegistrar, run_registration_robustness
+
+    unable = [m.spec for m in loaded if not callable(getattr(m.task, "register_pair", None))]
+    if unable:
+        raise ValueError(f"one report compares models of one task; {', '.join(unable)} cannot register pairs (no "
+                         f"register_pair), unlike the other registration models given")
+    override = read_data_config(data_config) if data_config else None
+    if override is None and not loaded:
+        raise ValueError(f"{FPFH_NAME} has no data of its own: pass --data, a registration data config such as "
+                         f"threedmatch/data/pairs-cpu")
+    if override is None:
+        check_same_data(loaded)
+    dm = build_datamodule(loaded[0].data if loaded else {}, override)
+    by_spec = {m.spec: m for m in loaded}
+    fpfh = FPFHRegistrar(voxel_size=settings.fpfh_voxel_size, seed=settings.seed)
+    registrars = [(spec, fpfh, {"spec": spec, "network": "FPFH + RANSAC + ICP (Open3D)", "task": "registration",
+                                "settings": {"voxel_size": fpfh.voxel_size, "max_iterations": fpfh.max_iterations,
+                                             "refine": fpfh.refine, "seed": fpfh.seed}})
+                  if spec == FPFH_NAME else (spec, by_spec[spec].task, by_spec[spec].identity) for spec in specs]
+    return run_registration_robustness(registrars, dm, out, data_config=data_config, settings=settings,
+                                       overwrite=overwrite, max_samples=max_samples)
 
 
 LOADER_KEYS = ("batch_size", "num_workers", "test_rotation")

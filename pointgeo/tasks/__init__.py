@@ -7,12 +7,14 @@ from typing import Any
 from pointgeo.tasks.classification import ClassificationTask
 from pointgeo.tasks.parot import PaRotClassificationTask, PaRotSegmentationTask
 from pointgeo.tasks.potential import PotentialTask, TransIPPotentialTask
+from pointgeo.tasks.registration import RegistrationTask
 from pointgeo.tasks.segmentation import PartSegmentationTask
 
 __all__ = ["ClassificationTask", "PaRotClassificationTask", "PaRotSegmentationTask", "PartSegmentationTask",
-           "PotentialTask", "TransIPPotentialTask", "task_class_for"]
+           "PotentialTask", "RegistrationTask", "TransIPPotentialTask", "task_class_for"]
 
-TASK_KINDS = {"classification": ClassificationTask, "segmentation": PartSegmentationTask, "potential": PotentialTask}
+TASK_KINDS = {"classification": ClassificationTask, "segmentation": PartSegmentationTask, "potential": PotentialTask,
+              "registration": RegistrationTask}
 """The default task class of each checkpoint kind (``checkpoint["pointgeo"]["task"]``)."""
 
 

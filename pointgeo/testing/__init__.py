@@ -9,8 +9,11 @@ from pointgeo.testing.invariance import (
     measure_frame_equivariance,
     measure_piecewise,
 )
+from pointgeo.testing.pairs import measure_pair, measure_pair_equivariance
 from pointgeo.testing.shapes import (
+    ADVERSARIAL_PAIRS,
     ADVERSARIAL_SHAPES,
+    PAIR_SHAPE_CLASSES,
     SHAPE_CLASSES,
     adversarial_batch,
     check_declared_shapes,
@@ -19,7 +22,11 @@ from pointgeo.testing.shapes import (
 )
 
 __all__ = [
+    "ADVERSARIAL_PAIRS",
     "ADVERSARIAL_SHAPES",
+    "PAIR_SHAPE_CLASSES",
+    "measure_pair",
+    "measure_pair_equivariance",
     "SHAPE_CLASSES",
     "InvarianceReport",
     "adversarial_batch",

@@ -232,12 +232,14 @@ SHAPE_CLASSES: tuple[str, ...] = (*ADVERSARIAL_SHAPES, "modelnet40_symmetric")
 """Every shape class the harness measures; registry entries may exclude any of them, with a reason."""
 
 
-def check_declared_shapes(name: str, declared: dict[str, str]) -> None:
+def check_declared_shapes(name: str, declared: dict[str, str], known: tuple[str, ...] | None = None) -> None:
     """Raise ``ValueError`` unless every key of ``declared`` (a registry entry's ``not_guaranteed`` or
-    ``float64_only``, of network ``name``) is one of :data:`SHAPE_CLASSES` with a non-empty reason."""
-    unknown = sorted(set(declared) - set(SHAPE_CLASSES))
+    ``float64_only``, of network ``name``) is one of ``known`` (default :data:`SHAPE_CLASSES`; registration
+    networks: :data:`PAIR_SHAPE_CLASSES`) with a non-empty reason."""
+    known = SHAPE_CLASSES if known is None else known
+    unknown = sorted(set(declared) - set(known))
     if unknown:
-        raise ValueError(f"{name} declares unknown shape classes {unknown}; known: {', '.join(SHAPE_CLASSES)}")
+        raise ValueError(f"{name} declares unknown shape classes {unknown}; known: {', '.join(known)}")
     empty = sorted(shape for shape, reason in declared.items() if not str(reason).strip())
     if empty:
         raise ValueError(f"{name} declares shape classes without a reason: {empty}")
@@ -273,3 +275,80 @@ def adversarial_batch(n: int, names: list[str] | None = None, seed: int = 0) -> 
     names = list(ADVERSARIAL_SHAPES) if names is None else names
     clouds = [ADVERSARIAL_SHAPES[name](n, seed) for name in names]
     return names, torch.stack([c[0][:n] for c in clouds]), torch.stack([c[1][:n] for c in clouds])
+
+
+def _wall_points(g: torch.Generator, m: int, origin: tuple[float, ...], u: tuple[float, ...],
+                 v: tuple[float, ...]) -> Tensor:
+    """``m`` uniform random points of the parallelogram ``origin + a u + b v``, ``a, b ∈ [0, 1]``."""
+    ab = torch.rand(m, 2, generator=g, dtype=torch.float64)
+    o, du, dv = (torch.tensor(x, dtype=torch.float64) for x in (origin, u, v))
+    return o + ab[:, :1] * du + ab[:, 1:] * dv
+
+
+def overlapping_crops(points: Tensor, n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Two overlapping fragments of ``points``: the ``n`` points nearest to each of two centres 0.3 RMS radii
+    apart (random direction), in a random order."""
+    c = points.mean(0)
+    rms = (points - c).pow(2).sum(-1).mean().sqrt()
+    step = torch.nn.functional.normalize(torch.randn(3, generator=g, dtype=torch.float64), dim=0) * 0.3 * rms
+    out = []
+    for centre in (c - step, c + step):
+        near = (points - centre).norm(dim=-1).argsort()[:n]
+        out.append(points[near[torch.randperm(n, generator=g)]])
+    return out[0], out[1]
+
+
+def pair_random(n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Two overlapping crops of an anisotropic Gaussian cloud."""
+    g = _gen(seed)
+    cloud = torch.randn(2 * n, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 0.7, 0.4],
+                                                                                    dtype=torch.float64)
+    return overlapping_crops(cloud, n, g)
+
+
+def pair_wall(n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Two overlapping crops of one planar wall (every normal equal, every PPF angle π/2 or 0)."""
+    g = _gen(seed)
+    return overlapping_crops(_wall_points(g, 2 * n, (0, 0, 0), (2.0, 0, 0), (0, 1.2, 0)), n, g)
+
+
+def pair_corner(n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Two overlapping crops of a room corner: floor and two walls meeting at right angles."""
+    g = _gen(seed)
+    m = (2 * n) // 3 + 1
+    cloud = torch.cat([_wall_points(g, m, (0, 0, 0), (1.5, 0, 0), (0, 1.2, 0)),
+                       _wall_points(g, m, (0, 0, 0), (1.5, 0, 0), (0, 0, 1.0)),
+                       _wall_points(g, m, (0, 0, 0), (0, 1.2, 0), (0, 0, 1.0))])
+    return overlapping_crops(cloud, n, g)
+
+
+def _grid_room(spacing: float, size: tuple[float, float, float]) -> Tensor:
+    """The floor and four walls of a box room on a regular grid of ``spacing`` (exactly mirror symmetric about its
+    two vertical mid-planes)."""
+    lx, ly, lz = size
+    xs = torch.arange(0, lx + 1e-9, spacing, dtype=torch.float64) - lx / 2
+    ys = torch.arange(0, ly + 1e-9, spacing, dtype=torch.float64) - ly / 2
+    zs = torch.arange(spacing, lz + 1e-9, spacing, dtype=torch.float64)
+    floor = torch.cartesian_prod(xs, ys, torch.zeros(1, dtype=torch.float64))
+    walls = [torch.cartesian_prod(xs, torch.tensor([y], dtype=torch.float64), zs) for y in (ys[0], ys[-1])]
+    walls += [torch.cartesian_prod(torch.tensor([x], dtype=torch.float64), ys[1:-1], zs) for x in (xs[0], xs[-1])]
+    return torch.cat([floor, *walls])
+
+
+def pair_symmetric_room(n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """A gridded box room (floor and four walls, mirror symmetric) as the source and the same room on a finer grid
+    as the target: exact distance ties everywhere and a symmetry no invariant key can break."""
+    size = (2.0, 1.4, 1.0)
+    spacing = (sum(a * b for a, b in ((size[0], size[1]), (2 * size[0], size[2]), (2 * size[1], size[2]))) / n) ** 0.5
+    return _grid_room(spacing, size), _grid_room(spacing * 0.9, size)
+
+
+ADVERSARIAL_PAIRS: dict[str, Callable[[int, int], tuple[Tensor, Tensor]]] = {
+    "random": pair_random, "wall": pair_wall, "corner": pair_corner, "symmetric_room": pair_symmetric_room,
+}
+"""Name → ``fn(n, seed) -> (src (N, 3), tgt (M, 3))`` float64 fragment pairs for the pair protocol
+(:mod:`pointgeo.testing.pairs`): random crops, a planar wall, a room corner, an exactly symmetric gridded room."""
+
+PAIR_SHAPE_CLASSES: tuple[str, ...] = (*ADVERSARIAL_PAIRS, "threedmatch_fragment")
+"""Every pair class the pair protocol measures (``threedmatch_fragment``: crops of a real 3DMatch fragment);
+registration networks' entries may exclude any of them, with a reason."""
