@@ -30,6 +30,7 @@ training and evaluation (LightningCLI; `pointgeo <command> --help` lists every o
 other commands:
   models      list the registered networks (or, with --pretrained, the published checkpoints)
   robustness  rotated-test report of one or several models (z/z, z/SO3, SO3/SO3, angle sweeps, invariance)
+  generate    crystals from a CDVAE checkpoint: CIF files, metrics.json and report.html (batched, resumable)
   view        a model's predictions (or a molecule's forces) on a sample and random SO(3) rotations (--snapshot: PNG)
   register    align one point cloud to another (FPFH + RANSAC): the 4x4 transform, correspondences, inlier ratio
   download    download pretrained checkpoints by name (or 'all') and verify their sha256
@@ -358,6 +359,10 @@ def main(argv: list[str] | None = None) -> None:
         from pointgeo.robustness.command import main as robustness_main
 
         robustness_main(rest)
+    elif command == "generate":
+        from pointgeo.generation.command import main as generate_main
+
+        generate_main(rest)
     elif command == "view":
         from pointgeo.viz.viewer import cli as view_cli
 
