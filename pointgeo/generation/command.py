@@ -87,11 +87,13 @@ def main(args: list[str]) -> dict[str, Any]:
                     "DIR/report.html.")
     add_arguments(parser)
     ns = parser.parse_args(args)
-    from pointgeo.generation.report import write_report  # noqa: PLC0415
+    from pointgeo.generation.report import check_reference, write_report  # noqa: PLC0415
     from pointgeo.generation.run import GenerationSettings, generate_crystals  # noqa: PLC0415
 
     try:
         sampler, identity = load_sampler(ns.checkpoint, ns.device)
+        if ns.reference is not None:
+            check_reference(ns.reference, identity.get("data"))
         settings = GenerationSettings(num=ns.num, batch_size=ns.batch_size, seed=ns.seed,
                                       checkpoint_sha256=identity["sha256"],
                                       num_noise_levels=sampler.num_noise_levels)

@@ -73,6 +73,32 @@ def _crystals_of(arrays: dict[str, np.ndarray]) -> list[Crystal]:
                                torch.from_numpy(arrays["natoms"]))
 
 
+def check_reference(spec: str, data_settings: dict[str, Any] | None = None) -> None:
+    """Refuse a ``--reference`` that :func:`load_reference` could not read, without reading it (so a long generation
+    does not end in a bad option): ``ValueError`` / ``FileNotFoundError`` as :func:`load_reference` raises them."""
+    from pointgeo.datamodules.crystals import BENCHMARKS  # noqa: PLC0415
+
+    path = Path(spec)
+    if path.suffix.lower() == ".csv" or path.is_file():
+        if not path.is_file():
+            raise FileNotFoundError(f"--reference {spec}: no such file")
+        return
+    name, _, split = spec.rpartition(":")
+    if name in BENCHMARKS and split in SPLITS:
+        return
+    if spec in SPLITS:
+        if not data_settings:
+            raise ValueError(f"--reference {spec}: the checkpoint records no data settings; give a CSV file or "
+                             "DATASET:SPLIT (e.g. perov_5:test)")
+        if not str(data_settings.get("_class_path", "")).endswith("CrystalDataModule"):
+            raise ValueError(f"--reference {spec}: the checkpoint's data ({data_settings.get('_class_path')}) is not "
+                             "a crystal datamodule")
+        return
+    raise ValueError(f"--reference must be a CDVAE CSV file, DATASET:SPLIT with DATASET one of {sorted(BENCHMARKS)} "
+                     f"and SPLIT one of {list(SPLITS)} (e.g. perov_5:test), or a split of the checkpoint's own data "
+                     f"({', '.join(SPLITS)}); got {spec!r}")
+
+
 def load_reference(spec: str, data_settings: dict[str, Any] | None = None) -> Reference:
     """The reference crystals of ``spec``: a CDVAE CSV file (read as the datamodule reads its splits), a benchmark
     split ``DATASET:SPLIT`` (``perov_5:test``, through :class:`~pointgeo.datamodules.crystals.CrystalDataModule`:
@@ -83,35 +109,22 @@ def load_reference(spec: str, data_settings: dict[str, Any] | None = None) -> Re
         ValueError: ``spec`` is none of these, or the checkpoint's data is not a crystal datamodule;
             ``DatasetFileError`` for a file that cannot be read (naming the row).
     """
-    from pointgeo.datamodules.crystals import BENCHMARKS, Preprocessing, process_csv  # noqa: PLC0415
+    from pointgeo.datamodules.crystals import CrystalDataModule, Preprocessing, process_csv  # noqa: PLC0415
     from pointgeo.datamodules.settings import build_datamodule  # noqa: PLC0415
 
+    check_reference(spec, data_settings)
     path = Path(spec)
     dataset = (data_settings or {}).get("dataset")
-    if path.suffix.lower() == ".csv" or path.is_file():
-        if not path.is_file():
-            raise FileNotFoundError(f"--reference {spec}: no such file")
+    if path.is_file():
         arrays = process_csv(path, [], Preprocessing(max_atoms=10**6))  # a reference of any size
         return Reference(spec, dataset if dataset in COV_CUTOFFS else None, _crystals_of(arrays))
-    name, _, split = spec.rpartition(":")
-    if name in BENCHMARKS and split in SPLITS:
-        from pointgeo.datamodules.crystals import CrystalDataModule  # noqa: PLC0415
-
+    if spec not in SPLITS:
+        name, _, split = spec.rpartition(":")
         dm = CrystalDataModule(dataset=name, max_atoms=10**6)
         return Reference(spec, name, _crystals_of(dm.split_arrays(split)))
-    if spec in SPLITS:
-        if not data_settings:
-            raise ValueError(f"--reference {spec}: the checkpoint records no data settings; give a CSV file or "
-                             "DATASET:SPLIT (e.g. perov_5:test)")
-        dm = build_datamodule(data_settings, None)
-        if not hasattr(dm, "split_arrays"):
-            raise ValueError(f"--reference {spec}: the checkpoint's data ({type(dm).__name__}) is not a crystal "
-                             "datamodule")
-        return Reference(f"{spec} split of the checkpoint's data ({dm})", getattr(dm, "benchmark").name,
-                         _crystals_of(dm.split_arrays(spec)))
-    raise ValueError(f"--reference must be a CDVAE CSV file, DATASET:SPLIT with DATASET one of {sorted(BENCHMARKS)} "
-                     f"and SPLIT one of {list(SPLITS)} (e.g. perov_5:test), or a split of the checkpoint's own data "
-                     f"({', '.join(SPLITS)}); got {spec!r}")
+    dm = build_datamodule(data_settings, None)
+    return Reference(f"{spec} split of the checkpoint's data ({dm})", dm.benchmark.name,
+                     _crystals_of(dm.split_arrays(spec)))
 
 
 def _counts(evaluated: Sequence[EvaluatedCrystal]) -> dict[str, int]:

@@ -19,9 +19,10 @@ overlap gets its CIF and is recorded as structurally invalid (the definitions of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +41,8 @@ CIF_FOLDER = "cif"
 BATCH_FOLDER = "batches"
 REPORT_FILES = ("metrics.json", "report.html")
 MANIFEST_FORMAT = "pointgeo-generation/1"
+LOCK = ".pointgeo-generate.lock"
+"""Held (``flock``) by the run writing the folder, so that two runs never write one folder at once."""
 
 
 class CrystalSampler(Protocol):
@@ -130,7 +133,7 @@ def prepare_folder(out: Path, settings: GenerationSettings, checkpoint: dict[str
                 "rerun with the same checkpoint and settings to resume it, choose another --out, or pass --overwrite "
                 "to replace it")
         clear_generation(out)
-    elif out.is_dir() and any(out.iterdir()):
+    elif out.is_dir() and any(p.name != LOCK for p in out.iterdir()):
         raise GenerationFolderError(f"{out} is not empty and holds no {MANIFEST}; choose an empty or new --out "
                                     "(--overwrite only replaces a previous generation)")
     manifest = {"format": MANIFEST_FORMAT, "pointgeo": __version__, "settings": wanted, "checkpoint": checkpoint,
@@ -274,6 +277,37 @@ def generate_crystals(sampler: CrystalSampler, out: str | Path, settings: Genera
         raise ValueError(f"settings.num_noise_levels={settings.num_noise_levels} but the sampler has "
                          f"{sampler.num_noise_levels} noise levels")
     out = Path(out)
+    with _folder_lock(out):
+        return _generate(sampler, out, settings, checkpoint, overwrite, device, progress)
+
+
+@contextlib.contextmanager
+def _folder_lock(out: Path) -> Iterator[None]:
+    """Hold the folder's lock file (``flock``, released when the process ends, however it ends)."""
+    if out.exists() and not out.is_dir():
+        raise GenerationFolderError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and not (out / MANIFEST).exists() and any(p.name != LOCK for p in out.iterdir()):
+        raise GenerationFolderError(f"{out} is not empty and holds no {MANIFEST}; choose an empty or new --out "
+                                    "(--overwrite only replaces a previous generation)")
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK, "a") as fh:
+        try:
+            import fcntl  # noqa: PLC0415  (POSIX; elsewhere the folder is not locked)
+        except ImportError:
+            yield
+            return
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            raise GenerationFolderError(f"another pointgeo generate is writing to {out}; wait for it to end") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _generate(sampler: CrystalSampler, out: Path, settings: GenerationSettings, checkpoint: dict[str, Any],
+              overwrite: bool, device: str | torch.device, progress: bool) -> dict[str, Any]:
     manifest = prepare_folder(out, settings, checkpoint, overwrite=overwrite)
     for folder in (out, out / CIF_FOLDER, out / BATCH_FOLDER):
         remove_partial_files(folder)

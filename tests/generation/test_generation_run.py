@@ -5,6 +5,7 @@ error for a folder holding something else."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -207,6 +208,12 @@ def test_a_folder_with_other_settings_or_other_files_is_refused(tmp_path: Path) 
     for overwrite in (False, True):
         with pytest.raises(GenerationFolderError, match="holds no manifest.json"):
             generate_crystals(ToySampler(), other, settings(), CHECKPOINT, overwrite=overwrite, progress=False)
+    assert sorted(p.name for p in other.iterdir()) == ["thesis.tex"]  # nothing written into a folder not ours
+    with open(out / gen_run.LOCK, "a") as held:  # another run holds the folder
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(GenerationFolderError, match="another pointgeo generate is writing to"):
+            generate_crystals(ToySampler(), out, settings(seed=6), CHECKPOINT, progress=False)
+        fcntl.flock(held, fcntl.LOCK_UN)
     (out / "manifest.json").write_text("{ half")
     with pytest.raises(GenerationFolderError, match="not a readable generation manifest"):
         generate_crystals(ToySampler(), out, settings(), CHECKPOINT, progress=False)
