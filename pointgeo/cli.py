@@ -3,7 +3,8 @@
 ``pointgeo train | validate | test | predict`` run through LightningCLI on YAML configs (``train`` is Lightning's
 ``fit``; with no ``--config`` it uses the shipped default, a small invariant model on the synthetic set, and ends by
 testing the best checkpoint unrotated and under SO(3)). ``pointgeo models`` lists the registered networks;
-``pointgeo register`` aligns two point clouds with FPFH + RANSAC. Heavy
+``pointgeo register`` aligns two point clouds with FPFH + RANSAC; ``pointgeo generate`` writes crystals of a
+generative checkpoint as CIF files with a metrics report (:mod:`pointgeo.generation`). Heavy
 libraries are imported only by the commands that need them, so ``pointgeo --help`` is fast.
 """
 

@@ -2,11 +2,12 @@
 
 A generation folder holds
 
-| path | what |
-|---|---|
-| ``manifest.json`` | the settings (number, batch size, seed, checkpoint sha256, noise levels), the checkpoint's identity and, per finished batch, one record per crystal: its CIF file (or ``null``), ``constructed``, ``struct_valid``, ``comp_valid``, formula and the problems that make it invalid |
-| ``cif/<index>.cif`` | every crystal pymatgen can build (``CifWriter``, P1), index ``0 … num − 1`` |
-| ``batches/<k>.json`` | the sampler's raw output of batch ``k`` (fractional coordinates, atomic numbers, lattice parameters, exact float64, ``NaN`` kept), read back by the report |
+* ``manifest.json``: the settings (number, batch size, seed, checkpoint sha256, noise levels), the checkpoint's
+  identity and, per finished batch, one record per crystal: its CIF file (or ``null``), ``constructed``,
+  ``struct_valid``, ``comp_valid``, ``valid``, formula and the problems that make it invalid;
+* ``cif/<index>.cif``: every crystal pymatgen can build (``CifWriter``, P1), index ``0 … num − 1``;
+* ``batches/<k>.json``: the sampler's raw output of batch ``k`` (fractional coordinates, atomic numbers, lattice
+  parameters; exact float64, ``NaN`` kept), read back by the report.
 
 Batch ``k`` holds crystals ``k·B … min((k + 1)·B, num) − 1`` and draws every random number from its own generator,
 seeded with ``sample_seed(seed, k)``: which batches ran before, and whether the run was interrupted, changes nothing.

@@ -56,8 +56,8 @@ def test_a_perfect_model_replaying_the_reference_covers_it_fully(reference_csv: 
     reference = load_reference(str(reference_csv))
     assert len(reference.crystals) == ROWS and reference.dataset is None
     out = tmp_path / "gen"
-    manifest = generate_crystals(ReplaySampler(reference.crystals, num_noise_levels=4), out, settings(ROWS), {"spec": "replay"},
-                                 progress=False)
+    manifest = generate_crystals(ReplaySampler(reference.crystals, num_noise_levels=4), out, settings(ROWS),
+                                 {"spec": "replay"}, progress=False)
     metrics = write_report(out, manifest, reference=str(reference_csv), dataset="perov_5", progress=False)
     refs = evaluate(reference.crystals)
     assert metrics["validity"] == validity(refs) and metrics["reference"]["validity"] == validity(refs)
