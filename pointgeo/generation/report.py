@@ -283,6 +283,17 @@ def render_html(metrics: dict[str, Any], records: list[dict[str, Any]], picture:
         f"<h2>Checkpoint and settings</h2><pre>{details}</pre></body></html>")
 
 
+def _finite_or_none(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None`` (strict JSON; an undefined figure stays visible)."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 def report_settings(reference: str | None, dataset: str | None, html_report: bool, seed: int) -> dict[str, Any]:
     """What decides the report (a rerun with equal settings and both files present recomputes nothing)."""
     return {"reference": reference, "dataset": dataset, "property_samples": PROPERTY_SAMPLES, "seed": seed,
@@ -314,6 +325,7 @@ def write_report(out: str | Path, manifest: dict[str, Any], *, reference: str | 
     metrics, _ = compute_metrics(crystals, ref, dataset=dataset, seed=seed, progress=progress)
     metrics.update({"checkpoint": manifest["checkpoint"], "generation": manifest["settings"],
                     "report_settings": settings})
+    metrics = _finite_or_none(metrics)
     write_json_atomic(out / REPORT_FILES[0], metrics)
     if html_report:
         records = [r for k in range(manifest["num_batches"]) for r in manifest["batches"][str(k)]["crystals"]]

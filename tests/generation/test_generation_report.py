@@ -71,7 +71,7 @@ def test_a_perfect_model_replaying_the_reference_covers_it_fully(reference_csv: 
     assert any(f"all {len(valid)} valid" in n for n in metrics["notes"])
     expected = wasserstein_distance([e.structure.density for e in valid], [e.structure.density for e in refs])
     assert stats["wdist_density"] == pytest.approx(expected, rel=0, abs=1e-12)
-    on_disk = json.loads((out / "metrics.json").read_text())
+    on_disk = json.loads((out / "metrics.json").read_text(), parse_constant=pytest.fail)  # strict JSON, no NaN
     assert on_disk["coverage"] == metrics["coverage"] and on_disk["report_settings"]["dataset"] == "perov_5"
     page = (out / "report.html").read_text()
     assert "<td>COV-R</td><td>100.00 %</td><td>99.45 %</td>" in page  # ours beside the paper's CDVAE figure
@@ -174,3 +174,8 @@ def test_the_command_runs_resumes_and_refuses_non_generative_checkpoints(tmp_pat
     with pytest.raises(SystemExit, match="not a crystal generation model"):
         gen_command.main(["pointnet.synthetic_z", "--num", "2", "--out", str(tmp_path / "y")])
     assert not (tmp_path / "y").exists()
+
+
+def test_undefined_figures_are_written_as_null() -> None:
+    assert gen_report._finite_or_none({"a": float("nan"), "b": [float("inf"), 1.5, {"c": -float("inf")}], "d": 2}) \
+        == {"a": None, "b": [None, 1.5, {"c": None}], "d": 2}
