@@ -3,7 +3,8 @@
 ``pointgeo train | validate | test | predict`` run through LightningCLI on YAML configs (``train`` is Lightning's
 ``fit``; with no ``--config`` it uses the shipped default, a small invariant model on the synthetic set, and ends by
 testing the best checkpoint unrotated and under SO(3)). ``pointgeo models`` lists the registered networks;
-``pointgeo register`` aligns two point clouds with FPFH + RANSAC. Heavy
+``pointgeo register`` aligns two point clouds with FPFH + RANSAC; ``pointgeo generate`` writes crystals of a
+generative checkpoint as CIF files with a metrics report (:mod:`pointgeo.generation`). Heavy
 libraries are imported only by the commands that need them, so ``pointgeo --help`` is fast.
 """
 
@@ -30,6 +31,7 @@ training and evaluation (LightningCLI; `pointgeo <command> --help` lists every o
 other commands:
   models      list the registered networks (or, with --pretrained, the published checkpoints)
   robustness  rotated-test report of one or several models (z/z, z/SO3, SO3/SO3, angle sweeps, invariance)
+  generate    crystals from a CDVAE checkpoint: CIF files, metrics.json and report.html (batched, resumable)
   view        a model's predictions (or a molecule's forces) on a sample and random SO(3) rotations (--snapshot: PNG);
               view SRC --target TGT: a registration pair before/after alignment with its correspondences
   register    align one point cloud to another (FPFH + RANSAC): the 4x4 transform, correspondences, inlier ratio
@@ -329,6 +331,10 @@ def main(argv: list[str] | None = None) -> None:
         from pointgeo.robustness.command import main as robustness_main
 
         robustness_main(rest)
+    elif command == "generate":
+        from pointgeo.generation.command import main as generate_main
+
+        generate_main(rest)
     elif command == "view":
         from pointgeo.viz.viewer import cli as view_cli
 

@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO_ROOT
 
 LAYERS = ["geometry", "download", "registry", "nn", "metrics", "tasks", "datamodules", "hub", "calculators",
-          "testing", "robustness", "viz", "lightning_cli", "cli", "apps"]
+          "testing", "robustness", "viz", "generation", "lightning_cli", "cli", "apps"]
 """The layers, lowest first; layer ``x`` is the package or module ``pointgeo.x``. A module may import its own
 layer and the layers before it."""
 BASE = {"pointgeo", "pointgeo.configs", "pointgeo.assets"}

@@ -41,7 +41,7 @@ import itertools
 import math
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,11 +106,12 @@ def crystal_from_structure(structure: Any) -> Crystal:
 
 def build_structure(crystal: Crystal) -> Any | None:
     """The pymatgen ``Structure`` of a crystal, or ``None`` when it cannot be constructed (a negative or non-finite
-    length, pymatgen refusing it, or a volume below :data:`MIN_VOLUME`)."""
+    length, a non-finite coordinate, no atoms, pymatgen refusing it, or a volume below :data:`MIN_VOLUME`)."""
     from pymatgen.core import Lattice, Structure  # noqa: PLC0415
 
     params = np.concatenate([crystal.lengths, crystal.angles]).astype(float)
-    if not np.isfinite(params).all() or crystal.lengths.min() < 0 or len(crystal.atom_types) == 0:
+    if (not np.isfinite(params).all() or not np.isfinite(crystal.frac_coords).all() or crystal.lengths.min() < 0
+            or len(crystal.atom_types) == 0):
         return None
     try:
         with warnings.catch_warnings():
@@ -189,8 +190,10 @@ class EvaluatedCrystal:
         return self.comp_valid and self.struct_valid and (not self.fingerprinted or self.struct_fp is not None)
 
 
-def evaluate(crystals: Sequence[Crystal | Any]) -> list[EvaluatedCrystal]:
-    """Construct and check every crystal (:class:`Crystal` or pymatgen ``Structure``)."""
+def evaluate(crystals: Sequence[Crystal | Any], *,
+             on_item: Callable[[], None] | None = None) -> list[EvaluatedCrystal]:
+    """Construct and check every crystal (:class:`Crystal` or pymatgen ``Structure``); ``on_item()`` is called after
+    each (a progress bar's step)."""
     out = []
     for item in crystals:
         crystal = item if isinstance(item, Crystal) else crystal_from_structure(item)
@@ -200,6 +203,8 @@ def evaluate(crystals: Sequence[Crystal | Any]) -> list[EvaluatedCrystal]:
             crystal.atom_types)
         struct_valid = structure is not None and structure_validity(structure)
         out.append(EvaluatedCrystal(crystal, structure, comp_valid, struct_valid))
+        if on_item is not None:
+            on_item()
     return out
 
 
@@ -242,9 +247,10 @@ def reconstruction(predicted: Sequence[EvaluatedCrystal], reference: Sequence[Ev
             "matched": len(rms)}
 
 
-def fingerprints(evaluated: Sequence[EvaluatedCrystal]) -> None:
+def fingerprints(evaluated: Sequence[EvaluatedCrystal], *, on_item: Callable[[], None] | None = None) -> None:
     """Fill in the structure and composition fingerprints (matminer; module docstring). A crystal whose structure
-    fingerprint fails (or that cannot be constructed) keeps ``None`` for both and counts as invalid afterwards."""
+    fingerprint fails (or that cannot be constructed) keeps ``None`` for both and counts as invalid afterwards.
+    ``on_item()`` is called after each crystal that needed its fingerprints (a progress bar's step)."""
     todo = [item for item in evaluated if not item.fingerprinted]
     if not todo:
         return
@@ -258,18 +264,20 @@ def fingerprints(evaluated: Sequence[EvaluatedCrystal]) -> None:
         comp_fp = ElementProperty.from_preset("magpie", impute_nan=False)  # NaN kept, as matminer 0.7 gave them
     for item in todo:
         item.fingerprinted = True
-        if item.structure is None:
-            continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                sites = [site_fp.featurize(item.structure, i) for i in range(len(item.structure))]
-                counts = Counter(int(z) for z in item.crystal.atom_types.tolist())
-                comp = comp_fp.featurize(Composition({Element.from_Z(z): n for z, n in counts.items()}))
-        except Exception:  # noqa: BLE001  (the benchmark counts a crystal without fingerprint as invalid)
-            continue
-        item.struct_fp = np.mean(np.asarray(sites, dtype=np.float64), axis=0)
-        item.comp_fp = np.asarray(comp, dtype=np.float64)
+        if item.structure is not None:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    sites = [site_fp.featurize(item.structure, i) for i in range(len(item.structure))]
+                    counts = Counter(int(z) for z in item.crystal.atom_types.tolist())
+                    comp = comp_fp.featurize(Composition({Element.from_Z(z): n for z, n in counts.items()}))
+            except Exception:  # noqa: BLE001, S110  (the benchmark counts a crystal without fingerprint as invalid)
+                pass
+            else:
+                item.struct_fp = np.mean(np.asarray(sites, dtype=np.float64), axis=0)
+                item.comp_fp = np.asarray(comp, dtype=np.float64)
+        if on_item is not None:
+            on_item()
 
 
 def _standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:

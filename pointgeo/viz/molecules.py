@@ -178,6 +178,42 @@ def molecule_scene(views: list[MoleculeView]) -> dict[str, np.ndarray]:
     return scene
 
 
+def crystal_scene(crystals: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """What is drawn for periodic structures without forces (generated crystals): crystal ``i`` in cell ``i``, its
+    atoms wrapped into the unit cell and the cell centred on the origin, each crystal scaled to fit the unit sphere.
+
+    Args:
+        crystals: per crystal ``(frac_coords (N, 3), atomic numbers (N,), lattice (3, 3))``, lattice rows = vectors.
+
+    Returns:
+        The sphere and line arrays of :func:`molecule_scene` (no arrows): ``sphere_centre (S, 3)``,
+        ``sphere_radius (S,)``, ``sphere_colour (S, 3)``, ``sphere_cell (S,)``, ``line_start (L, 3)``,
+        ``line_end (L, 3)``, ``line_cell (L,)`` with the 12 :data:`CELL_EDGES` of every cell.
+    """
+    from ase.data import covalent_radii
+    from ase.data.colors import jmol_colors
+
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("sphere_centre", "sphere_radius", "sphere_colour",
+                                                          "sphere_cell", "line_start", "line_end", "line_cell")}
+    for i, (frac, z, lattice) in enumerate(crystals):
+        lattice = np.asarray(lattice, dtype=np.float64)
+        z = np.asarray(z, dtype=np.int64)
+        centre = 0.5 * lattice.sum(0)
+        pos = np.mod(np.asarray(frac, dtype=np.float64), 1.0) @ lattice - centre
+        corners = CELL_CORNERS @ lattice - centre
+        radius = ATOM_SCALE * covalent_radii[z]
+        extent = max(float(np.linalg.norm(corners, axis=1).max()),
+                     float((np.linalg.norm(pos, axis=1) + radius).max(initial=0.0)))
+        parts["sphere_centre"].append(pos / extent)
+        parts["sphere_radius"].append(radius / extent)
+        parts["sphere_colour"].append(jmol_colors[z])
+        parts["sphere_cell"].append(np.full(len(z), i))
+        parts["line_start"].append(corners[CELL_EDGES[:, 0]] / extent)
+        parts["line_end"].append(corners[CELL_EDGES[:, 1]] / extent)
+        parts["line_cell"].append(np.full(len(CELL_EDGES), i))
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
 def molecule_title(view: MoleculeView, index: int) -> str:
     """The caption of a view: which copy, predicted energy, and the measured force equivariance error."""
     name = "original" if index == 0 else f"rotation {index}"

@@ -18,7 +18,7 @@ import numpy as np
 
 from pointgeo.geometry import axis_index
 from pointgeo.viz.render_open3d import CELL_COLOUR, MARGIN
-from pointgeo.viz.molecules import MoleculeView, molecule_scene, molecule_title
+from pointgeo.viz.molecules import MoleculeView, crystal_scene, molecule_scene, molecule_title
 from pointgeo.viz.scene import ColourMode, View, title, view_colours
 
 Renderer = Literal["auto", "open3d", "matplotlib"]
@@ -117,11 +117,13 @@ def _matplotlib_molecule(scene: dict[str, np.ndarray], captions: list[str], out:
     cell_points = 0.5 * width / len(captions)  # about the width in points that the 3D axes' [-1, 1] spans
     for i, caption in enumerate(captions):
         ax = fig.add_subplot(1, len(captions), i + 1, projection="3d")
-        atoms, arrows = scene["sphere_cell"] == i, scene["arrow_cell"] == i
+        atoms = scene["sphere_cell"] == i
+        arrows = scene["arrow_cell"] == i if "arrow_cell" in scene else np.zeros(0, dtype=bool)
         ax.scatter(*scene["sphere_centre"][atoms].T, c=scene["sphere_colour"][atoms], depthshade=False,
                    s=(scene["sphere_radius"][atoms] * cell_points) ** 2, edgecolors="0.3", linewidths=0.5)
-        ax.quiver(*scene["arrow_start"][arrows].T, *scene["arrow_vector"][arrows].T,
-                  colors=scene["arrow_colour"][arrows], arrow_length_ratio=0.25, linewidths=1.2)
+        if arrows.any():
+            ax.quiver(*scene["arrow_start"][arrows].T, *scene["arrow_vector"][arrows].T,
+                      colors=scene["arrow_colour"][arrows], arrow_length_ratio=0.25, linewidths=1.2)
         if "line_start" in scene:  # a periodic structure's unit cell
             edges = scene["line_cell"] == i
             for start, end in zip(scene["line_start"][edges], scene["line_end"][edges]):
@@ -194,3 +196,16 @@ def render_pair_snapshot(scene: dict[str, np.ndarray], captions: list[str], out:
         raise RuntimeError("Open3D could not render offscreen (no Vulkan driver? see the README's system packages)")
     _matplotlib_pair(scene, captions, out, width, height, up)
     return "matplotlib"
+
+
+def render_crystal_snapshot(crystals: list[tuple[np.ndarray, np.ndarray, np.ndarray]], captions: list[str],
+                            out: str | Path, *, size: tuple[int, int] = (1200, 400)) -> None:
+    """Write the atoms and unit cells of ``crystals`` (:func:`pointgeo.viz.molecules.crystal_scene`: per crystal
+    ``(frac_coords (N, 3), atomic numbers (N,), lattice (3, 3))``), one per column with its caption, to ``out``
+    (PNG, matplotlib: the same drawing on every machine)."""
+    if len(captions) != len(crystals) or not crystals:
+        raise ValueError(f"give one caption per crystal (at least one crystal); got {len(crystals)} crystals and "
+                         f"{len(captions)} captions")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _matplotlib_molecule(crystal_scene(crystals), captions, out, *size)

@@ -71,6 +71,8 @@ def test_structure_validity_and_construction_hand_worked() -> None:
     for bad_lengths in ([-2.0, 3, 3], [np.nan, 3, 3]):
         bad = Crystal(np.zeros((1, 3)), np.array([26]), np.array(bad_lengths), np.full(3, 90.0))
         assert build_structure(bad) is None
+    nan_site = cubic(["Na", "Cl"], [[0, 0, 0], [0.5, np.nan, 0.5]], 2.82)  # a generator's NaN coordinate
+    assert build_structure(nan_site) is None and not evaluate([nan_site])[0].struct_valid
     evaluated = evaluate([rock_salt, across, cubic(["Fe"], [[0, 0, 0]], 0.4), cubic(["Li", "F", "F", "F"],
                           [[0, 0, 0], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5]], 4.0)])
     assert [e.valid for e in evaluated] == [True, False, False, False]
