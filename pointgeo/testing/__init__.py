@@ -10,6 +10,12 @@ from pointgeo.testing.invariance import (
     measure_piecewise,
 )
 from pointgeo.testing.pairs import measure_pair, measure_pair_equivariance
+from pointgeo.testing.piecewise import (
+    PIECEWISE_SHAPES,
+    measure_apen_piecewise,
+    measure_given_partition,
+    piecewise_part_sets,
+)
 from pointgeo.testing.shapes import (
     ADVERSARIAL_PAIRS,
     ADVERSARIAL_SHAPES,
@@ -24,19 +30,23 @@ from pointgeo.testing.shapes import (
 __all__ = [
     "ADVERSARIAL_PAIRS",
     "ADVERSARIAL_SHAPES",
-    "PAIR_SHAPE_CLASSES",
-    "measure_pair",
-    "measure_pair_equivariance",
-    "SHAPE_CLASSES",
     "InvarianceReport",
+    "PAIR_SHAPE_CLASSES",
+    "PIECEWISE_SHAPES",
+    "SHAPE_CLASSES",
     "adversarial_batch",
-    "check_declared_shapes",
-    "guaranteed_shapes",
-    "modelnet40_symmetric",
     "assert_equivariant",
     "assert_invariant",
+    "check_declared_shapes",
     "frame_equivariance_error",
+    "guaranteed_shapes",
     "measure",
+    "measure_apen_piecewise",
     "measure_frame_equivariance",
+    "measure_given_partition",
+    "measure_pair",
+    "measure_pair_equivariance",
     "measure_piecewise",
+    "modelnet40_symmetric",
+    "piecewise_part_sets",
 ]
