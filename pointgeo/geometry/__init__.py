@@ -44,7 +44,7 @@ from pointgeo.geometry.rigid import (
     translation_error,
     voxel_downsample,
 )
-from pointgeo.geometry.piecewise import apply_piecewise_motion, piecewise_motion
+from pointgeo.geometry.piecewise import apply_piecewise_motion, move_parts, piecewise_motion
 from pointgeo.geometry.rotations import (
     RotationMode,
     angle_sweep,
@@ -88,6 +88,7 @@ __all__ = [
     "lattice_params_to_matrix",
     "lattice_volume",
     "minimum_image",
+    "move_parts",
     "periodic_radius_graph",
     "piecewise_motion",
     "RotationMode",
