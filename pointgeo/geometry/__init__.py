@@ -60,7 +60,7 @@ from pointgeo.geometry.parts import (
     part_rank,
     part_sums,
 )
-from pointgeo.geometry.piecewise import apply_piecewise_motion, piecewise_motion
+from pointgeo.geometry.piecewise import apply_piecewise_motion, move_parts, piecewise_motion
 from pointgeo.geometry.rotations import (
     RotationMode,
     angle_sweep,
@@ -104,6 +104,7 @@ __all__ = [
     "lattice_params_to_matrix",
     "lattice_volume",
     "minimum_image",
+    "move_parts",
     "periodic_radius_graph",
     "piecewise_motion",
     "PartFrames",

@@ -3,14 +3,18 @@
 A scene of several objects, or a body whose limbs move on their own, is transformed part by part: point ``i`` of
 part ``p`` goes to ``x ↦ R_p (x − c_p) + c_p + t_p`` and its normal to ``R_p n`` (row vectors, ``x @ R^T``, as
 everywhere in pointgeo). The articulated datamodule poses its parts with it, and the harness's piecewise protocol
-(:func:`pointgeo.testing.measure_piecewise`) draws and applies such motions.
+(:func:`pointgeo.testing.measure_piecewise`) and the robustness report's ``piecewise`` protocol draw and apply such
+motions; :func:`move_parts` moves the fields of a dense batch that its declaration says move.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor
 
+from pointgeo.geometry.fields import FieldSpec
 from pointgeo.geometry.rotations import random_rotations
 
 
@@ -43,3 +47,27 @@ def apply_piecewise_motion(pos: Tensor, normal: Tensor | None, parts: Tensor, ro
     moved = ((pos.double() - c).unsqueeze(-2) @ r.transpose(-1, -2)).squeeze(-2) + c + t
     turned = None if normal is None else (normal.double().unsqueeze(-2) @ r.transpose(-1, -2)).squeeze(-2)
     return moved, turned
+
+
+def move_parts(batch: Mapping[str, Tensor], fields: FieldSpec, parts: Tensor, rotation: Tensor, translation: Tensor,
+               centre: Tensor) -> dict[str, Tensor]:
+    """A copy of the dense batch ``batch`` with every part moved by its own motion (:func:`apply_piecewise_motion`,
+    float64, each field returned in its dtype): the keys ``fields`` declares ``points`` move as positions, its
+    ``vectors`` rotate with their part; ``record`` keys (one rotation per sample) and the rest are shared unchanged.
+
+    Raises:
+        ValueError: ``fields`` declares a lattice (a periodic cell has no parts).
+    """
+    if fields.lattice:
+        raise ValueError(f"piecewise motions move parts of a cloud; fields declaring lattices {fields.lattice} have "
+                         f"no parts")
+    out = dict(batch)
+    for key in fields.points + fields.vectors:
+        if key in batch:
+            value = batch[key]
+            if key in fields.points:
+                moved, _ = apply_piecewise_motion(value, None, parts, rotation, translation, centre)
+            else:
+                _, moved = apply_piecewise_motion(value, value, parts, rotation, translation, centre)
+            out[key] = moved.to(value.dtype)
+    return out

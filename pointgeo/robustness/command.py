@@ -30,7 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fpfh-voxel-size", type=float, default=0.025,
                         help="registration: voxel edge of the built-in fpfh_ransac (default 0.025, metres)")
     parser.add_argument("--sweep-step", type=float, default=15.0, help="angle sweep bin in degrees")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every test rotation")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every test rotation and part motion")
+    parser.add_argument("--piecewise-translation", type=float, default=0.5,
+                        help="piecewise protocol (data with parts): standard deviation of each part's translation, "
+                             "in RMS radii of the shape")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=0, help="test loader worker processes")
     parser.add_argument("--max-samples", type=int, help="evaluate only the first N test shapes")
@@ -59,8 +62,9 @@ def main(args: list[str]) -> dict[str, Any]:
     """Run ``pointgeo robustness`` with command-line ``args``; prints the table and returns the report."""
     parser = argparse.ArgumentParser(
         prog="pointgeo robustness",
-        description="Evaluate models side by side under test rotations none / z / SO(3), angle sweeps and measured "
-                    "invariance; writes report.json, PNG plots and a self-contained report.html.",
+        description="Evaluate models side by side under test rotations none / z / SO(3), per-part motions "
+                    "(piecewise, on data with parts), angle sweeps and measured invariance; writes report.json, PNG "
+                    "plots and a self-contained report.html.",
     )
     add_arguments(parser)
     ns = parser.parse_args(args)
@@ -76,7 +80,8 @@ def main(args: list[str]) -> dict[str, Any]:
             ns.models, ns.out, data_config=ns.data, batch_size=ns.batch_size, num_workers=ns.num_workers,
             device=ns.device, double=ns.double, overwrite=ns.overwrite, max_samples=ns.max_samples,
             settings=ProtocolSettings(n_rotations=4 if ns.n_rotations is None else ns.n_rotations,
-                                      sweep_step=ns.sweep_step, seed=ns.seed),
+                                      sweep_step=ns.sweep_step, seed=ns.seed,
+                                      piecewise_translation=ns.piecewise_translation),
             registration=registration,
         )
     except EXPECTED_ERRORS as exc:

@@ -60,6 +60,18 @@ class Evaluator(ABC):
             out = self.outputs(batch)
         return out, recorded[-1]
 
+    def measured_piecewise(self, batch: Batch, seed: int) -> dict[str, Any] | None:
+        """For a network that predicts its own partition (one with ``segment``, APEN): the figures of
+        :func:`pointgeo.testing.measure_apen_piecewise` on ``batch`` (measured piecewise error with the predicted
+        partition, partition accuracy); ``None`` for other networks."""
+        net = getattr(self.task, "net", None)
+        if not hasattr(net, "segment"):
+            return None
+        from pointgeo.testing import measure_apen_piecewise
+
+        with torch.no_grad():
+            return measure_apen_piecewise(net, batch, seed=seed)
+
     def predictions(self, outputs: Tensor) -> Tensor:
         """Predicted labels ``(B, ...)``: the argmax over the last dimension."""
         return outputs.argmax(-1)

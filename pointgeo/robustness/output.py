@@ -19,7 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-PROTOCOL_NAMES = {"none": "none", "z": "z", "so3": "SO(3)"}
+PROTOCOL_NAMES = {"none": "none", "z": "z", "so3": "SO(3)", "piecewise": "piecewise"}
+
+
+def _modes(report: dict[str, Any]) -> list[str]:
+    """The protocols the report holds, in :data:`PROTOCOL_NAMES` order (``piecewise`` only on data with parts)."""
+    return [m for m in PROTOCOL_NAMES if m in report["models"][0]["protocols"]]
 
 
 class ReportExistsError(FileExistsError):
@@ -54,14 +59,15 @@ def _plots(report: dict[str, Any], folder: Path) -> list[Path]:
     paths = []
 
     fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(names) + 2), 3.6))
-    width = 0.8 / len(PROTOCOL_NAMES)
-    for p, (mode, label) in enumerate(PROTOCOL_NAMES.items()):
+    modes = _modes(report)
+    width = 0.8 / len(modes)
+    for p, mode in enumerate(modes):
         values = [100 * r["protocols"][mode][report["metric"]] for r in report["models"]]
-        ax.bar([i + p * width for i in range(len(names))], values, width, label=f"test {label}")
-    ax.set_xticks([i + width for i in range(len(names))], names, fontsize=8)
+        ax.bar([i + p * width for i in range(len(names))], values, width, label=f"test {PROTOCOL_NAMES[mode]}")
+    ax.set_xticks([i + width * (len(modes) - 1) / 2 for i in range(len(names))], names, fontsize=8)
     ax.set_ylabel(f"{metric} (%)")
     ax.set_ylim(0, 100)
-    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(modes), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     paths.append(folder / "protocols.png")
@@ -110,20 +116,22 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _comparison(report: dict[str, Any]) -> str:
-    columns = list(report["table"][0])
+    columns = list(dict.fromkeys(c for row in report["table"] for c in row))
 
     def cell(key: str, value: Any) -> str:
-        if isinstance(value, float) and ("/" in key or key.startswith("flip")):
+        if value is None:
+            return "–"
+        if isinstance(value, float) and ("/" in key or key.startswith("flip") or "accuracy" in key):
             return _percent(value)
         return f"{value:.2e}" if isinstance(value, float) else html.escape(str(value))
 
-    return _table(columns, [[cell(c, row[c]) for c in columns] for row in report["table"]])
+    return _table(columns, [[cell(c, row.get(c)) for c in columns] for row in report["table"]])
 
 
 def _invariance(report: dict[str, Any]) -> str:
     rows = []
     for result in report["models"]:
-        for mode in ("z", "so3"):
+        for mode in _modes(report)[1:]:
             p = result["protocols"][mode]
             rows.append([html.escape(result["model"]["spec"]), PROTOCOL_NAMES[mode], f"{p['max_logit_change']:.2e}",
                          f"{p['mean_logit_change']:.2e}", f"{p['max_relative_logit_change']:.2e}",
@@ -136,11 +144,30 @@ def _invariance(report: dict[str, Any]) -> str:
 
 def _per_class(report: dict[str, Any]) -> str:
     key = report["models"][0]["per_class_metric"]
-    pairs = [(r, m) for r in report["models"] for m in PROTOCOL_NAMES]
+    pairs = [(r, m) for r in report["models"] for m in _modes(report)]
     header = ["class"] + [f"{r['model']['spec']} / {PROTOCOL_NAMES[m]}" for r, m in pairs]
     rows = [[html.escape(c)] + [_percent(r["protocols"][m][key][c]) for r, m in pairs]
             for c in report["data"]["class_names"]]
     return _table(header, rows)
+
+
+def _piecewise(report: dict[str, Any]) -> str:
+    """What the piecewise protocol did, and the measured figures of networks predicting their own partition."""
+    if "piecewise" not in _modes(report):
+        return ""
+    text = (f"<h2>Piecewise motion</h2><p>Protocol <code>piecewise</code>: every part of a test shape (its "
+            f"partition: <code>instance</code>, else <code>seg</code>) moved by its own Haar rotation about its "
+            f"centroid and a translation of {report['settings']['piecewise_translation_rms_radii']} RMS radii "
+            f"(standard deviation), {report['settings']['n_rotations']} seeded motions per shape. A globally "
+            f"invariant network has no guarantee there; a piecewise-equivariant one is measured below.</p>")
+    measured = [(r["model"]["spec"], r["measured_piecewise"]) for r in report["models"] if r.get("measured_piecewise")]
+    if not measured:
+        return text
+    keys = list(dict.fromkeys(k for _, m in measured for k in m["mean_over_batches"]))
+    rows = [[html.escape(spec)] + [f"{m['mean_over_batches'][k]:.3e}" if k in m["mean_over_batches"] else "–"
+                                   for k in keys] + [str(m["shapes"])] for spec, m in measured]
+    return text + ("<p>Measured with the network's own predicted partition (means over the test batches; maxima in "
+                   "<code>report.json</code>):</p>" + _table(["model", *keys, "shapes"], rows))
 
 
 def _identity(report: dict[str, Any]) -> str:
@@ -168,7 +195,7 @@ def _html(report: dict[str, Any], images: list[Path]) -> str:
         f"({report['settings']['n_rotations']} seeded rotations per shape, seed {report['settings']['seed']}); "
         "max logit change and flip rate: between each SO(3)-rotated copy and the unrotated shape. Every figure is in "
         "<code>report.json</code>.</p>"
-        f"<h2>Measured invariance</h2>{_invariance(report)}{figures}"
+        f"<h2>Measured invariance</h2>{_invariance(report)}{_piecewise(report)}{figures}"
         f"<h2>Per class</h2>{_per_class(report)}<h2>Models</h2>{_identity(report)}"
         f"<h2>Settings, data and versions</h2><pre>{details}</pre>"
         f"<p>pointgeo {html.escape(report['versions']['pointgeo'])}</p></body></html>"

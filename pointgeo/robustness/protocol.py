@@ -13,7 +13,16 @@ For every test shape, the runner evaluates each model on
   largest output, and the prediction flip rate; for networks whose invariance is learned through predicted
   orientations (PaRot), also the mean equivariance error of those orientations
   (:func:`pointgeo.testing.invariance.frame_equivariance_error`);
-* per-class scores under each protocol.
+* per-class scores under each protocol;
+* on data with a partition (part-segmentation or multi-object batches: ``instance``, else ``seg``,
+  :func:`pointgeo.datamodules.base.partition_of`), the ``piecewise`` protocol: ``n_rotations`` times per shape,
+  every part moved by its own Haar rotation about its centroid and a translation (standard deviation
+  ``piecewise_translation`` RMS radii of the shape), drawn by :func:`pointgeo.geometry.piecewise_motion` from a
+  generator seeded by ``(seed, shape index, 3, repetition)``, applied to the fields the datamodule declares moving
+  (:func:`pointgeo.geometry.move_parts`); the score and the change of the per-point outputs as for a rotation. For a
+  network that predicts a partition itself (one with ``segment``, APEN), the report also holds
+  :func:`pointgeo.testing.measure_apen_piecewise` per batch: its measured piecewise error with the predicted
+  partition and the partition accuracy.
 
 Rotations are applied here to the unrotated test clouds, never inside a model; which keys move is the datamodule's
 declaration (:data:`pointgeo.geometry.POINT_CLOUD_FIELDS`: positions and normals together, ``x @ R^T``), applied by
@@ -30,12 +39,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from pointgeo.datamodules.base import sample_seed
+from pointgeo.datamodules.base import PARTITION_KEYS, partition_of, sample_seed
 from pointgeo.geometry import (
     POINT_CLOUD_FIELDS,
     FieldSpec,
     angle_sweep,
     apply_rigid_motion,
+    move_parts,
+    piecewise_motion,
     rotations_about_axis,
     sample_rotations,
 )
@@ -44,6 +55,8 @@ from pointgeo.testing.invariance import InvarianceReport, frame_equivariance_err
 
 PROTOCOLS = ("none", "z", "so3")
 ROTATED = ("z", "so3")
+PIECEWISE = "piecewise"
+"""The protocol of per-part motions (its seeds use the protocol index 3, after :data:`PROTOCOLS`)."""
 AXES = "xyz"
 
 
@@ -55,10 +68,14 @@ class ProtocolSettings:
     n_rotations: int = 4
     sweep_step: float = 15.0
     seed: int = 0
+    piecewise_translation: float = 0.5
+    """Standard deviation of each part's translation under the ``piecewise`` protocol, in RMS radii of the shape."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_rotations, int) or self.n_rotations < 1:
             raise ValueError(f"n_rotations must be a positive integer; got {self.n_rotations!r}")
+        if not self.piecewise_translation >= 0:
+            raise ValueError(f"piecewise_translation must be >= 0 RMS radii; got {self.piecewise_translation}")
         if not 0 < self.sweep_step <= 360:
             raise ValueError(f"sweep_step must be in (0, 360] degrees; got {self.sweep_step}")
 
@@ -86,6 +103,57 @@ def rotate_batch(batch: Batch, rotation: Tensor, fields: FieldSpec = POINT_CLOUD
     if rotation.dim() == 2:
         rotation = rotation.expand(batch["pos"].shape[0], 3, 3)
     return apply_rigid_motion(batch, fields, rotation)
+
+
+def piecewise_table(batch: Batch, repetition: int, settings: ProtocolSettings) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``repetition``-th piecewise motion of every shape of ``batch`` (float64, on the batch's device):
+    ``rotation (B, P, 3, 3)``, ``translation (B, P, 1, 3)``, ``centre (B, P, 1, 3)`` for its partition's ``P`` part
+    ids, shape ``i``'s drawn from its own generator seeded by ``(seed, index_i, 3, repetition)`` (parts it lacks stay
+    at the identity), so every model, batch size and machine sees the same motions."""
+    parts, pos = partition_of(batch).cpu(), batch["pos"].detach().cpu()
+    b, count = parts.shape[0], int(parts.max()) + 1
+    rotation = torch.eye(3, dtype=torch.float64).repeat(b, count, 1, 1)
+    translation = torch.zeros(b, count, 1, 3, dtype=torch.float64)
+    centre = torch.zeros(b, count, 1, 3, dtype=torch.float64)
+    code = len(PROTOCOLS)
+    for i, index in enumerate(batch["index"].tolist()):  # one generator per shape: draws, not per-point work
+        generator = torch.Generator().manual_seed(sample_seed(settings.seed, index, code, repetition))
+        r, t, c = piecewise_motion(pos[i: i + 1], parts[i: i + 1], generator,
+                                   translation_scale=settings.piecewise_translation)
+        rotation[i, : r.shape[1]], translation[i, : r.shape[1]], centre[i, : r.shape[1]] = r[0], t[0], c[0]
+    device = batch["pos"].device
+    return rotation.to(device), translation.to(device), centre.to(device)
+
+
+def move_batch_parts(batch: Batch, repetition: int, settings: ProtocolSettings,
+                     fields: FieldSpec = POINT_CLOUD_FIELDS) -> Batch:
+    """A copy of ``batch`` with every part moved by its :func:`piecewise_table` motion (the keys ``fields``
+    declares moving; labels and the partition shared)."""
+    return move_parts(batch, fields, partition_of(batch), *piecewise_table(batch, repetition, settings))
+
+
+class MeasuredTally:
+    """Per-batch figures of :func:`pointgeo.testing.measure_apen_piecewise`: mean over batches (weighted by their
+    shapes) of every number, and the maximum of those named ``max_*``."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.maxima: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, figures: dict, shapes: int) -> None:
+        for key, value in figures.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.sums[key] = self.sums.get(key, 0.0) + float(value) * shapes
+                if key.startswith("max"):
+                    self.maxima[key] = max(self.maxima.get(key, float("-inf")), float(value))
+        self.count += shapes
+
+    def summary(self) -> dict | None:
+        if not self.count:
+            return None
+        return {"mean_over_batches": {k: v / self.count for k, v in self.sums.items()}, "max_over_batches":
+                dict(self.maxima), "shapes": self.count}
 
 
 class Tally:
@@ -169,7 +237,8 @@ def evaluate(
     """Run every protocol and the sweep for each of ``evaluators`` over the unrotated test ``batches`` (``total``
     of them, for the progress bar); returns one dict of plain Python numbers per evaluator. ``fields`` is the
     datamodule's declaration of which batch keys move under a rotation."""
-    tallies = [{mode: Tally(len(class_names)) for mode in PROTOCOLS} for _ in evaluators]
+    tallies = [{mode: Tally(len(class_names)) for mode in (*PROTOCOLS, PIECEWISE)} for _ in evaluators]
+    measured = [MeasuredTally() for _ in evaluators]
     angles = settings.sweep_angles
     sweep_rotations = {axis: rotations_about_axis(angles, axis) for axis in AXES}
     sweep_sums = [{axis: torch.zeros(len(angles), dtype=torch.float64) for axis in AXES} for _ in evaluators]
@@ -195,6 +264,17 @@ def evaluate(
                         tally[mode].add_frame_errors(torch.stack([
                             frame_equivariance_error(m, o, table[:, r].to(o.device)) for m, o in zip(moved, frames)
                         ]).mean(0))
+        if any(key in batch for key in PARTITION_KEYS):
+            for r in range(settings.n_rotations):
+                moved = move_batch_parts(batch, r, settings, fields)
+                for ev, tally, (ref, ref_pred) in zip(evaluators, tallies, references):
+                    out = ev.outputs(moved)
+                    tally[PIECEWISE].add_scores(ev.scores(out, batch), ev.groups(batch))
+                    tally[PIECEWISE].add_change(out, ref, ev.predictions(out), ref_pred)
+            for ev, tally in zip(evaluators, measured):
+                figures = ev.measured_piecewise(batch, sample_seed(settings.seed, int(batch["index"][0]), 3))
+                if figures is not None:
+                    tally.add(figures, batch["pos"].shape[0])
         for axis in AXES:
             for a, rotation in enumerate(sweep_rotations[axis]):
                 rotated = rotate_batch(batch, rotation, fields) if angles[a] != 0 else None  # 0°: the unrotated shape
@@ -203,15 +283,17 @@ def evaluate(
                     sums[axis][a] += float(scores.sum())
     if shapes == 0:
         raise ValueError("the test split is empty: there is nothing to evaluate")
+    modes = (*PROTOCOLS, PIECEWISE) if tallies[0][PIECEWISE].count else PROTOCOLS
     return [
         {
             "metric": ev.score_key,
             "class_metric": ev.class_score_key,
             "per_class_metric": ev.per_class_key,
-            "protocols": {mode: tally[mode].summary(ev, class_names, dtype, mode in ROTATED) for mode in PROTOCOLS},
+            "protocols": {mode: tally[mode].summary(ev, class_names, dtype, mode != "none") for mode in modes},
             "sweep": {"angles_degrees": torch.rad2deg(angles).tolist(),
                       **{axis: (sums[axis] / shapes).tolist() for axis in AXES}},
             "num_shapes": shapes,
+            **({"measured_piecewise": m.summary()} if m.count else {}),
         }
-        for ev, tally, sums in zip(evaluators, tallies, sweep_sums)
+        for ev, tally, sums, m in zip(evaluators, tallies, sweep_sums, measured)
     ]

@@ -15,10 +15,10 @@ from pointgeo.datamodules.settings import build_datamodule
 from pointgeo.robustness.evaluators import Batch, Evaluator, evaluator_for
 from pointgeo.robustness.loading import LoadedModel, check_same_data, load_model, read_data_config
 from pointgeo.robustness.output import ReportExistsError, check_target, write_report
-from pointgeo.robustness.protocol import PROTOCOLS, ProtocolSettings, evaluate
+from pointgeo.robustness.protocol import PIECEWISE, PROTOCOLS, ProtocolSettings, evaluate
 from pointgeo.robustness.registration import FPFH_NAME, AngleSettings
 
-PROTOCOL_LABEL = {"none": "none", "z": "z", "so3": "SO3"}
+PROTOCOL_LABEL = {"none": "none", "z": "z", "so3": "SO3", PIECEWISE: "piecewise"}
 
 __all__ = ["PROTOCOL_LABEL", "ReportExistsError", "run_robustness", "table_row"]
 
@@ -128,7 +128,9 @@ def run_robustness(
                      "platform": platform.platform()},
         "settings": {"n_rotations": settings.n_rotations, "sweep_step_degrees": settings.sweep_step,
                      "seed": settings.seed, "rotation_seeds": "sample_seed(seed, shape index, protocol index, "
-                     "rotation index), protocols " + ", ".join(PROTOCOLS), "dtype": str(dtype), "device": device,
+                     "rotation index), protocols " + ", ".join((*PROTOCOLS, PIECEWISE)),
+                     "piecewise_translation_rms_radii": settings.piecewise_translation,
+                     "dtype": str(dtype), "device": device,
                      "batch_size": batch_size, "max_samples": max_samples},
         "data": {"class_path": f"{type(dm).__module__}.{type(dm).__name__}", "config": data_config,
                  "up_axis": dm.up_axis, "class_names": list(dm.class_names), "test_shapes": len(dm.dataset("test")),
@@ -201,16 +203,25 @@ def _plain(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def table_row(result: dict[str, Any]) -> dict[str, Any]:
-    """One line of the comparison table: the score per protocol labelled ``train/test``, and the SO(3) invariance
-    figures."""
+    """One line of the comparison table: the score per protocol labelled ``train/test`` (``train/piecewise`` on data
+    with parts), the SO(3) invariance figures, and for a network predicting its own partition the measured
+    piecewise figures (``measured_*``, means over the test batches)."""
     model = result["model"]
     train = PROTOCOL_LABEL.get(model["train_rotation"], model["train_rotation"])
     row = {"model": model["spec"], "network": model["network"], "train_rotation": train}
-    for mode in PROTOCOLS:
+    modes = [m for m in (*PROTOCOLS, PIECEWISE) if m in result["protocols"]]
+    for mode in modes:
         row[f"{train}/{PROTOCOL_LABEL[mode]}"] = result["protocols"][mode][result["metric"]]
-    row["max_logit_change_so3"] = result["protocols"]["so3"]["max_logit_change"]
-    row["flip_rate_so3"] = result["protocols"]["so3"]["flip_rate"]
+    for mode in modes:
+        for key, value in result["protocols"][mode].items():
+            if key.startswith(result["metric"] + "_"):  # the same score under another convention
+                row[f"{train}/{PROTOCOL_LABEL[mode]} ({key[len(result['metric']) + 1:]})"] = value
+    for mode in ("so3", PIECEWISE)[: 1 + (PIECEWISE in modes)]:
+        row[f"max_logit_change_{mode}"] = result["protocols"][mode]["max_logit_change"]
+        row[f"flip_rate_{mode}"] = result["protocols"][mode]["flip_rate"]
     frame_error = result["protocols"]["so3"]["mean_orientation_error"]
     if frame_error is not None:  # learned invariance (PaRot): how far its orientations are from equivariant
         row["orientation_error_so3"] = frame_error
+    for key, value in (result.get("measured_piecewise") or {}).get("mean_over_batches", {}).items():
+        row[f"measured_{key}"] = value
     return row
