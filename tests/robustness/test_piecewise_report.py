@@ -50,7 +50,9 @@ def test_globally_invariant_segmenter_is_exact_under_so3_and_breaks_under_piecew
     assert so3["max_logit_change"] <= 1e-8 and so3["invariant_within_tolerance"] is True
     assert piecewise["max_relative_logit_change"] > 1e-3 and piecewise["invariant_within_tolerance"] is False
     assert piecewise["evaluations"] == 2 * 6 and plain["protocols"]["piecewise"]["evaluations"] == 12
-    assert 0 <= piecewise["miou_instance"] <= 1 and plain["protocols"]["piecewise"]["flip_rate"] > 0
+    # PointNet's logits move too (its labels may not flip: a one-epoch model can predict one part everywhere)
+    assert 0 <= piecewise["miou_instance"] <= 1 and plain["protocols"]["piecewise"]["max_relative_logit_change"] > 1e-3
+    assert 0 <= plain["protocols"]["piecewise"]["flip_rate"] <= 1
     row = figures["table"][0]
     assert row["SO3/piecewise"] == piecewise["miou_instance"] and row["SO3/SO3"] == so3["miou_instance"]
     assert row["max_logit_change_piecewise"] == piecewise["max_logit_change"]
