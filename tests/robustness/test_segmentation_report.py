@@ -105,9 +105,9 @@ def test_checkpoints_of_another_task_are_refused(checkpoints: dict[str, Path], t
         run_robustness([seg, "pointnet.synthetic_z"], tmp_path / "c",
                        data_config="shapenet_part/partseg-pointnet_seg-z")
     other = torch.load(seg, weights_only=True)
-    other["pointgeo"]["task"] = "registration"
-    torch.save(other, tmp_path / "registration.ckpt")
-    with pytest.raises(ValueError, match="is a 'registration' checkpoint; pointgeo rebuilds classification, "
+    other["pointgeo"]["task"] = "protein_folding"
+    torch.save(other, tmp_path / "protein_folding.ckpt")
+    with pytest.raises(ValueError, match="is a 'protein_folding' checkpoint; pointgeo rebuilds classification, "
                                          "segmentation"):
-        run_robustness([str(tmp_path / "registration.ckpt")], tmp_path / "d")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["registration.ckpt"]
+        run_robustness([str(tmp_path / "protein_folding.ckpt")], tmp_path / "d")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["protein_folding.ckpt"]
