@@ -34,7 +34,7 @@ other commands:
   generate    crystals from a CDVAE checkpoint: CIF files, metrics.json and report.html (batched, resumable)
   view        a model's predictions (or a molecule's forces) on a sample and random SO(3) rotations (--snapshot: PNG);
               view SRC --target TGT: a registration pair before/after alignment with its correspondences
-  register    align one point cloud to another (FPFH + RANSAC): the 4x4 transform, correspondences, inlier ratio
+  register    align one point cloud to another (FPFH + RANSAC or --model CKPT): 4x4 transform, correspondences, IR
   download    download pretrained checkpoints by name (or 'all') and verify their sha256
   cache       show, list or clear the checkpoint cache ($POINTGEO_HOME, default ~/.cache/pointgeo)
 
@@ -78,7 +78,7 @@ def run_lightning(command: str, args: list[str]) -> None:
             last = [cb.path(cli.trainer) for cb in cli.trainer.callbacks if isinstance(cb, LastCheckpoint)]
             raise SystemExit("pointgeo train: interrupted before the end of the run"
                              + (f"; resume with --ckpt_path {last[0]}" if last else ""))
-        test_under_rotations(cli, ("none", "so3"))
+        test_under_rotations(cli, getattr(cli.model, "test_rotations", ("none", "so3")))
 
 
 def list_models_command(args: list[str]) -> None:
@@ -248,13 +248,37 @@ def write_cloud_atomic(path: Path, points) -> None:
             os.unlink(tmp)
 
 
+def _register_with_checkpoint(ns: argparse.Namespace, source, target):
+    """``(result, source, target, description)`` of ``pointgeo register --model CKPT``: both clouds averaged into
+    voxels of ``--voxel-size``, then the checkpoint's ``register_pair`` (with ``--estimator`` if given)."""
+    from pointgeo.geometry import voxel_downsample
+    from pointgeo.hub import from_pretrained
+
+    task = from_pretrained(ns.model, progress=False)
+    if not callable(getattr(task, "register_pair", None)):
+        raise ValueError(f"{ns.model} is a {type(task).__name__} checkpoint, which cannot register pairs; give a "
+                         f"registration checkpoint or --model fpfh_ransac")
+    if ns.estimator is not None:
+        task.hparams.estimator = ns.estimator
+    src, tgt = voxel_downsample(source, ns.voxel_size), voxel_downsample(target, ns.voxel_size)
+    result = task.register_pair(src, tgt)
+    return result, src, tgt, f"{task.hparams.network} matches, {task.hparams.estimator} estimate"
+
+
 def register_command(args: list[str]) -> None:
-    """``pointgeo register SRC TGT [--out ALIGNED] [--voxel-size V] ...``: FPFH + RANSAC (+ ICP) registration of the
-    source onto the target. Prints the 4×4 transform (source into target), the number of correspondences and the
-    inlier ratio; writes the aligned source when it succeeds; exits with status 1 and says so when it fails."""
+    """``pointgeo register SRC TGT [--model NAME_OR_CKPT] [--estimator lgr|ransac] [--out ALIGNED] ...``: registration
+    of the source onto the target, by default FPFH + RANSAC (+ ICP), or a registration checkpoint (a RoITr
+    ``RegistrationTask``: a hub name, a file or a URL) through its ``register_pair``. Prints the 4×4 transform (source
+    into target), the number of correspondences and the inlier ratio; writes the aligned source when it succeeds;
+    exits with status 1 and says so when it fails."""
     parser = argparse.ArgumentParser(prog="pointgeo register", description=(
-        "Register SRC onto TGT with FPFH features and RANSAC (Open3D), then ICP. Reads .ply .pcd .xyz .txt .off .obj "
-        ".stl (meshes are sampled), .npy arrays and 3DMatch .pth fragments. Coordinates in metres for the defaults."))
+        "Register SRC onto TGT with FPFH features and RANSAC (Open3D), then ICP, or with a registration checkpoint "
+        "(--model). Reads .ply .pcd .xyz .txt .off .obj .stl (meshes are sampled), .npy arrays and 3DMatch .pth "
+        "fragments. Coordinates in metres for the defaults."))
+    parser.add_argument("--model", default="fpfh_ransac",
+                        help="fpfh_ransac (default) or a registration checkpoint: pretrained name, file or URL")
+    parser.add_argument("--estimator", choices=("lgr", "ransac"),
+                        help="with a checkpoint: its pose estimator (default: the checkpoint's own)")
     parser.add_argument("source", help="the cloud to move")
     parser.add_argument("target", help="the cloud to align it to")
     parser.add_argument("--out", type=Path, help=f"write the aligned source here ({' '.join(ALIGNED_SUFFIXES)})")
@@ -283,15 +307,23 @@ def register_command(args: list[str]) -> None:
         source, target = read_cloud(ns.source, ns.mesh_points), read_cloud(ns.target, ns.mesh_points)
         truth = read_transform(ns.truth) if ns.truth else None
         start = time.perf_counter()
-        result, small_src, small_tgt = register_fpfh_ransac(
-            source, target, voxel_size=ns.voxel_size, seed=ns.seed, feature_radius=ns.feature_radius,
-            distance=ns.distance, max_iterations=ns.max_iterations, refine=not ns.no_refine)
+        if ns.model == "fpfh_ransac":
+            if ns.estimator is not None:
+                raise ValueError("--estimator applies to a checkpoint given with --model, not to fpfh_ransac")
+            result, small_src, small_tgt = register_fpfh_ransac(
+                source, target, voxel_size=ns.voxel_size, seed=ns.seed, feature_radius=ns.feature_radius,
+                distance=ns.distance, max_iterations=ns.max_iterations, refine=not ns.no_refine)
+            matches = "mutual FPFH matches"
+        else:
+            result, small_src, small_tgt, matches = _register_with_checkpoint(ns, source, target)
         seconds = time.perf_counter() - start
     except (DatasetFileError, ValueError) as exc:
         raise SystemExit(f"pointgeo register: {exc}") from exc
+    except KeyError as exc:  # an unknown pretrained name
+        raise SystemExit(f"pointgeo register: --model {ns.model}: {exc.args[0]}") from exc
     print(f"source {ns.source}: {len(source)} points ({len(small_src)} after {ns.voxel_size:g} voxels); "
           f"target {ns.target}: {len(target)} points ({len(small_tgt)})")
-    print(f"correspondences: {len(result.correspondences)} (mutual FPFH matches)")
+    print(f"correspondences: {len(result.correspondences)} ({matches})")
     print(f"inliers: {result.inliers} (inlier ratio {result.inlier_ratio:.4f}, within {result.distance:g})")
     print(f"time: {seconds:.2f} s")
     if not result.success:

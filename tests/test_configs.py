@@ -23,6 +23,11 @@ def test_configs_are_shipped() -> None:
 def test_config_instantiates(path: Path, tmp_path: Path) -> None:
     cli = PointGeoCLI(["--config", str(path), "--data.init_args.num_workers", "0"]
                       if "modelnet" in path.parent.name else ["--config", str(path)], run=False)
+    if path.parent.name == "threedmatch":  # <network>[-<variant>]: registration, one pair per step
+        assert cli.model.task_kind == "registration"
+        assert cli.model.hparams.network == path.stem.split("-")[0]
+        assert cli.datamodule.batch_size == 1 and cli.model.test_rotations == ("none", "haar")
+        return
     assert cli.model.hparams.network == path.stem.split("-")[1]
     if path.parent.name == "molecules":  # <data>-<network>: potentials, autograd forces in every loop
         assert cli.model.task_kind == "potential"

@@ -239,11 +239,11 @@ PAIR_POINTS = 256
 """Points per fragment of the pair classes (the shapes; the real fragment's crops)."""
 
 
-def _pair_network(name: str):
-    """``(net, fn)``: the entry's test-size network in float64, eval mode, and ``fn(src, tgt) -> outputs``."""
+def _pair_network(name: str, dtype: torch.dtype = torch.float64):
+    """``(net, fn)``: the entry's test-size network in ``dtype``, eval mode, and ``fn(src, tgt) -> outputs``."""
     entry = get_model_entry(name)
     torch.manual_seed(0)
-    net = create_model(name, **entry.test_kwargs).double().eval()
+    net = create_model(name, **entry.test_kwargs).to(dtype).eval()
     return net, lambda s, t: net(s, t).invariant_outputs()
 
 
@@ -263,24 +263,26 @@ def test_registration_declarations_name_known_pair_classes() -> None:
     assert REGISTRATION == ["roitr"]
     for name in REGISTRATION:
         check_declared_shapes(name, get_model_entry(name).not_guaranteed, PAIR_SHAPE_CLASSES)
+        check_declared_shapes(name, get_model_entry(name).float64_only, PAIR_SHAPE_CLASSES)
     with pytest.raises(ValueError, match="unknown shape classes"):
         check_declared_shapes("x", {"box": "a point class, not a pair class"}, PAIR_SHAPE_CLASSES)
 
 
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
 @pytest.mark.parametrize("name", REGISTRATION)
-def test_registration_networks_are_invariant_to_independent_motions_of_each_fragment(name: str,
+def test_registration_networks_are_invariant_to_independent_motions_of_each_fragment(name: str, dtype: torch.dtype,
                                                                                      fragment_crops) -> None:
-    """Descriptors, superpoint scores, matched pairs, correspondences and their confidences: float64, 1e-8
-    relative, each fragment under its own Haar rotation and translation of 10 RMS radii, points permuted; declared
-    exclusions measured and shown to fail."""
-    _, fn = _pair_network(name)
+    """Descriptors, superpoint scores, matched pairs, correspondences and their confidences: float64 1e-8 (float32
+    1e-3) relative, each fragment under its own Haar rotation and translation of 10 RMS radii, points permuted;
+    declared exclusions measured and shown to fail."""
+    _, fn = _pair_network(name, dtype)
     kinds = _pair_kinds(name)
-    excluded = get_model_entry(name).not_guaranteed
+    excluded = get_model_entry(name).excluded_shapes(dtype)
     failures, passing_exclusions = [], []
     pairs = {shape: make(PAIR_POINTS, 0) for shape, make in ADVERSARIAL_PAIRS.items()}
     pairs["threedmatch_fragment"] = fragment_crops
     for shape, (src, tgt) in pairs.items():
-        report = measure_pair(fn, src, tgt, kinds, trials=3)
+        report = measure_pair(fn, src.to(dtype), tgt.to(dtype), kinds, trials=3)
         if shape in excluded:
             if report.within():
                 passing_exclusions.append(f"{shape}: {report}")

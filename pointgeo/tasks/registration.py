@@ -60,6 +60,11 @@ class RegistrationTask(PointGeoTask):
 
     task_kind = "registration"
     test_metric = "test/rr"
+    test_rotations = ("none", "haar")
+    """Protocols ``pointgeo train`` tests the best checkpoint under: the original pairs and the rotated benchmark
+    (one Haar rotation per pair on one cloud)."""
+    test_columns = (("test/ir", "IR", 100.0, "%"), ("test/fmr", "FMR", 100.0, "%"), ("test/rr", "RR", 100.0, "%"),
+                    ("test/rre", "RRE", 1.0, "deg"), ("test/rte", "RTE", 1.0, "m"))
 
     def __init__(
         self,
