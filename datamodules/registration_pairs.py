@@ -216,7 +216,8 @@ class CroppedPairDataset(Dataset):
         epoch, index = (int(item[0]), int(item[1])) if isinstance(item, (tuple, list)) else (0, int(item))
         if not 0 <= index < len(self):
             raise IndexError(f"pair {index} is outside this split's {len(self)} pairs")
-        sample = self._draw(epoch, index) if self._fixed is None else dict(self._fixed[index])
+        sample = self._draw(epoch, index) if self._fixed is None else \
+            {key: value.clone() for key, value in self._fixed[index].items()}  # the stored pair stays intact
         turn, on_source = pair_rotation(self.rotation, self.seed, epoch, index, train=self.train,
                                         rotated_cloud=self.rotated_cloud)
         if turn is not None:

@@ -156,3 +156,21 @@ def test_report_of_fpfh_through_the_command(tmp_path: Path, capsys: pytest.Captu
               str(tmp_path / "r3")])
     with pytest.raises(SystemExit, match="is not a registration datamodule"):
         main(["robustness", "fpfh_ransac", "--data", "synthetic/cls-pointnet-z", "--out", str(tmp_path / "r4")])
+
+
+def test_an_invariant_registrar_keeps_its_inlier_ratio_in_every_bin() -> None:
+    """RoITr (tiny, untrained, float64) through its task's register_pair: its correspondences do not depend on the
+    rotation applied to one cloud, so its inlier ratio is the same in every angle bin."""
+    from pointgeo.nn.roitr.network import SMALL
+    from pointgeo.tasks import RegistrationTask
+    from pointgeo.testing import ADVERSARIAL_PAIRS
+
+    torch.manual_seed(0)
+    task = RegistrationTask(network_kwargs=SMALL, min_inliers=3).double()
+    assert isinstance(task, Registrar)
+    src, tgt = ADVERSARIAL_PAIRS["random"](256, 0)
+    pair = FragmentPair(src_pos=0.25 * src, tgt_pos=0.25 * tgt, transform=torch.eye(4, dtype=torch.float64)[None],
+                        scene=torch.tensor([0]), index=torch.tensor([0]))
+    result = evaluate_registrars([task], [pair], 1, AngleSettings(angle_bins=3))[0]
+    ratios = [b["inlier_ratio"] for b in result["bins"]]
+    assert ratios[0] > 0 and max(ratios) - min(ratios) < 1e-12, ratios

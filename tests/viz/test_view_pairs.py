@@ -121,3 +121,35 @@ def test_bad_input_gets_one_message(pair_files: dict, tmp_path: Path) -> None:
         main(["view", src, "--target", str(far), "--voxel-size", "0.05", "--snapshot", str(tmp_path / "x.png")])
     with pytest.raises(SystemExit, match="--voxel-size"):
         main(["view", src, "--target", tgt, "--voxel-size", "0", "--snapshot", str(tmp_path / "x.png")])
+
+
+def test_a_registration_checkpoint_through_view(pair_files: dict, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    """A RoITr checkpoint (tiny, one training step) registers the pair through its task's register_pair; its
+    correspondences are drawn and judged against the truth."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+    from torch_geometric.loader.dataloader import Collater
+
+    from pointgeo.datamodules.threedmatch import FOLLOW_BATCH, FragmentPair
+    from pointgeo.nn.roitr.network import SMALL
+    from pointgeo.tasks import RegistrationTask
+
+    torch.manual_seed(0)
+    src = torch.from_numpy(room(0, 100)).float()
+    pair = FragmentPair(src_pos=src, tgt_pos=src.clone(), transform=torch.eye(4, dtype=torch.float64)[None],
+                        scene=torch.tensor([0]), index=torch.tensor([0]))
+    task = RegistrationTask(network_kwargs=SMALL, positive_radius=0.1, min_inliers=3)
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0)
+    trainer.fit(task, DataLoader([pair], batch_size=1, collate_fn=Collater(None, follow_batch=FOLLOW_BATCH)))
+    ckpt = tmp_path / "roitr.ckpt"
+    trainer.save_checkpoint(ckpt)
+    out = tmp_path / "roitr.png"
+    main(["view", str(pair_files["src"]), "--target", str(pair_files["tgt"]), "--transform", str(pair_files["gt"]),
+          "--model", str(ckpt), "--voxel-size", "0.1", "--snapshot", str(out), "--size", "600x300",
+          "--renderer", "matplotlib"])
+    printed = capsys.readouterr().out
+    count = int(printed.split("after")[1].split(": ")[1].split(" correspondences")[0])
+    assert count > 0 and "under the truth" in printed
+    assert colour_pixels(out, SOURCE) >= 30 and colour_pixels(out, TARGET) >= 30
