@@ -5,6 +5,7 @@ registration pairs)."""
 from pointgeo.datamodules.articulated import ArticulatedPartsDataModule
 from pointgeo.datamodules.base import CloudArrays, PointCloudDataModule
 from pointgeo.datamodules.crystals import CrystalDataModule
+from pointgeo.datamodules.dfaust import DFAUSTDataModule
 from pointgeo.datamodules.modelnet import ModelNet10DataModule, ModelNet40DataModule, ModelNetDataModule
 from pointgeo.datamodules.molecules import MoleculeDataModule, OMol25DataModule
 from pointgeo.datamodules.readers import DatasetFileError
@@ -18,6 +19,7 @@ __all__ = [
     "ArticulatedPartsDataModule",
     "CloudArrays",
     "CrystalDataModule",
+    "DFAUSTDataModule",
     "DatasetFileError",
     "DatasetNotFoundError",
     "ModelNet10DataModule",

@@ -17,6 +17,7 @@ def test_configs_are_shipped() -> None:
     assert {"synthetic/cls-tinvnn_pointnet-z", "synthetic/cls-pointnet-z"} <= names
     for model in ("pointnet", "dgcnn", "tinvnn_pointnet", "tinvnn_dgcnn"):
         assert {f"modelnet40/cls-{model}-z", f"modelnet40/cls-{model}-so3"} <= names
+    assert {"articulated/partseg-apen", "dfaust/partseg-apen"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -28,6 +29,9 @@ def test_config_instantiates(path: Path, tmp_path: Path) -> None:
         assert cli.model.task_kind == "potential"
         assert cli.trainer.validate_loop.inference_mode is False
         return
-    rotation = path.stem.rsplit("-", 1)[1]
-    assert cli.datamodule.train_rotation == rotation
+    fields = path.stem.split("-")  # <task>-<network>[-<training rotation>]
+    if len(fields) == 3:
+        assert cli.datamodule.train_rotation == fields[2]
+    else:  # data whose own motion is the protocol (articulated parts), or trained unrotated as released (DFAUST)
+        assert path.parent.name in ("articulated", "dfaust") and fields[1] == "apen", path
     assert cli.model.hparams.num_classes == cli.datamodule.num_classes
