@@ -134,7 +134,8 @@ def test_piecewise_networks_given_the_partition_are_exactly_invariant_per_part(n
     for use_normals in (True, False):
         net, n = build(name, dtype, use_normals=use_normals)
         for shape, part_set in piecewise_part_sets(n).items():
-            report = measure_given_partition(net, part_set, dtype, use_normals=use_normals, trials=8 if use_normals else 4)
+            trials = 8 if use_normals else 4
+            report = measure_given_partition(net, part_set, dtype, use_normals=use_normals, trials=trials)
             if shape in entry.excluded_shapes(dtype):
                 excluded_failed |= {shape} if not report.within() else set()
             elif not report.within():

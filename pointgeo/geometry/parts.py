@@ -153,8 +153,9 @@ def knn_in_parts(pos: Tensor, parts: Tensor, k: int, *, num_parts: int | None = 
     recomputed in float64, and distances within the part's tie tolerance (``ε^{3/4}`` of its RMS radius) ordered
     by ``rank`` (default :func:`part_rank`); a tie at the ``k``-th place that reaches the last candidate is decided
     over the whole part. (Neighbours tied in every key of the rank are exchanged by a proper symmetry of the part,
-    e.g. the half turns of a box on a grid: their order follows the input order, the one case left open.) A part with fewer than ``k`` points pads its points' lists with the point itself, so no
-    neighbour ever comes from another part.
+    e.g. the half turns of a box on a grid: their order follows the input order, the one case left open.) A part
+    with fewer than ``k`` points pads its points' lists with the point itself, so no neighbour ever comes from
+    another part.
 
     Args:
         pos: ``(B, N, 3)`` positions.

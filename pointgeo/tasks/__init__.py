@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from pointgeo.tasks.apen import APENSegmentationTask
 from pointgeo.tasks.classification import ClassificationTask
 from pointgeo.tasks.parot import PaRotClassificationTask, PaRotSegmentationTask
 from pointgeo.tasks.potential import PotentialTask, TransIPPotentialTask
 from pointgeo.tasks.registration import RegistrationTask
 from pointgeo.tasks.segmentation import PartSegmentationTask
 
-__all__ = ["ClassificationTask", "PaRotClassificationTask", "PaRotSegmentationTask", "PartSegmentationTask",
-           "PotentialTask", "RegistrationTask", "TransIPPotentialTask", "task_class_for"]
+__all__ = ["APENSegmentationTask", "ClassificationTask", "PaRotClassificationTask", "PaRotSegmentationTask",
+           "PartSegmentationTask", "PotentialTask", "RegistrationTask", "TransIPPotentialTask", "task_class_for"]
 
 TASK_KINDS = {"classification": ClassificationTask, "segmentation": PartSegmentationTask, "potential": PotentialTask,
               "registration": RegistrationTask}

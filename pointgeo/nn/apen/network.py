@@ -28,7 +28,8 @@ the noise-free ``argmax`` partition in evaluation; the deterministic fallback fr
 per part by the mixture's responsibilities only for predicted partitions (given partitions: plain part means); the
 Fisher correction from the empirical Fisher information of the scores (the released code: its own second-order
 estimate); a part with fewer than ``k`` points pads its neighbours with the point itself (released: points of other
-parts at the centroid). No MinkowskiEngine: every per-part operation is a dense scatter (:mod:`pointgeo.geometry.parts`).
+parts at the centroid). No MinkowskiEngine: every per-part operation is a dense scatter
+(:mod:`pointgeo.geometry.parts`).
 """
 
 from __future__ import annotations
