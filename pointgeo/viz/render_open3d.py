@@ -1,8 +1,8 @@
 """Headless Open3D rendering of a grid of coloured clouds, run as a subprocess by :mod:`pointgeo.viz.snapshot`.
 
 ``python -m pointgeo.viz.render_open3d scene.npz out.png WIDTH HEIGHT`` reads ``pos_<i>`` ``(N, 3)`` and
-``colour_<i>`` ``(3,)`` or per point ``(N, 3)`` arrays and ``up`` (the dataset's up axis index) and renders cell ``i`` of a one-row grid
-seen from the side, with the up axis pointing up (or, for a molecule, the spheres and arrows of
+``colour_<i>`` ``(3,)`` or per point ``(N, 3)`` arrays and ``up`` (the dataset's up axis index) and renders cell
+``i`` of a one-row grid seen from the side, with the up axis pointing up (or, for a molecule, the spheres and arrows of
 :func:`pointgeo.viz.molecules.molecule_scene`), with Open3D's ``OffscreenRenderer``
 (Filament on Vulkan; lavapipe on a CPU machine). A missing Vulkan driver aborts the interpreter, which is why this
 always runs in its own process.
