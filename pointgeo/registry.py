@@ -1,8 +1,11 @@
 """Registry of networks by name (timm's pattern): ``@register_model`` on builder functions, ``create_model(name)``.
 
 Every network in the registry declares the task it solves and what it guarantees under rotation
-(``invariant``, ``equivariant``, ``approximate`` or ``none``); :mod:`pointgeo.testing` checks exactly that for
-every entry. Networks register themselves when :mod:`pointgeo.nn` is imported.
+(``invariant``, ``equivariant``, ``piecewise``, ``approximate`` or ``none``); :mod:`pointgeo.testing` checks exactly
+that for every entry. ``piecewise`` (APEN): per-point outputs exactly invariant when every part of the cloud moves by
+its own rigid motion, given the partition as the network's last argument (``net(pos, normal, category, parts)``);
+the harness checks it with :func:`pointgeo.testing.measure_piecewise` on random and adversarial parts.
+Networks register themselves when :mod:`pointgeo.nn` is imported.
 
 Network call conventions (dense batches, see :mod:`pointgeo.datamodules`):
 
@@ -26,7 +29,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-Invariance = Literal["invariant", "equivariant", "approximate", "none"]
+Invariance = Literal["invariant", "equivariant", "piecewise", "approximate", "none"]
 TaskKind = Literal["classification", "segmentation", "potential"]
 
 

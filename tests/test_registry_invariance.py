@@ -8,6 +8,10 @@
   (``not_guaranteed``, or ``float64_only`` for float32, with the reason) is measured and must really fail.
 * every network: a sample's output does not depend on its batch-mates (eval mode), and a state_dict round trip
   reproduces the outputs.
+* ``piecewise`` (APEN): given the partition, on the random and adversarial part sets of
+  :func:`pointgeo.testing.piecewise_part_sets` (planar, collinear, symmetric, axisymmetric grids, duplicated points,
+  extreme scales, beside parts of one and two points), each part moved by its own Haar rotation and translation
+  (8 motions and permutations): the same bounds; sets declared ``float64_only`` measured and shown to fail in float32.
 The harness itself can fail: plain PointNet (rotations), a constant network (no sensitivity) and a rotation
 invariant but order-dependent network (permutations) are each shown to fail.
 """
@@ -21,7 +25,15 @@ import torch
 
 from pointgeo.geometry import rotate
 from pointgeo.registry import create_model, get_model_entry
-from pointgeo.testing import ADVERSARIAL_SHAPES, assert_invariant, check_declared_shapes, guaranteed_shapes, measure
+from pointgeo.testing import (
+    ADVERSARIAL_SHAPES,
+    assert_invariant,
+    check_declared_shapes,
+    guaranteed_shapes,
+    measure,
+    measure_given_partition,
+    piecewise_part_sets,
+)
 from pointgeo.testing.invariance import random_transform
 from pointgeo.testing.registry_table import (
     REAL,
@@ -40,6 +52,7 @@ from pointgeo.testing.registry_table import real_samples as read_real_samples
 
 ALL = point_cloud_networks()  # potentials: test_potentials
 INVARIANT = [n for n in ALL if get_model_entry(n).invariance == "invariant"]
+PIECEWISE = [n for n in ALL if get_model_entry(n).invariance == "piecewise"]
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 build = build_test_network
 
@@ -95,6 +108,27 @@ def test_shapes_declared_outside_the_guarantee_really_fail(name: str, dtype: tor
     for shape in set(get_model_entry(name).excluded_shapes(dtype)) - {REAL}:  # a shape that passes belongs back
         reports = run(name, dtype, *shape_cloud(shape, n))  # the harness's own transforms: pass there, or fail here
         assert not all(r.within() for r in reports), f"{name} passes on {shape} in {dtype}: declare it guaranteed"
+
+
+def test_apen_declares_the_piecewise_guarantee() -> None:
+    assert "apen" in PIECEWISE
+
+
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
+@pytest.mark.parametrize("name", PIECEWISE)
+def test_piecewise_networks_given_the_partition_are_exactly_invariant_per_part(name: str, dtype: torch.dtype) -> None:
+    entry = get_model_entry(name)
+    failures, excluded_failed = [], set()
+    for use_normals in (True, False):
+        net, n = build(name, dtype, use_normals=use_normals)
+        for shape, part_set in piecewise_part_sets(n).items():
+            report = measure_given_partition(net, part_set, dtype, use_normals=use_normals, trials=8 if use_normals else 4)
+            if shape in entry.excluded_shapes(dtype):
+                excluded_failed |= {shape} if not report.within() else set()
+            elif not report.within():
+                failures.append(f"{shape} (normals {use_normals}): {report}")
+    assert not failures, "\n".join(failures)
+    assert excluded_failed == set(entry.excluded_shapes(dtype)), "a declared part shape passes: declare it guaranteed"
 
 
 @pytest.mark.parametrize("name", ALL)

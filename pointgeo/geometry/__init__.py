@@ -20,7 +20,13 @@ from pointgeo.geometry.fields import (
     apply_rigid_motion,
 )
 from pointgeo.geometry.frame_gradient import attach_frame_gradient
-from pointgeo.geometry.frames import canonical_frame, frame_from_directions, principal_axes, sign_flips
+from pointgeo.geometry.frames import (
+    canonical_frame,
+    frame_from_directions,
+    principal_axes,
+    scatter_axes,
+    sign_flips,
+)
 from pointgeo.geometry.lattice import (
     cart_to_frac,
     frac_to_cart,
@@ -43,6 +49,16 @@ from pointgeo.geometry.rigid import (
     transform_points,
     translation_error,
     voxel_downsample,
+)
+from pointgeo.geometry.parts import (
+    PartFrames,
+    check_parts,
+    gather_parts,
+    knn_in_parts,
+    part_frames,
+    part_means,
+    part_rank,
+    part_sums,
 )
 from pointgeo.geometry.piecewise import apply_piecewise_motion, move_parts, piecewise_motion
 from pointgeo.geometry.rotations import (
@@ -91,6 +107,14 @@ __all__ = [
     "move_parts",
     "periodic_radius_graph",
     "piecewise_motion",
+    "PartFrames",
+    "check_parts",
+    "gather_parts",
+    "knn_in_parts",
+    "part_frames",
+    "part_means",
+    "part_rank",
+    "part_sums",
     "RotationMode",
     "angle_sweep",
     "attach_frame_gradient",
@@ -118,5 +142,6 @@ __all__ = [
     "rotations_about_axis",
     "sample_rotations",
     "selection_rank",
+    "scatter_axes",
     "sign_flips",
 ]

@@ -51,6 +51,13 @@ def principal_axes(
         trace = scatter.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None]
         scale = torch.where(trace > 0, direction_weight * trace / 3, torch.ones_like(trace))
         scatter = scatter + scale * (directions.transpose(-1, -2) @ directions) / directions.shape[-2]
+    return scatter_axes(scatter)
+
+
+def scatter_axes(scatter: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigen-decomposition of symmetric scatter matrices ``(..., 3, 3)``: ``(eigenvalues (..., 3) descending,
+    axes (..., 3, 3))`` with the unit eigenvectors as the columns of ``axes`` (what :func:`principal_axes` returns
+    for the scatter of a cloud; per-part scatters come from :func:`pointgeo.geometry.parts.part_frames`)."""
     evals, evecs = torch.linalg.eigh(scatter)
     return evals.flip(-1), evecs.flip(-1)
 

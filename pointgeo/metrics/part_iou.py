@@ -1,10 +1,12 @@
-"""Part-segmentation IoU the ShapeNet-part way (Qi et al., PointNet, 2017; PyG's ``pointnet2_segmentation``).
+"""Part-segmentation IoU under its two conventions, named.
 
 For every shape, with category ``c`` and its parts ``P_c``, the shape IoU is
 
     IoU(shape) = mean_{p in P_c} |pred == p AND gt == p| / |pred == p OR gt == p|,
 
-where a part absent from both the prediction and the ground truth counts as IoU 1. Then
+where a part absent from both the prediction and the ground truth counts as IoU 1 under the **ShapeNet**
+convention (``"shapenet"``: Qi et al., PointNet, 2017; PyG's ``pointnet2_segmentation``) and as IoU 0 under the
+**APEN** convention (``"apen"``: the released DFAUST evaluation, a mean over all 24 classes per shape). Then
 
 * **instance mIoU** is the mean of IoU(shape) over all shapes, and
 * **class mIoU** is the mean over categories of the mean IoU(shape) within each category.
@@ -16,10 +18,18 @@ Predictions are expected to be restricted to the shape's category parts (see
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+
+
+IoUConvention = Literal["shapenet", "apen"]
+ABSENT_IOU: dict[str, float] = {"shapenet": 1.0, "apen": 0.0}
+"""The IoU of a part absent from both prediction and ground truth, per convention."""
+METRIC_PREFIX: dict[str, str] = {"shapenet": "", "apen": "apen_"}
+"""Prefix of the metric names per convention: ``miou_instance`` (ShapeNet), ``apen_miou_instance`` (APEN)."""
 
 
 def part_membership(category_parts: Sequence[Sequence[int]], num_parts: int) -> Tensor:
@@ -45,14 +55,17 @@ def restrict_logits_to_category(logits: Tensor, category: Tensor, membership: Te
     return logits.masked_fill(~allowed[:, None, :], float("-inf"))
 
 
-def shape_ious(pred: Tensor, target: Tensor, category: Tensor, membership: Tensor) -> Tensor:
-    """Per-shape mean IoU over the shape's category parts (an absent part counts 1).
+def shape_ious(pred: Tensor, target: Tensor, category: Tensor, membership: Tensor,
+               convention: IoUConvention = "shapenet") -> Tensor:
+    """Per-shape mean IoU over the shape's category parts (an absent part counts 1 under ``"shapenet"``, 0 under
+    ``"apen"``).
 
     Args:
         pred: ``(B, N)`` predicted part ids.
         target: ``(B, N)`` ground-truth part ids.
         category: ``(B,)`` category of each shape.
         membership: ``(C, P)`` category-part table.
+        convention: ``"shapenet"`` or ``"apen"`` (module docstring).
 
     Returns:
         ``(B,)`` float64 IoU per shape.
@@ -63,24 +76,32 @@ def shape_ious(pred: Tensor, target: Tensor, category: Tensor, membership: Tenso
     t = target.unsqueeze(-1) == parts
     inter = (p & t).sum(1).double()  # (B, P)
     union = (p | t).sum(1).double()
-    iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+    if convention not in ABSENT_IOU:
+        raise ValueError(f"convention must be one of {sorted(ABSENT_IOU)}; got {convention!r}")
+    iou = torch.where(union > 0, inter / union.clamp_min(1), torch.full_like(union, ABSENT_IOU[convention]))
     allowed = membership.to(pred.device)[category]  # (B, P)
     return (iou * allowed).sum(1) / allowed.sum(1)
 
 
 class PartSegmentationIoU(Metric):
-    """Accumulates per-shape IoUs and reports ``{"miou_instance": ..., "miou_class": ...}``.
+    """Accumulates per-shape IoUs and reports ``{"miou_instance": ..., "miou_class": ...}`` (ShapeNet convention)
+    or ``{"apen_miou_instance": ..., "apen_miou_class": ...}`` (APEN convention).
 
     Args:
         category_parts: for every category, the list of its global part ids.
         num_parts: total number of part ids.
+        convention: ``"shapenet"`` (absent part: IoU 1) or ``"apen"`` (absent part: IoU 0).
     """
 
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, category_parts: Sequence[Sequence[int]], num_parts: int, **kwargs: object) -> None:
+    def __init__(self, category_parts: Sequence[Sequence[int]], num_parts: int,
+                 convention: IoUConvention = "shapenet", **kwargs: object) -> None:
         super().__init__(**kwargs)
+        if convention not in ABSENT_IOU:
+            raise ValueError(f"convention must be one of {sorted(ABSENT_IOU)}; got {convention!r}")
+        self.convention = convention
         self.register_buffer("membership", part_membership(category_parts, num_parts), persistent=False)
         num_categories = len(category_parts)
         self.add_state("iou_sum", torch.zeros(num_categories, dtype=torch.float64), dist_reduce_fx="sum")
@@ -98,7 +119,7 @@ class PartSegmentationIoU(Metric):
         outside = ~self.membership[category].gather(1, target)
         if outside.any():
             raise ValueError("target contains part labels outside the shape's category parts")
-        ious = shape_ious(pred, target, category, self.membership)
+        ious = shape_ious(pred, target, category, self.membership, self.convention)
         self.iou_sum.index_add_(0, category, ious)
         self.shape_count.index_add_(0, category, torch.ones_like(ious))
 
@@ -107,4 +128,5 @@ class PartSegmentationIoU(Metric):
         seen = self.shape_count > 0
         instance = self.iou_sum.sum() / self.shape_count.sum().clamp_min(1)
         per_class = self.iou_sum[seen] / self.shape_count[seen]
-        return {"miou_instance": instance.float(), "miou_class": per_class.mean().float()}
+        prefix = METRIC_PREFIX[self.convention]
+        return {f"{prefix}miou_instance": instance.float(), f"{prefix}miou_class": per_class.mean().float()}

@@ -9,6 +9,12 @@ from pointgeo.testing.invariance import (
     measure_frame_equivariance,
     measure_piecewise,
 )
+from pointgeo.testing.piecewise import (
+    PIECEWISE_SHAPES,
+    measure_apen_piecewise,
+    measure_given_partition,
+    piecewise_part_sets,
+)
 from pointgeo.testing.shapes import (
     ADVERSARIAL_SHAPES,
     SHAPE_CLASSES,
@@ -20,6 +26,7 @@ from pointgeo.testing.shapes import (
 
 __all__ = [
     "ADVERSARIAL_SHAPES",
+    "PIECEWISE_SHAPES",
     "SHAPE_CLASSES",
     "InvarianceReport",
     "adversarial_batch",
@@ -31,5 +38,8 @@ __all__ = [
     "frame_equivariance_error",
     "measure",
     "measure_frame_equivariance",
+    "measure_apen_piecewise",
+    "measure_given_partition",
     "measure_piecewise",
+    "piecewise_part_sets",
 ]

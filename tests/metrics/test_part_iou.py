@@ -43,3 +43,34 @@ def test_part_labels_outside_the_category_are_rejected() -> None:
     metric = PartSegmentationIoU(CATEGORY_PARTS, num_parts=5)
     with pytest.raises(ValueError, match="outside the shape's category"):
         metric.update(torch.tensor([[0, 0]]), torch.tensor([[0, 3]]), torch.tensor([0]))
+
+
+def test_both_conventions_by_hand_name_their_metrics() -> None:
+    # Category 0 owns parts {0, 1, 2}. Shape: target 0 0 1 1, pred 0 1 1 1; part 2 absent from both.
+    #   part 0: IoU 1/2, part 1: 2/3, part 2: absent -> 1 (ShapeNet) or 0 (APEN).
+    pred, target, category = torch.tensor([[0, 1, 1, 1]]), torch.tensor([[0, 0, 1, 1]]), torch.tensor([0])
+    shapenet = PartSegmentationIoU(CATEGORY_PARTS, 5, convention="shapenet")
+    apen = PartSegmentationIoU(CATEGORY_PARTS, 5, convention="apen")
+    shapenet.update(pred, target, category)
+    apen.update(pred, target, category)
+    s, a = shapenet.compute(), apen.compute()
+    assert set(s) == {"miou_instance", "miou_class"} and set(a) == {"apen_miou_instance", "apen_miou_class"}
+    assert s["miou_instance"].item() == pytest.approx((1 / 2 + 2 / 3 + 1) / 3, abs=1e-6)
+    assert a["apen_miou_instance"].item() == pytest.approx((1 / 2 + 2 / 3 + 0) / 3, abs=1e-6)
+    # a perfect prediction with an absent part: 1 under ShapeNet, 2/3 under APEN
+    perfect = PartSegmentationIoU(CATEGORY_PARTS, 5, convention="apen")
+    perfect.update(target, target, category)
+    assert perfect.compute()["apen_miou_class"].item() == pytest.approx(2 / 3, abs=1e-6)
+    with pytest.raises(ValueError, match="convention must be one of"):
+        PartSegmentationIoU(CATEGORY_PARTS, 5, convention="scannet")  # type: ignore[arg-type]
+
+
+def test_partition_accuracy_by_hand() -> None:
+    from pointgeo.metrics.partition import partition_accuracy
+
+    target = torch.tensor([[0, 0, 0, 1, 1], [2, 2, 2, 2, 2]])
+    pred = torch.tensor([[5, 5, 7, 7, 7], [0, 1, 2, 3, 4]])  # part 7 mixes 0 1 1: 4/5; singletons: 1
+    assert partition_accuracy(pred, target).tolist() == [0.8, 1.0]
+    assert partition_accuracy(torch.zeros(1, 4, dtype=torch.long), torch.tensor([[0, 1, 1, 1]])).tolist() == [0.75]
+    with pytest.raises(ValueError, match="integer labels"):
+        partition_accuracy(pred.double(), target)
