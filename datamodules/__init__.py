@@ -5,6 +5,7 @@ registration pairs; multi-object scenes of ModelNet shapes)."""
 from pointgeo.datamodules.articulated import ArticulatedPartsDataModule
 from pointgeo.datamodules.base import CloudArrays, PointCloudDataModule
 from pointgeo.datamodules.crystals import CrystalDataModule
+from pointgeo.datamodules.dfaust import DFAUSTDataModule
 from pointgeo.datamodules.modelnet import ModelNet10DataModule, ModelNet40DataModule, ModelNetDataModule
 from pointgeo.datamodules.molecules import MoleculeDataModule, OMol25DataModule
 from pointgeo.datamodules.multi_object import MultiObjectScenesDataModule
@@ -19,6 +20,7 @@ __all__ = [
     "ArticulatedPartsDataModule",
     "CloudArrays",
     "CrystalDataModule",
+    "DFAUSTDataModule",
     "DatasetFileError",
     "DatasetNotFoundError",
     "ModelNet10DataModule",

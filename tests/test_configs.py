@@ -17,6 +17,7 @@ def test_configs_are_shipped() -> None:
     assert {"synthetic/cls-tinvnn_pointnet-z", "synthetic/cls-pointnet-z"} <= names
     for model in ("pointnet", "dgcnn", "tinvnn_pointnet", "tinvnn_dgcnn"):
         assert {f"modelnet40/cls-{model}-z", f"modelnet40/cls-{model}-so3"} <= names
+    assert {"articulated/partseg-apen", "dfaust/partseg-apen"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -28,11 +29,13 @@ def test_config_instantiates(path: Path, tmp_path: Path) -> None:
         assert cli.model.task_kind == "potential"
         assert cli.trainer.validate_loop.inference_mode is False
         return
-    parts = path.stem.split("-")
-    if len(parts) == 3:  # <task>-<network>-<training rotation>
-        assert cli.datamodule.train_rotation == parts[2]
+    fields = path.stem.split("-")  # <task>-<network>[-<training rotation>]
+    if len(fields) == 3:
+        assert cli.datamodule.train_rotation == fields[2]
+    elif path.parent.name == "dfaust":  # trained unrotated, as released
+        assert fields[1] == "apen", path
     else:  # data whose parts move on their own (articulated, multi-object scenes): trained and tested under SO(3)
-        assert path.parent.name in ("articulated", "multi_object") and len(parts) == 2
+        assert path.parent.name in ("articulated", "multi_object") and len(fields) == 2, path
         assert cli.datamodule.train_rotation == cli.datamodule.test_rotation == "so3"
         assert cli.model.hparams.num_parts == cli.datamodule.num_parts
     assert cli.model.hparams.num_classes == cli.datamodule.num_classes

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from pointgeo.tasks.apen import APENSegmentationTask
 from pointgeo.tasks.classification import ClassificationTask
 from pointgeo.tasks.parot import PaRotClassificationTask, PaRotSegmentationTask
 from pointgeo.tasks.potential import PotentialTask, TransIPPotentialTask
 from pointgeo.tasks.segmentation import PartSegmentationTask
 
-__all__ = ["ClassificationTask", "PaRotClassificationTask", "PaRotSegmentationTask", "PartSegmentationTask",
-           "PotentialTask", "TransIPPotentialTask", "task_class_for"]
+__all__ = ["APENSegmentationTask", "ClassificationTask", "PaRotClassificationTask", "PaRotSegmentationTask",
+           "PartSegmentationTask", "PotentialTask", "TransIPPotentialTask", "task_class_for"]
 
 TASK_KINDS = {"classification": ClassificationTask, "segmentation": PartSegmentationTask, "potential": PotentialTask}
 """The default task class of each checkpoint kind (``checkpoint["pointgeo"]["task"]``)."""
