@@ -6,7 +6,8 @@ averaging, invariance figures) the same way for every kind.
   figure is the overall accuracy, the per-class figure the mean class accuracy.
 * part segmentation: ``outputs`` are per-point logits ``(B, N, P)`` restricted to the shape's category parts
   (``-inf`` elsewhere); a shape scores its ShapeNet-part IoU (mean over its category's parts, an absent part
-  counting 1, :func:`pointgeo.metrics.part_iou.shape_ious`); the averages are the instance and class mIoU.
+  counting 1, :func:`pointgeo.metrics.part_iou.shape_ious`); the averages are the instance and class mIoU. The
+  APEN convention (an absent part counting 0) is reported beside it as ``miou_instance_apen``.
 
 Registration or energy/force models plug in with one more subclass registered in :data:`EVALUATORS`.
 """
@@ -19,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from pointgeo.datamodules.base import partition_of
 from pointgeo.metrics.part_iou import part_membership, shape_ious
 
 Batch = dict[str, Tensor]
@@ -60,17 +62,25 @@ class Evaluator(ABC):
             out = self.outputs(batch)
         return out, recorded[-1]
 
-    def measured_piecewise(self, batch: Batch, seed: int) -> dict[str, Any] | None:
+    def measured_piecewise(self, batch: Batch, seed: int, *, trials: int, translation_scale: float
+                           ) -> dict[str, Any] | None:
         """For a network that predicts its own partition (one with ``segment``, APEN): the figures of
         :func:`pointgeo.testing.measure_apen_piecewise` on ``batch`` (measured piecewise error with the predicted
-        partition, partition accuracy); ``None`` for other networks."""
+        partition, partition accuracy), the true parts being the batch's partition
+        (:func:`~pointgeo.datamodules.base.partition_of`: a scene's objects, not its classes); ``None`` for other
+        networks."""
         net = getattr(self.task, "net", None)
         if not hasattr(net, "segment"):
             return None
         from pointgeo.testing import measure_apen_piecewise
 
         with torch.no_grad():
-            return measure_apen_piecewise(net, batch, seed=seed)
+            return measure_apen_piecewise(net, {**batch, "seg": partition_of(batch)}, seed=seed, trials=trials,
+                                          translation_scale=translation_scale)
+
+    def extra_scores(self, outputs: Tensor, batch: Batch) -> dict[str, Tensor]:
+        """Other conventions of the score, ``{name: (B,) float64}``, averaged like it (none by default)."""
+        return {}
 
     def predictions(self, outputs: Tensor) -> Tensor:
         """Predicted labels ``(B, ...)``: the argmax over the last dimension."""
@@ -126,6 +136,11 @@ class PartSegmentationEvaluator(Evaluator):
 
     def scores(self, outputs: Tensor, batch: Batch) -> Tensor:
         return shape_ious(self.predictions(outputs), batch["seg"], batch["category"], self.membership).double()
+
+    def extra_scores(self, outputs: Tensor, batch: Batch) -> dict[str, Tensor]:
+        """The APEN convention, ``miou_instance_apen`` (a part absent from prediction and truth counts 0)."""
+        return {"miou_instance_apen": shape_ious(self.predictions(outputs), batch["seg"], batch["category"],
+                                                 self.membership, "apen").double()}
 
     def groups(self, batch: Batch) -> Tensor:
         return batch["category"]

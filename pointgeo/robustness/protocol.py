@@ -141,11 +141,14 @@ class MeasuredTally:
         self.maxima: dict[str, float] = {}
         self.count = 0
 
+    SETTINGS = frozenset({"seed", "trials", "samples"})
+    """Keys of the figures that are settings of the measurement, not figures."""
+
     def add(self, figures: dict, shapes: int) -> None:
         for key, value in figures.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in self.SETTINGS:
                 self.sums[key] = self.sums.get(key, 0.0) + float(value) * shapes
-                if key.startswith("max"):
+                if "max" in key.split("_")[:2]:  # max_relative_error, given_max_relative_error
                     self.maxima[key] = max(self.maxima.get(key, float("-inf")), float(value))
         self.count += shapes
 
@@ -172,9 +175,13 @@ class Tally:
         self.flip_count = 0
         self.frame_error_sum = 0.0
         self.frame_error_count = 0
+        self.extra_sums: dict[str, float] = {}
 
-    def add_scores(self, scores: Tensor, groups: Tensor) -> None:
-        """Add ``scores (B,)`` of shapes in ``groups (B,)``."""
+    def add_scores(self, scores: Tensor, groups: Tensor, extra: dict[str, Tensor] | None = None) -> None:
+        """Add ``scores (B,)`` of shapes in ``groups (B,)`` (and ``extra``: the same shapes' scores under other
+        conventions, by name)."""
+        for key, values in (extra or {}).items():
+            self.extra_sums[key] = self.extra_sums.get(key, 0.0) + float(values.double().sum())
         scores, groups = scores.double().cpu(), groups.cpu()
         self.score_sum += float(scores.sum())
         self.count += scores.numel()
@@ -208,6 +215,7 @@ class Tally:
             evaluator.per_class_key: {name: (float(v) if s else None)
                                       for name, v, s in zip(class_names, per_class, seen.tolist())},
             "evaluations": self.count,
+            **{key: value / max(self.count, 1) for key, value in self.extra_sums.items()},
         }
         if rotated:
             report = InvarianceReport(
@@ -251,14 +259,14 @@ def evaluate(
             references.append((ref, ev.predictions(ref)))
             ref_frames.append(frames)
             ref_scores.append(ev.scores(ref, batch))
-            tally["none"].add_scores(ref_scores[-1], ev.groups(batch))
+            tally["none"].add_scores(ref_scores[-1], ev.groups(batch), ev.extra_scores(ref, batch))
         for mode in ROTATED:
             table = rotation_table(batch["index"].cpu(), mode, settings, up_axis)
             for r in range(settings.n_rotations):
                 rotated = rotate_batch(batch, table[:, r], fields)
                 for ev, tally, (ref, ref_pred), frames in zip(evaluators, tallies, references, ref_frames):
                     out, moved = ev.outputs_and_orientations(rotated)
-                    tally[mode].add_scores(ev.scores(out, batch), ev.groups(batch))
+                    tally[mode].add_scores(ev.scores(out, batch), ev.groups(batch), ev.extra_scores(out, batch))
                     tally[mode].add_change(out, ref, ev.predictions(out), ref_pred)
                     if frames is not None:
                         tally[mode].add_frame_errors(torch.stack([
@@ -269,10 +277,12 @@ def evaluate(
                 moved = move_batch_parts(batch, r, settings, fields)
                 for ev, tally, (ref, ref_pred) in zip(evaluators, tallies, references):
                     out = ev.outputs(moved)
-                    tally[PIECEWISE].add_scores(ev.scores(out, batch), ev.groups(batch))
+                    tally[PIECEWISE].add_scores(ev.scores(out, batch), ev.groups(batch), ev.extra_scores(out, batch))
                     tally[PIECEWISE].add_change(out, ref, ev.predictions(out), ref_pred)
             for ev, tally in zip(evaluators, measured):
-                figures = ev.measured_piecewise(batch, sample_seed(settings.seed, int(batch["index"][0]), 3))
+                figures = ev.measured_piecewise(batch, sample_seed(settings.seed, int(batch["index"][0]), 3),
+                                                trials=settings.n_rotations,
+                                                translation_scale=settings.piecewise_translation)
                 if figures is not None:
                     tally.add(figures, batch["pos"].shape[0])
         for axis in AXES:

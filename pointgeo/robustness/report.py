@@ -222,6 +222,17 @@ def table_row(result: dict[str, Any]) -> dict[str, Any]:
     frame_error = result["protocols"]["so3"]["mean_orientation_error"]
     if frame_error is not None:  # learned invariance (PaRot): how far its orientations are from equivariant
         row["orientation_error_so3"] = frame_error
-    for key, value in (result.get("measured_piecewise") or {}).get("mean_over_batches", {}).items():
-        row[f"measured_{key}"] = value
+    measured = result.get("measured_piecewise")
+    if measured:  # the network's own partition: worst error over the batches, mean accuracies and part counts
+        for key in TABLE_MEASURED:
+            value = measured["max_over_batches" if key.startswith("max") or key.startswith("given_max") else
+                             "mean_over_batches"].get(key)
+            if value is not None:
+                row[f"measured_{key}"] = value
     return row
+
+
+TABLE_MEASURED = ("max_relative_error", "given_max_relative_error", "partition_accuracy", "moved_partition_accuracy",
+                  "predicted_parts")
+"""Figures of :func:`pointgeo.testing.measure_apen_piecewise` the comparison table shows (all are in
+``report.json``)."""

@@ -1,8 +1,8 @@
 """Headless Open3D rendering of a grid of coloured clouds, run as a subprocess by :mod:`pointgeo.viz.snapshot`.
 
 ``python -m pointgeo.viz.render_open3d scene.npz out.png WIDTH HEIGHT`` reads ``pos_<i>`` ``(N, 3)`` and
-``colour_<i>`` ``(3,)`` arrays and ``up`` (the dataset's up axis index) and renders cell ``i`` of a one-row grid
-seen from the side, with the up axis pointing up (or, for a molecule, the spheres and arrows of
+``colour_<i>`` ``(3,)`` or per point ``(N, 3)`` arrays and ``up`` (the dataset's up axis index) and renders cell
+``i`` of a one-row grid seen from the side, with the up axis pointing up (or, for a molecule, the spheres and arrows of
 :func:`pointgeo.viz.molecules.molecule_scene`; for a registration pair, the points and correspondence lines of
 :func:`pointgeo.viz.pairs.pair_scene`), with Open3D's ``OffscreenRenderer``
 (Filament on Vulkan; lavapipe on a CPU machine). A missing Vulkan driver aborts the interpreter, which is why this
@@ -128,7 +128,8 @@ def render(scene_path: str, out: str, width: int, height: int) -> None:
         for i in range(count):
             pos = data[f"pos_{i}"].astype(np.float64) + np.array([2.4 * i, 0.0, 0.0])
             cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pos))
-            cloud.colors = o3d.utility.Vector3dVector(np.tile(data[f"colour_{i}"], (len(pos), 1)))
+            colour = np.broadcast_to(data[f"colour_{i}"], pos.shape)  # one colour, or one per point
+            cloud.colors = o3d.utility.Vector3dVector(np.array(colour, dtype=np.float64))
             renderer.scene.add_geometry(f"cloud_{i}", cloud, material)
     renderer.scene.set_background([1.0, 1.0, 1.0, 1.0])
     renderer.scene.view.set_post_processing(False)

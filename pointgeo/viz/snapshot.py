@@ -71,7 +71,7 @@ def _matplotlib(views: list[View], colours: list[np.ndarray], captions: list[str
     plt, fig = _figure(len(views), width, height)
     for i, (view, colour, caption) in enumerate(zip(views, colours, captions)):
         ax = fig.add_subplot(1, len(views), i + 1, projection="3d")
-        ax.scatter(*view.pos.T, c=[colour], s=3, depthshade=False)
+        ax.scatter(*view.pos.T, c=np.broadcast_to(colour, view.pos.shape), s=3, depthshade=False)
         ax.set_title(caption, fontsize=8, color="red" if view.changed else "black")
         ax.set_box_aspect((1, 1, 1))
         ax.set_xlim(-1, 1), ax.set_ylim(-1, 1), ax.set_zlim(-1, 1)
@@ -85,18 +85,20 @@ def render_snapshot(
     class_names: list[str],
     out: str | Path,
     *,
-    label: int | None = None,
+    label: int | np.ndarray | None = None,
     mode: ColourMode = "prediction",
     size: tuple[int, int] = (1200, 400),
     renderer: Renderer = "auto",
     up_axis: str = "z",
     timeout: float = 120.0,
+    num_colours: int | None = None,
 ) -> str:
     """Write the scene of ``views`` to ``out`` (PNG), the dataset's ``up_axis`` pointing up; returns ``"open3d"``
-    or ``"matplotlib"``."""
+    or ``"matplotlib"``. ``label``: the true class, or a segmentation's ``(N,)`` true parts; ``num_colours``: the
+    palette size (default: the number of classes; a segmentation's number of parts)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    colours = [view_colours(v, label, mode, len(class_names)) for v in views]
+    colours = [view_colours(v, label, mode, num_colours or len(class_names)) for v in views]
     captions = [title(v, class_names, i) for i, v in enumerate(views)]
     width, height = size
     up = axis_index(up_axis)

@@ -5,8 +5,12 @@ opens an Open3D window; ``--snapshot out.png`` renders the same scene headless (
 For a checkpoint of the potential task the sample is a molecule (any structure file ``ase.io.read`` reads, or a
 row of its molecule dataset) drawn with its predicted (and reference) force arrows (:mod:`pointgeo.viz.molecules`).
 
+For a part-segmentation checkpoint every point is coloured (``--colour prediction``: its predicted part, ``truth``:
+its labelled part, ``error``: right/wrong), and for a network that predicts its own partition (APEN) ``--colour
+partition`` shows the predicted pieces (:mod:`pointgeo.viz.scene`).
+
 Keys in the window: ``N`` new random rotations, ``Right``/``Left`` next/previous sample, ``T`` toggle colouring
-(prediction → ground truth → error), ``H`` show/hide help.
+(prediction → ground truth → error → partition, where available), ``H`` show/hide help.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import torch
 from pointgeo.viz.molecules import MoleculeView, build_molecule_views, molecule_title
 from pointgeo.viz.scene import ColourMode, View, build_views, title, view_colours
 
-HELP = "N: new rotations   Left/Right: previous/next sample   T: colour by prediction / truth / error   H: help"
-MODES: tuple[ColourMode, ...] = ("prediction", "truth", "error")
+HELP = ("N: new rotations   Left/Right: previous/next sample   T: colour by prediction / truth / error "
+        "(/ partition)   H: help")
+MODES: tuple[ColourMode, ...] = ("prediction", "truth", "error", "partition")
 
 
 @dataclass
@@ -37,15 +42,40 @@ class ViewerState:
     mode: ColourMode = "prediction"
     up_axis: str = "z"
     views: list[View] = field(default_factory=list)
+    num_parts: int | None = None
+    """A segmentation checkpoint's number of parts (``None`` for a classifier)."""
 
     @property
     def label(self) -> int | None:
         sample = self.samples[self.index]
         return int(sample["label"]) if "label" in sample else None
 
+    @property
+    def truth(self) -> int | Any | None:
+        """The ground truth colours compare with: the class, or a segmentation's ``(N,)`` labelled parts."""
+        if self.num_parts is None:
+            return self.label
+        sample = self.samples[self.index]
+        return sample["seg"].numpy() if "seg" in sample else None
+
+    @property
+    def num_colours(self) -> int:
+        return self.num_parts or len(self.class_names)
+
+    @property
+    def modes(self) -> tuple[ColourMode, ...]:
+        """The colourings this sample can show (ground truth and a predicted partition only where known)."""
+        known = ("prediction",) + (("truth", "error") if self.truth is not None else ())
+        return known + (("partition",) if self.views and self.views[0].partition is not None else ())
+
     def refresh(self) -> None:
         sample = self.samples[self.index]
-        self.views = build_views(self.task, sample["pos"], sample.get("normal"), self.n_rotations, self.seed)
+        category = None if self.num_parts is None else int(sample["category"])
+        self.views = build_views(self.task, sample["pos"], sample.get("normal"), self.n_rotations, self.seed,
+                                 category=category)
+        if self.mode not in self.modes:
+            raise ValueError(f"--colour {self.mode} is not available for this model and sample; choose from "
+                             f"{', '.join(self.modes)}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--charge", type=int, help="total charge of a --file molecule (default: atoms.info or 0)")
     parser.add_argument("--spin", type=int, help="spin multiplicity 2S+1 of a --file molecule (default: "
                         "atoms.info or 1)")
-    parser.add_argument("--colour", choices=MODES, default="prediction")
+    parser.add_argument("--colour", "--color", choices=MODES, default="prediction",
+                        help="prediction, truth, error (segmentation: per point, by part), partition (a network "
+                             "predicting its own partition, e.g. apen)")
     parser.add_argument("--snapshot", help="render to this PNG without a display and exit")
     parser.add_argument("--size", default="1200x400", help="snapshot size WIDTHxHEIGHT")
     parser.add_argument("--renderer", choices=["auto", "open3d", "matplotlib"], default="auto")
@@ -131,6 +163,7 @@ def load_state(ns: argparse.Namespace) -> ViewerState | MoleculeState:
     data = ckpt.get("datamodule_hyper_parameters", {})
     if ckpt.get("pointgeo", {}).get("task") == "potential":
         return load_molecule_state(ns, task, data)
+    segmentation = ckpt.get("pointgeo", {}).get("task") == "segmentation"
     if ns.file:
         from pointgeo.viz.io import read_points
 
@@ -144,12 +177,18 @@ def load_state(ns: argparse.Namespace) -> ViewerState | MoleculeState:
         samples: Any = [sample]
         dm = build_datamodule(data, None)
         index = 0
+        if segmentation:
+            if dm.num_categories != 1:
+                raise ValueError(f"{ns.model} segments {dm.num_categories} categories; a --file has none: view a "
+                                 f"test shape with --index instead")
+            sample["category"] = torch.tensor(0)
     else:
         dm, samples = load_test_split(data, ns.index)
         index = ns.index
     if task.hparams.num_classes != dm.num_classes:
         raise ValueError(f"{ns.model} predicts {task.hparams.num_classes} classes but its data has {dm.num_classes}")
-    state = ViewerState(task, dm.class_names, samples, index, ns.n_rotations, ns.seed, ns.colour, dm.up_axis)
+    state = ViewerState(task, dm.class_names, samples, index, ns.n_rotations, ns.seed, ns.colour, dm.up_axis,
+                        num_parts=task.hparams.num_parts if segmentation else None)
     state.refresh()
     return state
 
@@ -170,8 +209,9 @@ def main(ns: argparse.Namespace) -> None:
         from pointgeo.viz.snapshot import render_snapshot
 
         width, height = (int(v) for v in ns.size.lower().split("x"))
-        used = render_snapshot(state.views, state.class_names, ns.snapshot, label=state.label, mode=state.mode,
-                               size=(width, height), renderer=ns.renderer, up_axis=state.up_axis)
+        used = render_snapshot(state.views, state.class_names, ns.snapshot, label=state.truth, mode=state.mode,
+                               size=(width, height), renderer=ns.renderer, up_axis=state.up_axis,
+                               num_colours=state.num_colours)
         print(f"snapshot: {ns.snapshot} (renderer: {used})")
         for i, view in enumerate(state.views):
             print("  " + title(view, state.class_names, i).replace("\n", ": "))
@@ -219,8 +259,9 @@ def run_window(state: ViewerState | MoleculeState) -> None:
                 labels.append(widget.add_3d_label(anchor, molecule_title(view, i)))
                 continue
             cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(view.pos.astype(np.float64) + [2.4 * i, 0, 0]))
-            colour = view_colours(view, state.label, state.mode, len(state.class_names))
-            cloud.colors = o3d.utility.Vector3dVector(np.tile(colour, (len(view.pos), 1)))
+            colour = view_colours(view, state.truth, state.mode, state.num_colours)
+            cloud.colors = o3d.utility.Vector3dVector(np.array(np.broadcast_to(colour, view.pos.shape),
+                                                               dtype=np.float64))  # a writeable copy
             widget.scene.add_geometry(f"cloud_{i}", cloud, material)
             labels.append(widget.add_3d_label(anchor, title(view, state.class_names, i)))
         bounds = widget.scene.bounding_box
@@ -248,7 +289,8 @@ def run_window(state: ViewerState | MoleculeState) -> None:
         elif event.key == gui.KeyName.T and isinstance(state, MoleculeState):
             return gui.Widget.EventCallbackResult.IGNORED
         elif event.key == gui.KeyName.T:
-            state.mode = MODES[(MODES.index(state.mode) + 1) % len(MODES)] if state.label is not None else "prediction"
+            modes = state.modes
+            state.mode = modes[(modes.index(state.mode) + 1) % len(modes)] if state.mode in modes else "prediction"
         elif event.key == gui.KeyName.H:
             help_label.visible = not help_label.visible
             return gui.Widget.EventCallbackResult.HANDLED

@@ -1,0 +1,118 @@
+"""APEN's training-step cost against the number of points and of candidate parts, beside a named reference.
+
+One training step is APEN's recipe: forward through ``segment``, the vote loss (squared distance of ``x_i + Δ_i``
+to the centre of the point's true part) plus 0.1 × cross-entropy, backward, gradient-norm clip 0.1 and an AdamW
+step, on articulated shapes of :mod:`pointgeo.datamodules.articulated` (three or four rigid parts). For every
+number of points ``N`` the reference segmentation network (plain PointNet by default) takes the same step with
+cross-entropy in the same process, and APEN runs once per candidate count ``K`` (the initial FPS + random seeds of
+its EM partition loop). Prints the median time per step, peak memory (sampled resident memory above the level
+before the warm-up step; on GPU, CUDA's peak allocation) and the ratios to the reference at the same ``N``.
+
+    python benchmarks/bench_apen.py [--points 1024,4096,16384] [--candidates 10,20,40] [--batch 2]
+                                    [--size small|released] [--device cuda] [--reference pointnet_seg]
+
+``--size small`` is a CPU-sized APEN (two blocks, 17 EM iterations, about 0.1 M parameters); ``released``
+the released defaults (four blocks, 65 EM iterations, 4.3 M parameters).
+"""
+
+from __future__ import annotations
+
+import common  # noqa: F401  (first: it opts in to pointgeo's CPU memory settings before torch starts)
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+from common import Measurement, device_name, measure
+
+from pointgeo.datamodules.articulated import NUM_PARTS, generate_articulated
+from pointgeo.geometry import gather_parts, part_means
+from pointgeo.registry import create_model
+
+SIZES: dict[str, dict[str, object]] = {
+    "small": {"em_period": 8, "blocks": ((0, 0, 4, 4), (4, 4, 8, 8)), "base": 2, "head": (64, 32),
+              "decoder_multipliers": (2, 3), "k": 8, "variances": (0.2, 0.003)},
+    "released": {},
+}
+"""Network widths of each ``--size`` (``released``: the builder's defaults)."""
+VOTE_WEIGHT, CE_WEIGHT, CLIP = 1.0, 0.1, 0.1
+"""APEN's loss weights (vote, cross-entropy) and gradient-norm clip."""
+
+
+def batch_of(batch: int, points: int, device: str) -> dict[str, torch.Tensor]:
+    """Articulated shapes (float32 on ``device``) and each point's true part centre."""
+    arrays = generate_articulated(max(batch, 3), points, seed=0).arrays
+    out = {"pos": torch.from_numpy(arrays.pos[:batch]), "normal": torch.from_numpy(arrays.normal[:batch]),
+           "seg": torch.from_numpy(arrays.seg[:batch]), "category": torch.from_numpy(arrays.category[:batch])}
+    out = {k: v.to(device) for k, v in out.items()}
+    centre, _ = part_means(out["pos"], out["seg"], NUM_PARTS)
+    out["centre"] = gather_parts(centre, out["seg"])
+    return out
+
+
+def apen_step(data: dict[str, torch.Tensor], candidates: int, size: str, device: str):  # noqa: ANN201
+    torch.manual_seed(0)
+    net = create_model("apen", num_parts=NUM_PARTS, num_categories=3, use_normals=True, candidates=candidates,
+                       **SIZES[size]).to(device).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        out = net.segment(data["pos"], data["normal"], data["category"])
+        vote = (data["pos"] + out.votes - data["centre"]).pow(2).sum(-1).mean()
+        loss = VOTE_WEIGHT * vote + CE_WEIGHT * F.cross_entropy(out.logits.flatten(0, 1), data["seg"].flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), CLIP)
+        opt.step()
+
+    return step, sum(p.numel() for p in net.parameters())
+
+
+def reference_step(name: str, data: dict[str, torch.Tensor], device: str):  # noqa: ANN201
+    torch.manual_seed(0)
+    net = create_model(name, num_parts=NUM_PARTS, num_categories=3, use_normals=False).to(device).train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        logits = net(data["pos"], None, data["category"])
+        F.cross_entropy(logits.flatten(0, 1), data["seg"].flatten()).backward()
+        opt.step()
+
+    return step, sum(p.numel() for p in net.parameters())
+
+
+def row(name: str, m: Measurement, params: int, reference: Measurement | None) -> str:
+    ratio = "" if reference is None else (f"  {m.seconds / reference.seconds:6.1f}x time  "
+                                          f"{m.peak_mib / max(reference.peak_mib, 1.0):6.1f}x memory")
+    return f"{name:<26} {1000 * m.seconds:10.1f} ms/step {m.peak_mib:9.1f} MiB {params / 1e6:6.3f} M params{ratio}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--points", default="1024,4096,16384", help="comma-separated numbers of points")
+    parser.add_argument("--candidates", default="10,20,40", help="comma-separated candidate part counts K")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--reference", default="pointnet_seg", help="registry name of the reference network")
+    parser.add_argument("--repeats", type=int, default=2, help="timed steps per configuration (after a warm-up)")
+    args = parser.parse_args()
+    points = [int(p) for p in args.points.split(",")]
+    candidates = [int(k) for k in args.candidates.split(",")]
+    print(f"device: {device_name(args.device)}; B = {args.batch}; APEN size {args.size}; ratios against "
+          f"{args.reference} at the same N (time ours / reference, memory ours / reference)")
+    for n in points:
+        data = batch_of(args.batch, n, args.device)
+        step, params = reference_step(args.reference, data, args.device)
+        reference = measure(step, repeats=args.repeats, device=args.device)
+        print(f"N = {n}")
+        print(row(f"  {args.reference}", reference, params, None))
+        for k in candidates:
+            step, params = apen_step(data, k, args.size, args.device)
+            print(row(f"  apen K={k}", measure(step, repeats=args.repeats, device=args.device), params, reference),
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
