@@ -16,6 +16,9 @@ Network call conventions (dense batches, see :mod:`pointgeo.datamodules`):
   ``direct_forces=True``, ``(energy (B,), forces (N, 3))``. Forces are ``-∂E/∂pos``, taken by
   :mod:`pointgeo.tasks.potential`; the invariance checked is the energy's, with the forces' equivariance
   (:mod:`pointgeo.testing.potentials`).
+* ``crystal_generation``: ``net.encode(frac_coords, atom_types, cell, batch) -> (μ, log σ²)``, ``net.heads(z)``,
+  ``net.decode(z, pos, atom_types, cell, batch) -> (score, type_logits)`` on concatenated crystals
+  (:mod:`pointgeo.nn.cdvae.network`); checked by :mod:`pointgeo.testing.crystals`.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import torch
 from torch import nn
 
 Invariance = Literal["invariant", "equivariant", "piecewise", "approximate", "none"]
-TaskKind = Literal["classification", "segmentation", "potential", "registration"]
+TaskKind = Literal["classification", "segmentation", "potential", "registration", "crystal_generation"]
 
 
 @dataclass(frozen=True)

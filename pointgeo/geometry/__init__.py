@@ -29,7 +29,9 @@ from pointgeo.geometry.frames import (
 )
 from pointgeo.geometry.lattice import (
     cart_to_frac,
+    change_cell_basis,
     frac_to_cart,
+    lattice_features,
     lattice_matrix_to_params,
     lattice_params_to_matrix,
     lattice_volume,
@@ -99,7 +101,9 @@ __all__ = [
     "translation_error",
     "voxel_downsample",
     "cart_to_frac",
+    "change_cell_basis",
     "frac_to_cart",
+    "lattice_features",
     "lattice_matrix_to_params",
     "lattice_params_to_matrix",
     "lattice_volume",

@@ -6,16 +6,18 @@ from typing import Any
 
 from pointgeo.tasks.apen import APENSegmentationTask
 from pointgeo.tasks.classification import ClassificationTask
+from pointgeo.tasks.crystal_generation import CDVAETask
 from pointgeo.tasks.parot import PaRotClassificationTask, PaRotSegmentationTask
 from pointgeo.tasks.potential import PotentialTask, TransIPPotentialTask
 from pointgeo.tasks.registration import RegistrationTask
 from pointgeo.tasks.segmentation import PartSegmentationTask
 
-__all__ = ["APENSegmentationTask", "ClassificationTask", "PaRotClassificationTask", "PaRotSegmentationTask",
-           "PartSegmentationTask", "PotentialTask", "RegistrationTask", "TransIPPotentialTask", "task_class_for"]
+__all__ = ["APENSegmentationTask", "CDVAETask", "ClassificationTask", "PaRotClassificationTask",
+           "PaRotSegmentationTask", "PartSegmentationTask", "PotentialTask", "RegistrationTask", "TransIPPotentialTask",
+           "task_class_for"]
 
 TASK_KINDS = {"classification": ClassificationTask, "segmentation": PartSegmentationTask, "potential": PotentialTask,
-              "registration": RegistrationTask}
+              "registration": RegistrationTask, "crystal_generation": CDVAETask}
 """The default task class of each checkpoint kind (``checkpoint["pointgeo"]["task"]``)."""
 
 
