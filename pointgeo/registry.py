@@ -16,6 +16,9 @@ Network call conventions (dense batches, see :mod:`pointgeo.datamodules`):
   ``direct_forces=True``, ``(energy (B,), forces (N, 3))``. Forces are ``-∂E/∂pos``, taken by
   :mod:`pointgeo.tasks.potential`; the invariance checked is the energy's, with the forces' equivariance
   (:mod:`pointgeo.testing.potentials`).
+* ``registration``: ``net(src_pos (N, 3), tgt_pos (M, 3), transform=None)`` on one fragment pair, returning an
+  output with ``invariant_outputs()`` (RoITr: :class:`pointgeo.nn.roitr.RoITrOutput`); checked by the pair protocol
+  (:mod:`pointgeo.testing.pairs`) on :data:`pointgeo.testing.PAIR_SHAPE_CLASSES`.
 * ``crystal_generation``: ``net.encode(frac_coords, atom_types, cell, batch) -> (μ, log σ²)``, ``net.heads(z)``,
   ``net.decode(z, pos, atom_types, cell, batch) -> (score, type_logits)`` on concatenated crystals
   (:mod:`pointgeo.nn.cdvae.network`); checked by :mod:`pointgeo.testing.crystals`.
@@ -79,7 +82,8 @@ def register_model(
 
     Args:
         name: registry name (snake_case family name, e.g. ``"tinvnn_pointnet"``).
-        task: ``"classification"`` or ``"segmentation"`` (see the call conventions above).
+        task: ``"classification"``, ``"segmentation"``, ``"potential"`` or ``"registration"`` (see the call
+            conventions above).
         invariance: what the network guarantees under rotation; the shared harness checks exactly that.
         test_kwargs: small constructor kwargs for fast tests.
         test_num_points: points per cloud the tests use for this network.

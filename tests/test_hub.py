@@ -94,8 +94,8 @@ def test_bad_names_and_files_get_clear_errors(tmp_path: Path) -> None:
         hub.from_pretrained(str(broken))
     other = tmp_path / "other.ckpt"
     ckpt = torch.load(hub.fetch(NAME), weights_only=True)
-    torch.save({**ckpt, "pointgeo": {"version": "0.1.0", "task": "registration"}}, other)
-    with pytest.raises(ValueError, match="is a .registration. checkpoint; pointgeo rebuilds classification, segmentation"):
+    torch.save({**ckpt, "pointgeo": {"version": "0.1.0", "task": "generation"}}, other)
+    with pytest.raises(ValueError, match="is a .generation. checkpoint; pointgeo rebuilds classification, segmentation"):
         hub.from_pretrained(str(other))
     with pytest.raises(FileNotFoundError, match="no checkpoint file"):
         hub.from_pretrained(str(tmp_path / "missing.ckpt"))
