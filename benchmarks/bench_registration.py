@@ -2,7 +2,8 @@
 against FPFH + RANSAC; time (median of repeats) and peak memory (sampled RSS above the level before the first run).
 
 The pair is the shared GeoTransformer demo pair (two real 3DMatch scans), averaged into 2.5 cm voxels — the
-benchmark's density — and capped at ``--max-points`` per cloud (RoITr keeps 30 000). Both networks run in eval mode
+benchmark's density — and capped at ``--max-points`` per cloud (RoITr keeps 30 000; below the cloud's size, a ball
+of that many points around its centroid, at the same density). Both networks run in eval mode
 without gradients, with the paper's sizes and untrained weights (no weights are published for pointgeo here, and
 the speed of a forward does not depend on them), on the same clouds:
 
@@ -53,15 +54,16 @@ class ReleasedUnavailable(RuntimeError):
     """The released code could not be imported or run here (the message says why)."""
 
 
-def load_pair(folder: Path, voxel: float, max_points: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Source, target ``(N, 3)`` float32 at ``voxel`` (at most ``max_points``, a seeded subset) and the pose
-    ``(4, 4)`` float64 mapping source into target."""
+def load_pair(folder: Path, voxel: float, max_points: int) -> tuple[torch.Tensor, ...]:
+    """Source, target ``(N, 3)`` float32 at ``voxel`` and the pose ``(4, 4)`` float64 mapping source into target.
+    A cloud above ``max_points`` keeps its ``max_points`` points nearest its centroid (a ball: the density stays
+    the voxel's, where a random subset would thin it)."""
     clouds = []
-    gen = torch.Generator().manual_seed(seed)
     for name in ("src.npy", "ref.npy"):
         points = voxel_downsample(torch.from_numpy(read_fragment(folder / name)), voxel)
         if len(points) > max_points:
-            points = points[torch.randperm(len(points), generator=gen)[:max_points].sort().values]
+            distance = (points - points.mean(0)).norm(dim=-1)
+            points = points[distance.topk(max_points, largest=False).indices.sort().values]
         clouds.append(points.float())
     return clouds[0], clouds[1], torch.from_numpy(np.load(folder / "gt.npy", allow_pickle=False))
 
