@@ -159,7 +159,8 @@ def composition_validity(atom_types: Sequence[int] | np.ndarray, *, use_pauling_
     electronegativities = [e.pauling_eneg for e in smact_elements]
     threshold = int(counts.max())
     stoichs = [(int(c),) for c in counts]
-    for ox_states in itertools.product(*(e.oxidation_states for e in smact_elements)):
+    # an element SMACT knows no oxidation state of (e.g. a noble gas) cannot take part in a neutral combination
+    for ox_states in itertools.product(*(e.oxidation_states or () for e in smact_elements)):
         if not smact.neutral_ratios(ox_states, stoichs=stoichs, threshold=threshold):
             continue
         if not use_pauling_test:

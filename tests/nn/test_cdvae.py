@@ -183,3 +183,10 @@ def test_langevin_generation_is_batched_deterministic_and_calls_back_per_level()
     with pytest.raises(ValueError, match="steps_per_level"):
         langevin_generate(net, z, generator=torch.Generator(), steps_per_level=0)
     assert math.isclose(float(net.noise.sigmas[0]), 10.0, rel_tol=1e-6)
+
+
+def test_composition_validity_of_an_element_without_oxidation_states_is_false_not_a_crash() -> None:
+    from pointgeo.metrics.crystals import composition_validity
+
+    assert composition_validity([10, 8, 8]) is False  # neon (no oxidation state in SMACT) with oxygen
+    assert composition_validity([11, 17]) is True  # NaCl still passes
