@@ -5,8 +5,9 @@ to the centre of the point's true part) plus 0.1 × cross-entropy, backward, gra
 step, on articulated shapes of :mod:`pointgeo.datamodules.articulated` (three or four rigid parts). For every
 number of points ``N`` the reference segmentation network (plain PointNet by default) takes the same step with
 cross-entropy in the same process, and APEN runs once per candidate count ``K`` (the initial FPS + random seeds of
-its EM partition loop). Prints the median time per step, peak memory (sampled resident memory above the level
-before the warm-up step; on GPU, CUDA's peak allocation) and the ratios to the reference at the same ``N``.
+its EM partition loop). Every configuration runs in a fresh process (so the allocator keeps nothing of the previous
+one); it prints the median time per step, peak memory (sampled resident memory above the level before the warm-up
+step; on GPU, CUDA's peak allocation) and the ratios to the reference at the same ``N``.
 
     python benchmarks/bench_apen.py [--points 1024,4096,16384] [--candidates 10,20,40] [--batch 2]
                                     [--size small|released] [--device cuda] [--reference pointnet_seg]
@@ -19,6 +20,9 @@ from __future__ import annotations
 
 import common  # noqa: F401  (first: it opts in to pointgeo's CPU memory settings before torch starts)
 import argparse
+import json
+import subprocess
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -88,6 +92,23 @@ def row(name: str, m: Measurement, params: int, reference: Measurement | None) -
     return f"{name:<26} {1000 * m.seconds:10.1f} ms/step {m.peak_mib:9.1f} MiB {params / 1e6:6.3f} M params{ratio}"
 
 
+def run_one(network: str, points: int, candidates: int, args: argparse.Namespace) -> tuple[Measurement, int]:
+    """Measure one configuration in this process (``--one``)."""
+    data = batch_of(args.batch, points, args.device)
+    step, params = (apen_step(data, candidates, args.size, args.device) if network == "apen" else
+                    reference_step(network, data, args.device))
+    return measure(step, repeats=args.repeats, device=args.device), params
+
+
+def isolated(network: str, points: int, candidates: int, args: argparse.Namespace) -> tuple[Measurement, int]:
+    """Measure one configuration in a fresh interpreter."""
+    command = [sys.executable, __file__, "--one", f"{network},{points},{candidates}", "--batch", str(args.batch),
+               "--size", args.size, "--device", args.device, "--repeats", str(args.repeats)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    return Measurement(figures["seconds"], figures["peak_mib"]), figures["params"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", default="1024,4096,16384", help="comma-separated numbers of points")
@@ -97,21 +118,24 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--reference", default="pointnet_seg", help="registry name of the reference network")
     parser.add_argument("--repeats", type=int, default=2, help="timed steps per configuration (after a warm-up)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # NETWORK,N,K: measure one configuration, print JSON
     args = parser.parse_args()
+    if args.one:
+        network, n, k = args.one.split(",")
+        m, params = run_one(network, int(n), int(k), args)
+        print(json.dumps({"seconds": m.seconds, "peak_mib": m.peak_mib, "params": params}))
+        return
     points = [int(p) for p in args.points.split(",")]
     candidates = [int(k) for k in args.candidates.split(",")]
     print(f"device: {device_name(args.device)}; B = {args.batch}; APEN size {args.size}; ratios against "
           f"{args.reference} at the same N (time ours / reference, memory ours / reference)")
     for n in points:
-        data = batch_of(args.batch, n, args.device)
-        step, params = reference_step(args.reference, data, args.device)
-        reference = measure(step, repeats=args.repeats, device=args.device)
+        reference, params = isolated(args.reference, n, 0, args)
         print(f"N = {n}")
-        print(row(f"  {args.reference}", reference, params, None))
+        print(row(f"  {args.reference}", reference, params, None), flush=True)
         for k in candidates:
-            step, params = apen_step(data, k, args.size, args.device)
-            print(row(f"  apen K={k}", measure(step, repeats=args.repeats, device=args.device), params, reference),
-                  flush=True)
+            m, params = isolated("apen", n, k, args)
+            print(row(f"  apen K={k}", m, params, reference), flush=True)
 
 
 if __name__ == "__main__":
