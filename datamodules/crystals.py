@@ -57,6 +57,7 @@ from pointgeo.download import DownloadError, cache_dir, download
 from pointgeo.geometry import (
     CRYSTAL_FIELDS,
     apply_rigid_motion,
+    lattice_features,
     lattice_params_to_matrix,
     periodic_radius_graph,
     sample_rotations,
@@ -290,11 +291,6 @@ def _checked(arrays: Mapping[str, np.ndarray], num_properties: int) -> dict[str,
         if arrays[key].shape != shape:
             raise ValueError(f"{key} has shape {arrays[key].shape}, expected {shape}")
     return dict(arrays)
-
-
-def lattice_features(lengths: Tensor, angles: Tensor, natoms: Tensor) -> Tensor:
-    """CDVAE's lattice target ``(B, 6)``: ``[a, b, c] / N^(1/3)`` and ``[α, β, γ]`` (degrees)."""
-    return torch.cat([lengths / natoms.to(lengths.dtype).unsqueeze(-1) ** (1.0 / 3.0), angles], -1)
 
 
 @dataclass

@@ -13,6 +13,9 @@ Network call conventions (dense batches, see :mod:`pointgeo.datamodules`):
   ``direct_forces=True``, ``(energy (B,), forces (N, 3))``. Forces are ``-∂E/∂pos``, taken by
   :mod:`pointgeo.tasks.potential`; the invariance checked is the energy's, with the forces' equivariance
   (:mod:`pointgeo.testing.potentials`).
+* ``crystal_generation``: ``net.encode(frac_coords, atom_types, cell, batch) -> (μ, log σ²)``, ``net.heads(z)``,
+  ``net.decode(z, pos, atom_types, cell, batch) -> (score, type_logits)`` on concatenated crystals
+  (:mod:`pointgeo.nn.cdvae.network`); checked by :mod:`pointgeo.testing.crystals`.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 from torch import nn
 
 Invariance = Literal["invariant", "equivariant", "approximate", "none"]
-TaskKind = Literal["classification", "segmentation", "potential"]
+TaskKind = Literal["classification", "segmentation", "potential", "crystal_generation"]
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,11 @@ def test_config_instantiates(path: Path, tmp_path: Path) -> None:
         assert cli.model.task_kind == "potential"
         assert cli.trainer.validate_loop.inference_mode is False
         return
+    if path.parent.name == "crystals":  # <dataset>-cdvae[-cpu]: crystal generation on CDVAE's benchmarks
+        assert cli.model.task_kind == "crystal_generation"
+        assert cli.datamodule.benchmark.name == path.stem.split("-")[0]
+        assert cli.model.net.max_atoms == cli.datamodule.settings.max_atoms
+        return
     rotation = path.stem.rsplit("-", 1)[1]
     assert cli.datamodule.train_rotation == rotation
     assert cli.model.hparams.num_classes == cli.datamodule.num_classes

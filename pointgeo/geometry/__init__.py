@@ -23,7 +23,9 @@ from pointgeo.geometry.frame_gradient import attach_frame_gradient
 from pointgeo.geometry.frames import canonical_frame, frame_from_directions, principal_axes, sign_flips
 from pointgeo.geometry.lattice import (
     cart_to_frac,
+    change_cell_basis,
     frac_to_cart,
+    lattice_features,
     lattice_matrix_to_params,
     lattice_params_to_matrix,
     lattice_volume,
@@ -83,7 +85,9 @@ __all__ = [
     "translation_error",
     "voxel_downsample",
     "cart_to_frac",
+    "change_cell_basis",
     "frac_to_cart",
+    "lattice_features",
     "lattice_matrix_to_params",
     "lattice_params_to_matrix",
     "lattice_volume",

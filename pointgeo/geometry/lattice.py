@@ -83,6 +83,13 @@ def lattice_matrix_to_params(cell: Tensor) -> tuple[Tensor, Tensor]:
     return lengths, torch.rad2deg(torch.arccos(cosines.clamp(-1.0, 1.0)))
 
 
+def lattice_features(lengths: Tensor, angles: Tensor, natoms: Tensor) -> Tensor:
+    """CDVAE's lattice target ``(B, 6)``: ``[a, b, c] / N^(1/3)`` (Å) and ``[α, β, γ]`` (degrees) of crystals of
+    ``natoms (B,)`` atoms (invariant under rotations and permutations)."""
+    lengths, angles = _check_triples(lengths, "lengths"), _check_triples(angles, "angles")
+    return torch.cat([lengths / natoms.to(lengths.dtype).unsqueeze(-1) ** (1.0 / 3.0), angles.to(lengths.dtype)], -1)
+
+
 def lattice_volume(cell: Tensor) -> Tensor:
     """``(...,)`` signed volumes ``det L`` (Å³): negative for a left-handed cell, 0 for a singular one."""
     return torch.linalg.det(_check_cells(cell))
@@ -134,6 +141,39 @@ def cart_to_frac(pos: Tensor, cell: Tensor, batch: Tensor | None = None) -> Tens
     cells = _cells_per_row(inverse, pos.shape[0], batch, "pos")
     return (pos.unsqueeze(-2) @ cells).squeeze(-2)
 
+
+def change_cell_basis(frac: Tensor, cell: Tensor, transform: Tensor,
+                      batch: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The same crystal described in another cell basis: ``L' = M L`` and ``f' = f M⁻¹`` (so ``f' L' = f L``).
+
+    Args:
+        frac: ``(N, 3)`` fractional coordinates.
+        cell: ``(B, 3, 3)`` cells (rows = lattice vectors), or ``(3, 3)``.
+        transform: ``(B, 3, 3)`` (or ``(3, 3)``) integer matrices of determinant ±1 (unimodular: the new rows span the
+            same lattice); given as any dtype, checked.
+        batch: ``(N,)`` crystal of each atom (``None``: one crystal).
+
+    Returns:
+        ``(frac' (N, 3), cell' (B, 3, 3))``; ``det L' = det M det L``, so ``det M = −1`` makes the cell left-handed.
+
+    Raises:
+        ValueError: ``transform`` is not integer-valued with determinant ±1.
+    """
+    frac, cell = _check_triples(frac, "frac"), _check_cells(cell)
+    m = torch.as_tensor(transform, device=cell.device).to(torch.float64)
+    m = m.expand(cell.shape) if m.dim() == 2 else m
+    if m.shape != cell.shape or not bool(torch.equal(m, m.round())):
+        raise ValueError(f"transform must hold integer (B, 3, 3) matrices; got shape {tuple(m.shape)}")
+    det = torch.linalg.det(m)
+    if not bool((det.round().abs() == 1).all()):
+        raise ValueError(f"transform must be unimodular (determinant ±1); got determinants {det.round().tolist()}")
+    new_cell = (m.to(cell.dtype) @ cell)
+    inverse = torch.linalg.inv(m).round().to(frac.dtype)
+    return (frac.unsqueeze(-2) @ _cells_per_row(inverse, frac.shape[0], batch, "frac")).squeeze(-2), new_cell
+
+
+_TIE_RTOL = 1e-9
+"""Relative distance within which :func:`periodic_radius_graph` (``keep_ties``) counts two edges as tied."""
 
 _IMAGE_BUDGET = 1 << 22
 """Displacement × image candidates evaluated at once by :func:`minimum_image` (bounds its memory)."""
@@ -190,6 +230,7 @@ def periodic_radius_graph(
     batch: Tensor | None = None,
     *,
     max_neighbors: int | None = None,
+    keep_ties: bool = False,
 ) -> NeighborList:
     """The radius graph of a batch of crystals given by fractional coordinates, with every image the cutoff needs.
 
@@ -205,6 +246,10 @@ def periodic_radius_graph(
         batch: ``(N,)`` long crystal index of each atom, non-decreasing (``None``: one crystal).
         max_neighbors: keep only the nearest ``max_neighbors`` edges of each atom ``i`` (ties by ``j``, then ``S``,
             the list's order), as CDVAE's decoder graph does with 20; ``None`` keeps all.
+        keep_ties: with ``max_neighbors``, also keep every edge as short as the ``max_neighbors``-th one (within a
+            relative ``1e-9``, far above rounding), so the kept set depends on distances only: invariant under
+            rotations, permutations and changes of cell basis even where symmetry makes many neighbours equidistant
+            (a cubic cell), at the price of sometimes more than ``max_neighbors`` edges.
 
     Returns:
         :class:`~pointgeo.geometry.neighbor_list.NeighborList` (edges sorted by ``i``, then distance when
@@ -230,5 +275,13 @@ def periodic_radius_graph(
         first = torch.cumsum(counts, 0) - counts
         rank = torch.arange(order.shape[0], device=frac.device) - first[i[order]]
         keep = order[rank < max_neighbors]
+        if keep_ties:
+            dist = nl.distances.detach()
+            last = torch.full((pos.shape[0],), float("inf"), dtype=dist.dtype, device=frac.device)
+            at_k = order[rank == max_neighbors - 1]
+            last[i[at_k]] = dist[at_k]
+            keep = torch.nonzero(dist <= last[i] * (1.0 + _TIE_RTOL)).flatten()
+            keep = keep[torch.argsort(dist[keep], stable=True)]
+            keep = keep[torch.argsort(i[keep], stable=True)]
     return NeighborList(nl.edge_index[:, keep], nl.shifts[keep], nl.vectors[keep], nl.distances[keep])
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from pointgeo.tasks.classification import ClassificationTask
+from pointgeo.tasks.crystal_generation import CDVAETask
 from pointgeo.tasks.parot import PaRotClassificationTask, PaRotSegmentationTask
 from pointgeo.tasks.potential import PotentialTask, TransIPPotentialTask
 from pointgeo.tasks.segmentation import PartSegmentationTask
 
-__all__ = ["ClassificationTask", "PaRotClassificationTask", "PaRotSegmentationTask", "PartSegmentationTask",
-           "PotentialTask", "TransIPPotentialTask", "task_class_for"]
+__all__ = ["CDVAETask", "ClassificationTask", "PaRotClassificationTask", "PaRotSegmentationTask",
+           "PartSegmentationTask", "PotentialTask", "TransIPPotentialTask", "task_class_for"]
 
-TASK_KINDS = {"classification": ClassificationTask, "segmentation": PartSegmentationTask, "potential": PotentialTask}
+TASK_KINDS = {"classification": ClassificationTask, "segmentation": PartSegmentationTask, "potential": PotentialTask,
+              "crystal_generation": CDVAETask}
 """The default task class of each checkpoint kind (``checkpoint["pointgeo"]["task"]``)."""
 
 
