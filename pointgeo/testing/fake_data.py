@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -222,3 +224,19 @@ def write_apen_npz(path: Path, shapes: int, *, points: int = 64, parts: int = 3,
     np.savez(tmp, arr)
     os.replace(tmp, path)
     return path
+
+
+def write_csv_heads(source: Path, folder: Path, rows_per_split: dict[str, int]) -> Path:
+    """Copy the first ``rows_per_split[split]`` rows of ``source/<split>.csv`` (a CDVAE CSV, header kept) to
+    ``folder/<split>.csv`` for every split given; returns ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, count in rows_per_split.items():
+        with open(source / f"{split}.csv", newline="") as fh:
+            reader = csv.DictReader(fh)
+            header, rows = list(reader.fieldnames or []), [row for _, row in zip(range(count), reader)]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+        (folder / f"{split}.csv").write_text(buffer.getvalue())
+    return folder

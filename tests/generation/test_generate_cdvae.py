@@ -4,8 +4,6 @@ test split."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import warnings
 from pathlib import Path
@@ -19,21 +17,14 @@ from pointgeo.datamodules import CrystalDataModule
 from pointgeo.hub import from_pretrained
 from pointgeo.registry import get_model_entry
 from pointgeo.tasks import CDVAETask
+from pointgeo.testing.fake_data import write_csv_heads
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tuple[Path, Path]:
     """A tiny CDVAE fitted for one epoch on 16 training rows, its checkpoint and the data folder."""
     root = tmp_path_factory.mktemp("perov_5")
-    for split, n in (("train", 16), ("val", 8), ("test", 8)):
-        with open(shared_data / "cdvae" / "perov_5_dev" / f"{split}.csv", newline="") as fh:
-            reader = csv.DictReader(fh)
-            header, rows = list(reader.fieldnames or []), [r for _, r in zip(range(n), reader)]
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=header)
-        writer.writeheader()
-        writer.writerows(rows)
-        (root / f"{split}.csv").write_text(buffer.getvalue())
+    write_csv_heads(shared_data / "cdvae" / "perov_5_dev", root, {"train": 16, "val": 8, "test": 8})
     out = tmp_path_factory.mktemp("run")
     data = CrystalDataModule(root=str(root), download=False, cache=str(out / "cache"), batch_size=8,
                              eval_batch_size=8, seed=0)

@@ -3,8 +3,6 @@ generation interface (``sample``, ``reconstruct``, ``optimize_property``, ``num_
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from pointgeo.hub import load_checkpoint, rebuild_task
 from pointgeo.metrics.crystals import Crystal
 from pointgeo.registry import get_model_entry
 from pointgeo.tasks import CDVAETask, task_class_for
+from pointgeo.testing.fake_data import write_csv_heads
 
 LOSSES = ("natom", "lattice", "composition", "coord", "type", "kl", "property")
 
@@ -25,15 +24,7 @@ LOSSES = ("natom", "lattice", "composition", "coord", "type", "kl", "property")
 def perov_root(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
     """The first 32 / 16 / 16 rows of the perov_5 subset's train / val / test files."""
     root = tmp_path_factory.mktemp("perov_5")
-    for split, n in (("train", 32), ("val", 16), ("test", 16)):
-        with open(shared_data / "cdvae" / "perov_5_dev" / f"{split}.csv", newline="") as fh:
-            reader = csv.DictReader(fh)
-            header, rows = list(reader.fieldnames or []), [r for _, r in zip(range(n), reader)]
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=header)
-        writer.writeheader()
-        writer.writerows(rows)
-        (root / f"{split}.csv").write_text(buffer.getvalue())
+    write_csv_heads(shared_data / "cdvae" / "perov_5_dev", root, {"train": 32, "val": 16, "test": 16})
     return root
 
 
