@@ -65,11 +65,18 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torch_geometric.loader.dataloader import Collater
 
-from pointgeo.datamodules.base import EpochSampler, ResumableLoader, SplitLoaders, normalize_unit_sphere, sample_seed
+from pointgeo.datamodules.base import EpochSampler, ResumableLoader, normalize_unit_sphere, sample_seed
 from pointgeo.datamodules.readers import DatasetFileError, read_txt_cloud
 from pointgeo.datamodules.registration_readers import POSE_TOLERANCE, read_fragment
 from pointgeo.datamodules.release import read_list
-from pointgeo.datamodules.threedmatch import FOLLOW_BATCH, FragmentPair, RotatedCloud, TestRotation, pair_rotation
+from pointgeo.datamodules.threedmatch import (
+    FOLLOW_BATCH,
+    FragmentPair,
+    PairSplits,
+    RotatedCloud,
+    TestRotation,
+    pair_rotation,
+)
 from pointgeo.geometry import (
     FRAGMENT_PAIR_FIELDS,
     apply_pair_motion,
@@ -235,7 +242,7 @@ class CroppedPairDataset(Dataset):
                             tgt_id=torch.tensor([2 * number + 1]), index=torch.tensor([index]))
 
 
-class RegistrationPairsDataModule(SplitLoaders, pl.LightningDataModule):
+class RegistrationPairsDataModule(PairSplits, pl.LightningDataModule):
     """Registration pairs cut from 3DMatch fragments and ModelNet40 shapes (see the module docstring).
 
     Args:
@@ -384,20 +391,6 @@ class RegistrationPairsDataModule(SplitLoaders, pl.LightningDataModule):
         return self._items
 
     # --- Lightning -----------------------------------------------------------------------------------------------
-    def set_test_rotation(self, mode: TestRotation) -> None:
-        """Switch the validation and test splits' rotation protocol."""
-        if mode not in ("none", "haar", "roitr_euler"):
-            raise ValueError(f"test_rotation must be one of ['none', 'haar', 'roitr_euler']; got {mode!r}")
-        self.test_rotation = mode
-        for dataset in (self._datasets.get("val"), self._datasets.get("test")):
-            if dataset is not None:
-                dataset.rotation = mode
-
-    def setup(self, stage: str | None = None) -> None:
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
-        for split in wanted.get(stage or "", ("train", "val", "test")):
-            self.dataset(split)
-
     def dataset(self, split: str) -> CroppedPairDataset:
         """The pairs of ``train``, ``val`` or ``test`` with their rotation protocol."""
         if split not in ("train", "val", "test"):

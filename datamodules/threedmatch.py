@@ -53,6 +53,7 @@ Preprocessing, cached under ``root/processed/`` by a hash of every setting: frag
 from __future__ import annotations
 
 import zlib
+from abc import abstractmethod
 from pathlib import Path
 from typing import Literal
 
@@ -207,7 +208,34 @@ class FragmentPairDataset(Dataset):
         return out
 
 
-class ThreeDMatchDataModule(SplitLoaders, pl.LightningDataModule):
+class PairSplits(SplitLoaders):
+    """What every registration-pair datamodule shares: its splits built lazily by ``dataset(split)`` into
+    ``self._datasets``, Lightning's ``setup`` building those a stage needs, and switching the validation and test
+    splits' rotation protocol. Mixed in before ``pl.LightningDataModule``."""
+
+    test_rotation: TestRotation
+    _datasets: dict[str, Dataset]
+
+    @abstractmethod
+    def dataset(self, split: str) -> Dataset:
+        """The pairs of ``train``, ``val`` or ``test`` with their rotation protocol (built once)."""
+
+    def set_test_rotation(self, mode: TestRotation) -> None:
+        """Switch the validation and test splits' rotation protocol (``none``, ``haar`` or ``roitr_euler``)."""
+        if mode not in ("none", "haar", "roitr_euler"):
+            raise ValueError(f"test_rotation must be one of ['none', 'haar', 'roitr_euler']; got {mode!r}")
+        self.test_rotation = mode
+        for split in ("val", "test"):
+            if split in self._datasets:
+                self._datasets[split].rotation = mode
+
+    def setup(self, stage: str | None = None) -> None:
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in wanted.get(stage or "", ("train", "val", "test")):
+            self.dataset(split)
+
+
+class ThreeDMatchDataModule(PairSplits, pl.LightningDataModule):
     """3DMatch / 3DLoMatch registration pairs (see the module docstring for layouts, keys and protocols).
 
     Args:
@@ -381,15 +409,6 @@ class ThreeDMatchDataModule(SplitLoaders, pl.LightningDataModule):
         return out
 
     # --- Lightning -----------------------------------------------------------------------------------------------
-    def set_test_rotation(self, mode: TestRotation) -> None:
-        """Switch the validation and test splits' rotation protocol (``none``, ``haar`` or ``roitr_euler``)."""
-        if mode not in ("none", "haar", "roitr_euler"):
-            raise ValueError(f"test_rotation must be one of ['none', 'haar', 'roitr_euler']; got {mode!r}")
-        self.test_rotation = mode
-        for split in ("val", "test"):
-            if split in self._datasets:
-                self._datasets[split].rotation = mode
-
     def prepare_data(self) -> None:
         """Fetch what is missing (with ``download``) and build the caches of the splits whose metadata is present."""
         for split in ("train", "val", "test"):
@@ -399,11 +418,6 @@ class ThreeDMatchDataModule(SplitLoaders, pl.LightningDataModule):
                 if split == "test":
                     raise
                 continue
-            self.dataset(split)
-
-    def setup(self, stage: str | None = None) -> None:
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
-        for split in wanted.get(stage or "", ("train", "val", "test")):
             self.dataset(split)
 
     def dataset(self, split: str) -> FragmentPairDataset:
