@@ -62,15 +62,13 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
-from torch_geometric.loader.dataloader import Collater
+from torch.utils.data import Dataset
 
-from pointgeo.datamodules.base import EpochSampler, ResumableLoader, normalize_unit_sphere, sample_seed
+from pointgeo.datamodules.base import normalize_unit_sphere, sample_seed
 from pointgeo.datamodules.readers import DatasetFileError, read_txt_cloud
 from pointgeo.datamodules.registration_readers import POSE_TOLERANCE, read_fragment
 from pointgeo.datamodules.release import read_list
 from pointgeo.datamodules.threedmatch import (
-    FOLLOW_BATCH,
     FragmentPair,
     PairSplits,
     RotatedCloud,
@@ -410,14 +408,6 @@ class RegistrationPairsDataModule(PairSplits, pl.LightningDataModule):
                 augment_noise=self.augment_noise if train else 0.0)
         return self._datasets[split]
 
-    def _loader(self, split: str) -> DataLoader:
-        dataset = self.dataset(split)
-        train = split == "train"
-        collate = Collater(dataset, follow_batch=FOLLOW_BATCH)
-        return (ResumableLoader if train else DataLoader)(
-            dataset, batch_size=self.batch_size, collate_fn=collate,
-            sampler=EpochSampler(dataset, sample_seed(self.seed, 3)) if train else None, num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0, generator=torch.Generator().manual_seed(sample_seed(self.seed, 4)))
 
 
 def read_pose(path: Path) -> np.ndarray:

@@ -211,10 +211,14 @@ class FragmentPairDataset(Dataset):
 class PairSplits(SplitLoaders):
     """What every registration-pair datamodule shares: its splits built lazily by ``dataset(split)`` into
     ``self._datasets``, Lightning's ``setup`` building those a stage needs, and switching the validation and test
-    splits' rotation protocol. Mixed in before ``pl.LightningDataModule``."""
+    splits' rotation protocol, and the loaders (one pair batch structure, ``FOLLOW_BATCH``; training resumable,
+    in the seeded epoch order). Mixed in before ``pl.LightningDataModule``."""
 
     test_rotation: TestRotation
     _datasets: dict[str, Dataset]
+    batch_size: int
+    num_workers: int
+    seed: int
 
     @abstractmethod
     def dataset(self, split: str) -> Dataset:
@@ -233,6 +237,15 @@ class PairSplits(SplitLoaders):
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
         for split in wanted.get(stage or "", ("train", "val", "test")):
             self.dataset(split)
+
+    def _loader(self, split: str) -> DataLoader:
+        dataset = self.dataset(split)
+        train = split == "train"
+        collate = Collater(dataset, follow_batch=FOLLOW_BATCH)
+        return (ResumableLoader if train else DataLoader)(
+            dataset, batch_size=self.batch_size, collate_fn=collate,
+            sampler=EpochSampler(dataset, sample_seed(self.seed, 3)) if train else None, num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0, generator=torch.Generator().manual_seed(sample_seed(self.seed, 4)))
 
 
 class ThreeDMatchDataModule(PairSplits, pl.LightningDataModule):
@@ -428,11 +441,3 @@ class ThreeDMatchDataModule(PairSplits, pl.LightningDataModule):
             self._datasets[split] = self._split_dataset(split)
         return self._datasets[split]
 
-    def _loader(self, split: str) -> DataLoader:
-        dataset = self.dataset(split)
-        train = split == "train"
-        collate = Collater(dataset, follow_batch=FOLLOW_BATCH)
-        return (ResumableLoader if train else DataLoader)(
-            dataset, batch_size=self.batch_size, collate_fn=collate,
-            sampler=EpochSampler(dataset, sample_seed(self.seed, 3)) if train else None, num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0, generator=torch.Generator().manual_seed(sample_seed(self.seed, 4)))
