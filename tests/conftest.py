@@ -95,3 +95,22 @@ def train_through_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> Callable
         return capsys.readouterr().out, per_epoch
 
     return run
+
+
+@pytest.fixture
+def modelnet40_txt_root(shared_sample: Callable[..., Path], tmp_path: Path) -> Path:
+    """A ModelNet40 txt layout (``modelnet40_normal_resampled``) in ``tmp_path`` over the real sample, the official
+    split lists restricted to the shapes the sample holds; returns the root a datamodule takes."""
+    src = shared_sample("modelnet40", "modelnet40_normal_resampled")
+    raw = tmp_path / "modelnet40_normal_resampled"
+    raw.mkdir(parents=True)
+    present = set()
+    for cls in src.iterdir():
+        if cls.is_dir():
+            os.symlink(cls, raw / cls.name)
+            present |= {f.stem for f in cls.glob("*.txt")}
+    os.symlink(src / "modelnet40_shape_names.txt", raw / "modelnet40_shape_names.txt")
+    for split in ("train", "test"):
+        ids = [i for i in (src / f"modelnet40_{split}.txt").read_text().split() if i in present]
+        (raw / f"modelnet40_{split}.txt").write_text("\n".join(ids))
+    return tmp_path

@@ -25,25 +25,8 @@ from pointgeo.testing.fake_data import box_mesh, write_modelnet_h5, write_modeln
 SMALL = dict(download=False, batch_size=4, val_fraction=0.0)
 
 
-def real_txt_root(shared_sample: Callable[..., Path], tmp: Path) -> Path:
-    """A ModelNet40 txt layout over the real sample, with the official split lists restricted to its shapes."""
-    src = shared_sample("modelnet40", "modelnet40_normal_resampled")
-    raw = tmp / "modelnet40_normal_resampled"
-    raw.mkdir(parents=True)
-    present = set()
-    for cls in src.iterdir():
-        if cls.is_dir():
-            os.symlink(cls, raw / cls.name)
-            present |= {f.stem for f in cls.glob("*.txt")}
-    os.symlink(src / "modelnet40_shape_names.txt", raw / "modelnet40_shape_names.txt")
-    for split in ("train", "test"):
-        ids = [i for i in (src / f"modelnet40_{split}.txt").read_text().split() if i in present]
-        (raw / f"modelnet40_{split}.txt").write_text("\n".join(ids))
-    return tmp
-
-
-def test_real_normal_resampled_sample_loads(shared_sample: Callable[..., Path], tmp_path: Path) -> None:
-    dm = ModelNet40DataModule(root=str(real_txt_root(shared_sample, tmp_path)), num_points=256, use_normals=True,
+def test_real_normal_resampled_sample_loads(modelnet40_txt_root: Path) -> None:
+    dm = ModelNet40DataModule(root=str(modelnet40_txt_root), num_points=256, use_normals=True,
                               sampling="first", test_rotation="none", **SMALL)
     dm.prepare_data()
     dm.setup("fit")
@@ -53,15 +36,16 @@ def test_real_normal_resampled_sample_loads(shared_sample: Callable[..., Path], 
     assert sample["pos"].shape == (256, 3) and torch.allclose(sample["normal"].norm(dim=-1), torch.ones(256), atol=1e-4)
     assert dm.up_axis == "y" and dm.class_names == MODELNET40_CLASSES
     assert sample["pos"].norm(dim=-1).max() <= 1 + 1e-5  # normalised into the unit sphere
-    assert list((tmp_path / "processed").glob("*.npz"))
+    assert list((modelnet40_txt_root / "processed").glob("*.npz"))
     table = dm.load_split("train")
     normals = table.normal[table.label == MODELNET40_CLASSES.index("table")]
     along = (np.abs(normals) > 0.95).mean(axis=(0, 1))
     assert along.argmax() == 1  # table tops face +-y: the txt release is y-up, as declared
 
 
-def test_real_modelnet10_lists_select_their_classes(shared_sample: Callable[..., Path], tmp_path: Path) -> None:
-    root = real_txt_root(shared_sample, tmp_path)
+def test_real_modelnet10_lists_select_their_classes(modelnet40_txt_root: Path,
+                                                    shared_sample: Callable[..., Path]) -> None:
+    root = modelnet40_txt_root
     raw = root / "modelnet40_normal_resampled"
     src = shared_sample("modelnet40", "modelnet40_normal_resampled")
     os.symlink(src / "modelnet10_shape_names.txt", raw / "modelnet10_shape_names.txt")

@@ -3,8 +3,6 @@ instance, deterministic, resumable; on fixtures written here and on the real sam
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -121,20 +119,8 @@ def test_datamodule_batches_carry_the_partition_and_resume_mid_epoch(tmp_path: P
         partition_of({"pos": first["pos"]})
 
 
-def test_real_modelnet_sample_composes_scenes(shared_sample: Callable[..., Path], tmp_path: Path) -> None:
-    src = shared_sample("modelnet40", "modelnet40_normal_resampled")
-    raw = tmp_path / "modelnet40_normal_resampled"
-    raw.mkdir()
-    present = set()
-    for cls in src.iterdir():
-        if cls.is_dir():
-            os.symlink(cls, raw / cls.name)
-            present |= {f.stem for f in cls.glob("*.txt")}
-    os.symlink(src / "modelnet40_shape_names.txt", raw / "modelnet40_shape_names.txt")
-    for split in ("train", "test"):
-        ids = [i for i in (src / f"modelnet40_{split}.txt").read_text().split() if i in present]
-        (raw / f"modelnet40_{split}.txt").write_text("\n".join(ids))
-    dm = MultiObjectScenesDataModule(root=str(tmp_path), download=False, sampling="first", num_train=8, num_test=4,
+def test_real_modelnet_sample_composes_scenes(modelnet40_txt_root: Path) -> None:
+    dm = MultiObjectScenesDataModule(root=str(modelnet40_txt_root), download=False, sampling="first", num_train=8, num_test=4,
                                      num_points=300, use_normals=True, val_fraction=0.0, batch_size=4)
     dm.prepare_data()
     scenes = dm.scenes("test")
