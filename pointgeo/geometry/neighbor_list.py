@@ -7,20 +7,22 @@ An edge ``(i, j)`` with integer cell shift ``S`` joins atom ``i`` to atom ``j`` 
 the convention of ASE's ``neighbor_list("ijSD", ...)`` and of vesin (full list: both ``(i, j)`` and ``(j, i)``).
 Atoms of different structures of a batch are never joined. A periodic structure gets as many images of its cell as
 the cutoff needs in each periodic direction (``n_k = ⌈cutoff · ‖b_k‖⌉``, ``b_k`` the reciprocal vectors), so a cutoff
-longer than the cell is fine, and an atom can neighbour its own images.
+longer than the cell is fine, and an atom can neighbour its own images; only images within the cutoff of the cell
+are searched.
 
 Two searches give the same edges; neither runs a Python loop over atoms, structures or bins:
 
 * small non-periodic batches (at most :data:`DENSE_MAX_PAIRS` atom pairs, ``B · n_max²`` for ``B`` structures of
-  at most ``n_max`` atoms; OMol25's molecules and the batches they are trained in): every pair of atoms of the same structure is tested at once, in
-  a handful of tensor operations, already in ``(i, j)`` order;
+  at most ``n_max`` atoms; OMol25's molecules and the batches they are trained in): every pair of atoms of the
+  same structure is tested at once, in a handful of tensor operations, already in ``(i, j)`` order;
 * everything else: a cell list built by sorting: every candidate atom (or image) goes into a cubic bin of side
-  slightly above the cutoff, bins are keyed by ``(structure, bin coordinates)`` and sorted, and each query atom looks
-  up the 27 bins around its own with ``searchsorted``. Memory and time are linear in atoms plus candidate pairs.
+  ``cutoff / BIN_DIVISIONS``, bins are keyed by ``(structure, bin coordinates)`` and sorted, and each query atom
+  looks up, with ``searchsorted``, only the bins of its neighbourhood that the cutoff sphere reaches (one key range
+  per column of bins). Memory and time are linear in atoms plus candidate pairs.
 
-Both compare the same float64 squared distances with ``cutoff²``, so they return identical edges. The indices are found without gradient; the edge vectors and distances are
-then computed from ``pos`` and ``cell`` by differentiable indexing, so forces (``−∂E/∂pos``) and strain derivatives
-(through ``cell``) flow through them.
+Both compare the same float64 squared distances with ``cutoff²``, so they return identical edges. The indices are
+found without gradient; the edge vectors and distances are then computed from ``pos`` and ``cell`` by
+differentiable indexing, so forces (``−∂E/∂pos``) and strain derivatives (through ``cell``) flow through them.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-_OFFSETS = torch.tensor([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)], dtype=torch.long)
-_BIN_MARGIN = 1.0 + 1e-6
-"""Bins are a little wider than the cutoff, so rounding can never put two atoms closer than the cutoff two bins
-apart."""
+BIN_DIVISIONS = 2
+"""The cell list's bins have side ``cutoff / BIN_DIVISIONS``: finer bins fit the cutoff sphere more tightly (fewer
+candidate pairs to test) at the price of more ranges to look up; 2 was fastest from 100 to 10 000 atoms per cell."""
+
+_RANGE_SLACK = 1e-6
+"""Bins (in bin widths) by which every looked-up range is widened, far above the rounding of bin coordinates."""
 
 
 DENSE_MAX_PAIRS = 1 << 20
@@ -123,7 +127,8 @@ def _images(
     query = pos - (wrap.to(pos.dtype).unsqueeze(1) @ cell[batch]).squeeze(1)
     # Images along periodic direction k: |S_k| <= ceil(cutoff * |b_k|), b_k the k-th reciprocal vector (column of
     # the inverse): the planes of the lattice along k are 1 / |b_k| apart.
-    reach = torch.ceil(cutoff * inverse.norm(dim=-2)).long()  # (B, 3)
+    thickness = cutoff * inverse.norm(dim=-2)  # (B, 3): the cutoff in units of the plane spacing along k
+    reach = torch.ceil(thickness).long()
     reach = torch.where(pbc, reach, torch.zeros_like(reach))
     sizes = 2 * reach + 1  # (B, 3)
     per_structure = sizes.prod(-1)  # images of each atom
@@ -134,6 +139,12 @@ def _images(
     s = sizes[batch[image_atom]]
     r = reach[batch[image_atom]]
     shift = torch.stack([local // (s[:, 1] * s[:, 2]), (local // s[:, 2]) % s[:, 1], local % s[:, 2]], -1) - r
+    # Only images within the cutoff of the cell can neighbour a (wrapped) atom: fractional coordinate g_k of the
+    # image within (−thickness_k, 1 + thickness_k) along each periodic direction k (widened against rounding).
+    g = (frac - wrap)[image_atom] + shift
+    slack = thickness[batch[image_atom]] * (1 + 1e-9) + 1e-9
+    near = ((g > -slack) & (g < 1 + slack) | ~pbc[batch[image_atom]]).all(-1)
+    image_atom, shift = image_atom[near], shift[near]
     image_pos = query[image_atom] + (shift.to(pos.dtype).unsqueeze(1) @ cell[batch[image_atom]]).squeeze(1)
     return query, wrap, image_pos, image_atom, shift - wrap[image_atom]
 
@@ -141,32 +152,55 @@ def _images(
 def _cell_list_pairs(
     query: Tensor, query_batch: Tensor, cand: Tensor, cand_batch: Tensor, cutoff: float, num_structures: int
 ) -> tuple[Tensor, Tensor]:
-    """Pairs ``(q, c)`` of a query point and a candidate of the same structure closer than ``cutoff`` (cell list)."""
-    width = cutoff * _BIN_MARGIN
+    """Pairs ``(q, c)`` of a query point and a candidate of the same structure closer than ``cutoff`` (cell list).
+
+    Candidates go into cubic bins of side ``cutoff / BIN_DIVISIONS``, keyed by ``(structure, x, y, z)`` bin and
+    sorted, so that a column of bins along z is one contiguous run of keys. Each query visits the
+    ``(2 · BIN_DIVISIONS + 1)²`` columns around it; a column farther than ``cutoff`` in the xy-plane is skipped, and in
+    the others only the z-bins within ``√(cutoff² − d_xy²)`` of the query (``d_xy`` its xy-distance to the column)
+    are taken, one ``searchsorted`` range per column. The ranges are widened by ``_RANGE_SLACK`` bins so that rounding
+    can only add candidates, never drop one; the exact distance test decides.
+    """
+    divisions = BIN_DIVISIONS
+    width = cutoff / divisions
     big = torch.finfo(cand.dtype).max
     origin = torch.full((num_structures, 3), big, dtype=cand.dtype, device=cand.device)
     origin = origin.scatter_reduce(0, cand_batch[:, None].expand(-1, 3), cand, reduce="amin", include_self=True)
-    cand_bin = torch.floor((cand - origin[cand_batch]) / width).long() + 1  # >= 1, so neighbours stay >= 0
-    query_bin = torch.floor((query - origin[query_batch]) / width).long() + 1
-    span = int(torch.cat([cand_bin, query_bin]).max()) + 2 if cand.shape[0] else 3
+    cand_bin = torch.floor((cand - origin[cand_batch]) / width).long() + divisions  # >= divisions: offsets stay >= 0
+    query_rel = (query - origin[query_batch]) / width + divisions  # query positions in bin units
+    span = int(torch.cat([cand_bin, query_rel.floor().long()]).max()) + divisions + 2 if cand.shape[0] else 3
     if float(span) ** 3 * max(num_structures, 1) >= 2.0**62:
-        raise ValueError(f"a structure spans {span} cutoffs ({cutoff} Å) in some direction: too far apart for the "
-                         "cell list; split the structure or raise the cutoff")
+        raise ValueError(f"a structure spans {span // divisions} cutoffs ({cutoff} Å) in some direction: too far "
+                         "apart for the cell list; split the structure or raise the cutoff")
 
-    def key(structure: Tensor, bins: Tensor) -> Tensor:
-        return ((structure * span + bins[..., 0]) * span + bins[..., 1]) * span + bins[..., 2]
+    def key(structure: Tensor, bx: Tensor, by: Tensor, bz: Tensor) -> Tensor:
+        return ((structure * span + bx) * span + by) * span + bz
 
-    sorted_keys, order = torch.sort(key(cand_batch, cand_bin))
-    around = query_bin.unsqueeze(1) + _OFFSETS.to(query.device)  # (Q, 27, 3)
-    wanted = key(query_batch.unsqueeze(1), around).reshape(-1)
-    start = torch.searchsorted(sorted_keys, wanted, side="left")
-    count = torch.searchsorted(sorted_keys, wanted, side="right") - start
-    slot = torch.repeat_interleave(torch.arange(wanted.shape[0], device=query.device), count)
-    offset = torch.arange(slot.shape[0], device=query.device) - (torch.cumsum(count, 0) - count)[slot]
-    q = slot // _OFFSETS.shape[0]
-    c = order[start[slot] + offset]
-    close = _squared_norm(cand[c] - query[q]) < cutoff * cutoff
-    return q[close], c[close]
+    sorted_keys, order = torch.sort(key(cand_batch, *cand_bin.unbind(-1)))
+    cand = cand[order]
+    steps = torch.arange(-divisions, divisions + 1, device=query.device)
+    own = query_rel.floor().long()
+    col_x = own[:, :1] + steps.repeat_interleave(steps.shape[0])  # (Q, C): the columns around each query
+    col_y = own[:, 1:2] + steps.repeat(steps.shape[0])
+    # xy-gap (bin units) between each query and each column's square, shrunk by the slack.
+    gap_x = torch.maximum(col_x - query_rel[:, :1], query_rel[:, :1] - (col_x + 1)).clamp_min(0)
+    gap_y = torch.maximum(col_y - query_rel[:, 1:2], query_rel[:, 1:2] - (col_y + 1)).clamp_min(0)
+    gap2 = (gap_x - _RANGE_SLACK).clamp_min(0).square() + (gap_y - _RANGE_SLACK).clamp_min(0).square()
+    half = (divisions * divisions - gap2).clamp_min(0).sqrt() + _RANGE_SLACK  # (Q, C) z half-extent, bin units
+    z_low = torch.floor(query_rel[:, 2:] - half).long().clamp_min(0)
+    z_high = torch.floor(query_rel[:, 2:] + half).long().clamp_max(span - 1)
+    structure = query_batch.unsqueeze(1)
+    start = torch.searchsorted(sorted_keys, key(structure, col_x, col_y, z_low).reshape(-1), side="left")
+    stop = torch.searchsorted(sorted_keys, key(structure, col_x, col_y, z_high).reshape(-1), side="right")
+    count = torch.where((gap2 < divisions * divisions).reshape(-1), stop - start, 0)
+    total = int(count.sum())
+    c = torch.arange(total, device=query.device) + torch.repeat_interleave(start - (torch.cumsum(count, 0) - count),
+                                                                           count, output_size=total)
+    per_query = count.view(query.shape[0], -1).sum(1)
+    q = torch.repeat_interleave(torch.arange(query.shape[0], device=query.device), per_query, output_size=total)
+    d = cand.index_select(0, c) - torch.repeat_interleave(query, per_query, dim=0, output_size=total)
+    close = (_squared_norm(d) < cutoff * cutoff).nonzero()[:, 0]
+    return q.index_select(0, close), order.index_select(0, c.index_select(0, close))
 
 
 def _squared_norm(d: Tensor) -> Tensor:
@@ -237,16 +271,23 @@ def neighbor_list(
         query, wrap, image_pos, image_atom, image_shift = _images(p64, batch, c64, pbc, float(cutoff))
         q, m = _cell_list_pairs(query, batch, image_pos, batch[image_atom], float(cutoff), num_structures)
         i, j, shifts = q, image_atom[m], image_shift[m] + wrap[q]
-        if not self_interaction:
-            keep = (i != j) | shifts.ne(0).any(-1)
-            i, j, shifts = i[keep], j[keep], shifts[keep]
-        # Sort by (i, j, shift) for a deterministic order, whatever the binning.
+        # One integer key per edge, (i, j, S) in mixed radix: sorting the keys gives a deterministic order whatever
+        # the binning, and the sorted edges are decoded from them (no gathers of the edge arrays).
         reach = int(shifts.abs().max()) + 1 if shifts.numel() else 1
         width = 2 * reach + 1
-        shift_key = ((shifts[:, 0] + reach) * width + shifts[:, 1] + reach) * width + shifts[:, 2] + reach
         n = max(pos.shape[0], 1)
-        order = torch.argsort((i * n + j) * width**3 + shift_key)
-        i, j, shifts = i[order], j[order], shifts[order]
+        key = i * n + j
+        for k in range(3):
+            key = key * width + (shifts[:, k] + reach)
+        if not self_interaction:  # drop (i, i, 0)
+            key = key[key != i * ((n + 1) * width**3) + (reach * width + reach) * width + reach]
+        key = torch.sort(key).values
+        digits = []
+        for _ in range(3):
+            digits.append(key % width - reach)
+            key = key // width
+        shifts = torch.stack(digits[::-1], -1)
+        i, j = key // n, key % n
     vectors = pos[j] - pos[i]
     if shifts.numel() and bool(shifts.ne(0).any()):
         vectors = vectors + (shifts.to(pos.dtype).unsqueeze(1) @ cell[batch[i]]).squeeze(1)

@@ -157,6 +157,22 @@ def test_periodic_cells_match_ase_and_vesin_mixed_with_molecules(cutoff: float) 
     assert any((i == j for i, j, _ in got) for got in ours[:2]), "an atom should neighbour its own images"
 
 
+@pytest.mark.parametrize("cutoff", [2.0, 2.0 * (1 + 1e-12), 3.0 ** 0.5])
+def test_atoms_on_bin_edges_and_at_the_cutoff_match_ase_and_vesin(cutoff: float,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # A unit grid: with cutoff 2 the cell list's bins are 1 wide, so every atom sits exactly on bin edges, and many
+    # pairs lie at exactly the cutoff (2, excluded), just under it (2 + 1e-12), or at √3 (the corner of a bin).
+    monkeypatch.setattr(NL_MODULE, "DENSE_MAX_PAIRS", -1)
+    points = [[a, b, c] for a in range(5) for b in range(5) for c in range(5)]
+    grid = ase.Atoms("C125", positions=points)
+    crystal = ase.Atoms("C125", positions=points, cell=5.0 * np.eye(3), pbc=True)
+    ours, _ = ours_per_structure([grid, crystal], cutoff)
+    for atoms, got in zip([grid, crystal], ours):
+        from_ase, from_vesin = reference(atoms, cutoff)
+        assert got == from_ase and got == from_vesin, f"pbc={atoms.pbc.any()}"
+        assert len(got) > 0
+
+
 def test_vectors_carry_the_gradient_of_positions_and_cell() -> None:
     atoms = periodic_structures()[4]
     pos = torch.tensor(atoms.positions, requires_grad=True)
