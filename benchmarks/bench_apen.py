@@ -1,16 +1,21 @@
 """APEN's training-step cost against the number of points and of candidate parts, beside a named reference.
 
-One training step is APEN's recipe: forward through ``segment``, the vote loss (squared distance of ``x_i + Δ_i``
-to the centre of the point's true part) plus 0.1 × cross-entropy, backward, gradient-norm clip 0.1 and an AdamW
+One training step is APEN's recipe: forward through ``segment``, the vote loss of every block
+(:func:`pointgeo.tasks.apen.vote_loss`: squared distance of the seeds ``x_i + Δ_i`` to the centre of the point's
+true part) plus 0.1 × cross-entropy, backward, gradient-norm clip 0.1 and an AdamW
 step, on articulated shapes of :mod:`pointgeo.datamodules.articulated` (three or four rigid parts). For every
 number of points ``N`` the reference segmentation network (plain PointNet by default) takes the same step with
 cross-entropy in the same process, and APEN runs once per candidate count ``K`` (the initial FPS + random seeds of
 its EM partition loop). Every configuration runs in a fresh process (so the allocator keeps nothing of the previous
 one); it prints the median time per step, peak memory (sampled resident memory above the level before the warm-up
-step; on GPU, CUDA's peak allocation) and the ratios to the reference at the same ``N``.
+step; on GPU, CUDA's peak allocation) and the ratios to the reference at the same ``N``. A configuration that takes
+longer than ``--budget`` seconds in all (set-up, warm-up and timed steps) is stopped and reported as over the
+budget, and so are the ones that cost more (more candidates at its ``N``, more points at its ``K``), so a run ends
+in bounded time: at most one stopped configuration per ``N`` and ``K``.
 
     python benchmarks/bench_apen.py [--points 1024,4096,16384] [--candidates 10,20,40] [--batch 2]
                                     [--size small|released] [--device cuda] [--reference pointnet_seg]
+                                    [--budget 120]
 
 ``--size small`` is a CPU-sized APEN (two blocks, 17 EM iterations, about 0.1 M parameters); ``released``
 the released defaults (four blocks, 65 EM iterations, 4.3 M parameters).
@@ -30,8 +35,8 @@ import torch.nn.functional as F
 from common import Measurement, device_name, measure
 
 from pointgeo.datamodules.articulated import NUM_PARTS, generate_articulated
-from pointgeo.geometry import gather_parts, part_means
 from pointgeo.registry import create_model
+from pointgeo.tasks.apen import vote_loss
 
 SIZES: dict[str, dict[str, object]] = {
     "small": {"em_period": 8, "blocks": ((0, 0, 4, 4), (4, 4, 8, 8)), "base": 2, "head": (64, 32),
@@ -44,14 +49,11 @@ VOTE_WEIGHT, CE_WEIGHT, CLIP = 1.0, 0.1, 0.1
 
 
 def batch_of(batch: int, points: int, device: str) -> dict[str, torch.Tensor]:
-    """Articulated shapes (float32 on ``device``) and each point's true part centre."""
+    """Articulated shapes (float32 on ``device``): ``pos``, ``normal``, ``seg``, ``category``."""
     arrays = generate_articulated(max(batch, 3), points, seed=0).arrays
     out = {"pos": torch.from_numpy(arrays.pos[:batch]), "normal": torch.from_numpy(arrays.normal[:batch]),
            "seg": torch.from_numpy(arrays.seg[:batch]), "category": torch.from_numpy(arrays.category[:batch])}
-    out = {k: v.to(device) for k, v in out.items()}
-    centre, _ = part_means(out["pos"], out["seg"], NUM_PARTS)
-    out["centre"] = gather_parts(centre, out["seg"])
-    return out
+    return {k: v.to(device) for k, v in out.items()}
 
 
 def apen_step(data: dict[str, torch.Tensor], candidates: int, size: str, device: str):  # noqa: ANN201
@@ -63,7 +65,7 @@ def apen_step(data: dict[str, torch.Tensor], candidates: int, size: str, device:
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         out = net.segment(data["pos"], data["normal"], data["category"])
-        vote = (data["pos"] + out.votes - data["centre"]).pow(2).sum(-1).mean()
+        vote = vote_loss(out.seeds, data["pos"], data["seg"])
         loss = VOTE_WEIGHT * vote + CE_WEIGHT * F.cross_entropy(out.logits.flatten(0, 1), data["seg"].flatten())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), CLIP)
@@ -100,11 +102,15 @@ def run_one(network: str, points: int, candidates: int, args: argparse.Namespace
     return measure(step, repeats=args.repeats, device=args.device), params
 
 
-def isolated(network: str, points: int, candidates: int, args: argparse.Namespace) -> tuple[Measurement, int]:
-    """Measure one configuration in a fresh interpreter."""
+def isolated(network: str, points: int, candidates: int, args: argparse.Namespace
+             ) -> tuple[Measurement, int] | None:
+    """Measure one configuration in a fresh interpreter; ``None`` when it takes more than ``args.budget`` s."""
     command = [sys.executable, __file__, "--one", f"{network},{points},{candidates}", "--batch", str(args.batch),
                "--size", args.size, "--device", args.device, "--repeats", str(args.repeats)]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=args.budget)
+    except subprocess.TimeoutExpired:
+        return None
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     return Measurement(figures["seconds"], figures["peak_mib"]), figures["params"]
 
@@ -118,6 +124,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--reference", default="pointnet_seg", help="registry name of the reference network")
     parser.add_argument("--repeats", type=int, default=2, help="timed steps per configuration (after a warm-up)")
+    parser.add_argument("--budget", type=float, default=120.0,
+                        help="seconds one configuration may take in all before it is stopped (default 120)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # NETWORK,N,K: measure one configuration, print JSON
     args = parser.parse_args()
     if args.one:
@@ -129,13 +137,21 @@ def main() -> None:
     candidates = [int(k) for k in args.candidates.split(",")]
     print(f"device: {device_name(args.device)}; B = {args.batch}; APEN size {args.size}; ratios against "
           f"{args.reference} at the same N (time ours / reference, memory ours / reference)")
-    for n in points:
-        reference, params = isolated(args.reference, n, 0, args)
+    over = f"over the {args.budget:g} s budget"
+    stopped: set[int] = set()  # candidate counts over the budget at a smaller N
+    for n in sorted(points):
         print(f"N = {n}")
-        print(row(f"  {args.reference}", reference, params, None), flush=True)
-        for k in candidates:
-            m, params = isolated("apen", n, k, args)
-            print(row(f"  apen K={k}", m, params, reference), flush=True)
+        ref = isolated(args.reference, n, 0, args)
+        reference = None if ref is None else ref[0]
+        print(f"  {args.reference:<24} {over}" if ref is None else row(f"  {args.reference}", ref[0], ref[1], None),
+              flush=True)
+        for k in sorted(candidates):
+            done = None if k in stopped or (stopped and k > min(stopped)) else isolated("apen", n, k, args)
+            if done is None:
+                stopped.add(k)
+                print(f"  {'apen K=' + str(k):<24} {over} (or a cheaper configuration was)", flush=True)
+                continue
+            print(row(f"  apen K={k}", done[0], done[1], reference), flush=True)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,13 @@ The loss is the vote loss summed over the blocks plus ``0.1 ×`` the per-point c
 
     L = Σ_blocks mean_i ‖s_i − c_{y_i}‖² + 0.1 · CE,
 
-with ``s_i`` a block's seed ``w_i (x_i + Δ_i)`` and ``c_{y_i}`` the centroid of point ``i``'s ground-truth part
-(the released ``x_i + vote_i``; its npz stores the offset to the part centre). Logged per stage: ``loss`` (the
-cross-entropy, as in :class:`~pointgeo.tasks.segmentation.PartSegmentationTask`), ``vote_loss``, ``total_loss``,
-``partition_accuracy`` (:func:`pointgeo.metrics.partition.partition_accuracy` of the decoder's partition) and
+with ``s_i`` a block's seed ``w_i (x_i + Δ_i)`` and ``c_{y_i}`` the centroid of point ``i``'s ground-truth rigid
+piece (the released ``x_i + vote_i``; its npz stores the offset to the part centre). The pieces are the batch's
+partition (:func:`pointgeo.datamodules.base.partition_of`): a multi-object scene's ``instance`` ids when the batch
+has them (its ``seg`` labels classes: two chairs share a label but are two pieces, and one centre between them is
+no part's), else the part labels ``seg``; ``partition_accuracy`` is measured against the same pieces. Logged per
+stage: ``loss`` (the cross-entropy, as in :class:`~pointgeo.tasks.segmentation.PartSegmentationTask`),
+``vote_loss``, ``total_loss``, ``partition_accuracy`` (:func:`pointgeo.metrics.partition.partition_accuracy` of the decoder's partition) and
 ``predicted_parts``, and both mIoU conventions: ShapeNet's ``miou_instance`` / ``miou_class`` (absent part: IoU 1)
 and APEN's ``apen_miou_instance`` / ``apen_miou_class`` (absent part: IoU 0).
 """
@@ -19,6 +22,7 @@ from typing import Any
 
 from torch import Tensor
 
+from pointgeo.datamodules.base import partition_of
 from pointgeo.geometry import gather_parts, part_means
 from pointgeo.metrics.part_iou import PartSegmentationIoU, restrict_logits_to_category
 from pointgeo.metrics.partition import partition_accuracy
@@ -26,8 +30,8 @@ from pointgeo.tasks.segmentation import PartSegmentationTask
 
 
 def vote_loss(seeds: Sequence[Tensor], pos: Tensor, seg: Tensor) -> Tensor:
-    """``Σ_blocks mean_i ‖s_i − c_{y_i}‖²``: seeds ``(B, N, 3)`` per block, ``pos (B, N, 3)``, true labels
-    ``seg (B, N)``; ``c`` the centroid of each true part."""
+    """``Σ_blocks mean_i ‖s_i − c_{y_i}‖²``: seeds ``(B, N, 3)`` per block, ``pos (B, N, 3)``, the true pieces
+    ``seg (B, N)`` (part labels or instance ids); ``c`` the centroid of each piece."""
     centre = gather_parts(part_means(pos, seg, int(seg.max()) + 1)[0], seg)
     return sum(((s - centre) ** 2).sum(-1).mean() for s in seeds)
 
@@ -63,11 +67,12 @@ class APENSegmentationTask(PartSegmentationTask):
         seg, b = batch["seg"], batch["seg"].shape[0]
         pred = restrict_logits_to_category(out.logits.detach(), batch["category"], self.membership).argmax(-1)
         self.metrics[f"{stage}_apen_metrics"].update(pred, seg, batch["category"])
-        votes = vote_loss(out.seeds, batch["pos"], seg)
+        pieces = partition_of(batch)
+        votes = vote_loss(out.seeds, batch["pos"], pieces)
         total = self.vote_weight * votes + self.ce_weight * ce
         self.log(f"{stage}/vote_loss", votes, batch_size=b)
         self.log(f"{stage}/total_loss", total, batch_size=b, prog_bar=stage == "train")
-        self.log(f"{stage}/partition_accuracy", partition_accuracy(out.partition, seg).mean().float(),
+        self.log(f"{stage}/partition_accuracy", partition_accuracy(out.partition, pieces).mean().float(),
                  on_step=False, on_epoch=True, batch_size=b)
         self.log(f"{stage}/predicted_parts", out.num_parts.float().mean(), on_step=False, on_epoch=True,
                  batch_size=b)

@@ -63,3 +63,25 @@ def test_the_task_refuses_a_network_without_segment() -> None:
     with pytest.raises(ValueError, match="has no segment"):
         APENSegmentationTask("pointnet_seg", num_classes=3, num_parts=10)
     assert issubclass(APENSegmentationTask, PartSegmentationTask)
+
+
+def test_votes_aim_at_the_objects_of_a_scene_not_at_the_centre_of_their_shared_class() -> None:
+    """Two objects of one class (``seg`` 0 for both, ``instance`` 0 and 1, 3 apart): the vote loss and the partition
+    accuracy are taken against the instances; the centre of the class lies between the objects, in neither."""
+    g = torch.Generator().manual_seed(0)
+    pos = torch.randn(1, 32, 3, generator=g) * torch.tensor([0.3, 0.2, 0.1])
+    instance = (torch.arange(32) % 2)[None]
+    pos[..., 0] += 3.0 * instance
+    normal = torch.nn.functional.normalize(torch.randn(1, 32, 3, generator=g), dim=-1)
+    batch = {"pos": pos, "normal": normal, "seg": torch.zeros_like(instance), "instance": instance,
+             "category": torch.zeros(1, dtype=torch.long)}
+    task = APENSegmentationTask("apen", num_classes=1, num_parts=2, category_parts=[[0, 1]], use_normals=True,
+                                network_kwargs=dict(TEST_KWARGS)).eval()
+    logged: dict[str, float] = {}
+    task.log = lambda name, value, **kwargs: logged.__setitem__(name, float(value))  # type: ignore[method-assign]
+    with torch.no_grad():
+        task._step(batch, "val")
+        seeds = task.net.segment(pos, normal).seeds
+    by_instance, by_class = vote_loss(seeds, pos, instance).item(), vote_loss(seeds, pos, batch["seg"]).item()
+    assert by_class > by_instance + 1.0  # ~2.25 per block from the shared centre
+    assert logged["val/vote_loss"] == pytest.approx(by_instance, rel=1e-6)

@@ -95,27 +95,30 @@ def prune(mixture: Mixture, threshold: float) -> Mixture:
 
 
 def fisher_correction(seeds: Tensor, mixture: Mixture) -> Mixture:
-    """The mixture's parameters ``θ = (π, μ)`` made differentiable w.r.t. the seeds at the EM fixed point ``θ*``
-    (implicit differentiation with the Fisher information as the Hessian):
+    """The mixture's parameters ``θ = (π, μ)`` made differentiable w.r.t. the seeds ``(B, N, 3)`` at the EM fixed
+    point ``θ*`` (implicit differentiation with the Fisher information as the Hessian):
 
-        θ = θ* + I(θ*)⁺ (ḡ(θ*; s) − sg[ḡ(θ*; s)]),      ḡ = mean_i g_i,  I = mean_i g_i g_iᵀ,
+        θ = θ* + I_c(θ*)⁻¹ (ḡ(θ*; s) − sg[ḡ(θ*; s)]),      ḡ = mean_i g_i,
 
-    with the per-seed scores ``g_iπ_k = γ_ik / π_k − 1`` and ``g_iμ_k = γ_ik (s_i − μ_k) / σ²`` (active components
-    only; ``sg`` stops the gradient, ``⁺`` the pseudo-inverse). The value is exactly ``θ*``; the gradient is
-    ``I⁺ ∂ḡ/∂s``. The released code builds the same correction from its own second-derivative estimate. Without
-    autograd (evaluation) it returns the detached mixture unchanged."""
+    with the per-seed scores ``g_iπ_k = γ_ik / π_k − 1`` and ``g_iμ_k = γ_ik (s_i − μ_k) / σ²`` (``sg`` stops the
+    gradient) and ``I_c`` the model's complete-data Fisher information at ``θ*``, diagonal per component:
+    ``N_k / (n σ²)`` for ``μ_k`` and ``N_k / (n π_k²)`` for ``π_k`` (``N_k = Σ_i γ_ik``, detached). The step is then
+    the M-step's ``Σ_i γ_ik (s_i − μ_k) / N_k`` and ``mean_i γ_ik − π_k``: the value is exactly ``θ*``, the gradient
+    ``∂μ_k/∂s_i = γ_ik / N_k`` (plus the terms of ``∂γ/∂s``), what a mean of its members has.
+
+    The empirical Fisher ``mean_i g_i g_iᵀ`` (pointgeo's first version) is the model's only when the seeds of a
+    component scatter by ``σ²`` in every direction: for a component whose seeds are tighter (covariance ``C``, what
+    the votes aim at) it multiplies the gradient by ``σ² C⁻¹`` — by 10²–10³ in training, which kept the
+    cross-entropy at chance. The released code builds the correction from its own second-derivative estimate.
+    Inactive components get no step. Without autograd (evaluation) it returns the detached mixture unchanged."""
     fixed = mixture.detach()
     if not (torch.is_grad_enabled() and seeds.requires_grad):
         return fixed
-    b, n, _ = seeds.shape
-    k = fixed.means.shape[1]
-    gamma = log_densities(seeds, fixed).softmax(-1)  # (B, N, K), differentiable w.r.t. the seeds
-    mask = fixed.active.to(seeds.dtype)
-    g_pi = (gamma / fixed.weights.clamp_min(torch.finfo(seeds.dtype).tiny).unsqueeze(1) - 1) * mask.unsqueeze(1)
-    g_mu = gamma.unsqueeze(-1) * (seeds.unsqueeze(2) - fixed.means.unsqueeze(1)) / fixed.variance
-    score = torch.cat([g_pi, (g_mu * mask[:, None, :, None]).flatten(2)], -1)  # (B, N, 4K)
-    mean = score.mean(1)
-    s = score.detach()
-    fisher = s.transpose(1, 2) @ s / n
-    step = (torch.linalg.pinv(fisher, hermitian=True) @ (mean - mean.detach()).unsqueeze(-1)).squeeze(-1)
-    return replace(fixed, weights=fixed.weights + step[:, :k], means=fixed.means + step[:, k:].reshape(b, k, 3))
+    gamma = log_densities(seeds, fixed).softmax(-1) * fixed.active.unsqueeze(1).to(seeds.dtype)  # (B, N, K)
+    held = gamma.detach()
+    mass = held.sum(1)  # N_k (B, K)
+    means = gamma.transpose(1, 2) @ seeds - mass.unsqueeze(-1) * fixed.means  # Σ_i γ_ik (s_i − μ_k)  (B, K, 3)
+    step_mu = (means - means.detach()) / (mass.unsqueeze(-1) + 1e-5)
+    share = gamma.mean(1)
+    step_pi = share - share.detach()
+    return replace(fixed, weights=fixed.weights + step_pi, means=fixed.means + step_mu)

@@ -26,7 +26,7 @@ partition the equivariance is approximate: exact as long as the predicted parts 
 Deviations from the released code (all documented in ``ARCHITECTURE.md``): candidates all by FPS (not 10 random);
 the noise-free ``argmax`` partition in evaluation; the deterministic fallback frame; previous-block features pooled
 per part by the mixture's responsibilities only for predicted partitions (given partitions: plain part means); the
-Fisher correction from the empirical Fisher information of the scores (the released code: its own second-order
+Fisher correction from the model's complete-data Fisher information (the released code: its own second-order
 estimate); a part with fewer than ``k`` points pads its neighbours with the point itself (released: points of other
 parts at the centroid). No MinkowskiEngine: every per-part operation is a dense scatter
 (:mod:`pointgeo.geometry.parts`).
