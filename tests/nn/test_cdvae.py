@@ -209,3 +209,17 @@ def test_the_coordinate_target_points_from_the_noisy_to_the_clean_position(monke
             monkeypatch.setattr(net, "decode", oracle)
             losses = cdvae_losses(net, batch, teacher_forcing=True, generator=torch.Generator().manual_seed(3))
             assert check(losses["coord"]), (sigma, sign, float(losses["coord"]))
+
+
+def test_the_kl_term_hand_worked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """KL(N(μ, σ²) ‖ N(0, 1)) summed over latent dimensions, averaged over crystals: a crystal with μ_0 = 1 and
+    σ_1² = 4 costs ½ + ½ (4 − 1 − ln 4); one at the prior costs 0."""
+    net = tiny()
+    batch = labelled("random")
+    b, d = batch.num_graphs, net.latent_dim
+    mu, log_var = torch.zeros(b, d, dtype=torch.float64), torch.zeros(b, d, dtype=torch.float64)
+    mu[0, 0], log_var[0, 1] = 1.0, math.log(4.0)
+    monkeypatch.setattr(net, "encode", lambda *args: (mu, log_var))
+    losses = cdvae_losses(net, batch, teacher_forcing=True, generator=torch.Generator().manual_seed(0))
+    expected = (0.5 + 0.5 * (4.0 - 1.0 - math.log(4.0))) / b
+    assert math.isclose(float(losses["kl"]), expected, rel_tol=1e-12, abs_tol=0)
