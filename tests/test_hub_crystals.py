@@ -5,6 +5,7 @@ the error of its property head (the property model of the property EMD)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,18 @@ def measure(task: CDVAETask, crystals: list, y: np.ndarray) -> dict[str, float]:
             "test/property_mae": mae}
 
 
-def test_the_pretrained_cdvae_reproduces_its_recorded_figures(shared_data: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread: 1 000 small sequential Langevin steps only wait on a second thread (on a loaded machine the
+    conftest's two threads make this test ten times slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_the_pretrained_cdvae_reproduces_its_recorded_figures(shared_data: Path, tmp_path: Path,
+                                                              one_thread: None) -> None:
     task = hub.from_pretrained(NAME)
     assert isinstance(task, CDVAETask) and not task.training and task.net.num_properties == 1
     crystals, y = split_crystals(shared_data, tmp_path)
