@@ -171,7 +171,12 @@ METRIC_UNITS = (("energy_mae_per_atom", "meV/atom"), ("energy_mae", "meV"), ("fo
 
 
 def format_metric(key: str, value: float) -> str:
-    """A published metric with its unit: accuracies (fractions) in %, the potentials' MAEs in meV, meV/atom, meV/Å."""
+    """A published metric with its unit: accuracies and rates (fractions) in %, the potentials' MAEs in meV,
+    meV/atom, meV/Å, a crystal model's property MAE in eV and its reconstruction RMSE (unitless)."""
+    if "rms_dist" in key:
+        return f"{value:.4f}"
+    if "property_mae" in key:
+        return f"{value:.3f} eV"
     for name, unit in METRIC_UNITS:
         if name in key:
             return f"{value:.1f} {unit}"

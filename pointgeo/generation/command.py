@@ -3,8 +3,9 @@
 The checkpoint (a path, ``file://`` URL or pretrained name) is rebuilt by :func:`pointgeo.hub.rebuild_task`; it
 must be a crystal generation model (``num_noise_levels`` and ``sample``, :class:`~pointgeo.generation.run.
 CrystalSampler`). Generation is batched and resumable (:mod:`pointgeo.generation.run`), the report is written
-after the last batch (:mod:`pointgeo.generation.report`). Bad input ends with one line ``pointgeo generate: <what
-is wrong>`` (``SystemExit``), never a traceback.
+after the last batch (:mod:`pointgeo.generation.report`); ``--property-model`` adds the property EMD and
+``--optimize-starts`` the optimisation success rates (:mod:`pointgeo.generation.optimize`). Bad input ends with one
+line ``pointgeo generate: <what is wrong>`` (``SystemExit``), never a traceback.
 """
 
 from __future__ import annotations
@@ -46,6 +47,21 @@ def load_sampler(spec: str, device: str) -> tuple[Any, dict[str, Any]]:
     return task.to(device).eval(), identity
 
 
+def load_property_model(spec: str, device: str) -> tuple[Any, dict[str, Any]]:
+    """The property model of ``spec`` (a checkpoint path, ``file://`` URL or pretrained name whose task has
+    ``predict_property`` and a property head; eval mode, on ``device``) and its identity (spec, sha256)."""
+    from pointgeo.download import sha256sum  # noqa: PLC0415
+    from pointgeo.hub import fetch, load_checkpoint, rebuild_task  # noqa: PLC0415
+
+    path = fetch(spec, progress=True)
+    task = rebuild_task(load_checkpoint(path), spec)
+    if not callable(getattr(task, "predict_property", None)) or not getattr(getattr(task, "net", None),
+                                                                            "num_properties", 0):
+        raise ValueError(f"--property-model {spec} ({type(task).__name__}) is not a property model: it needs "
+                         "predict_property and a property head (a CDVAE trained with num_properties >= 1)")
+    return task.to(device).eval(), {"spec": spec, "sha256": sha256sum(path)}
+
+
 def _plain(settings: dict[str, Any]) -> dict[str, Any]:
     """Settings as JSON values (tuples as lists, anything else unusual as its string)."""
     def plain(v: Any) -> Any:
@@ -70,6 +86,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                             "DATASET:SPLIT (perov_5:test) or a split of the checkpoint's data (test)")
     parser.add_argument("--dataset", choices=sorted(COV_CUTOFFS),
                         help="the benchmark whose COV cut-offs apply (default: the reference's or the checkpoint's)")
+    parser.add_argument("--property-model", metavar="CKPT",
+                        help="property model for the property EMD and the optimisation success rates: a checkpoint "
+                             "with a property head (e.g. a CDVAE trained on the benchmark's property; it may be the "
+                             "generating checkpoint itself)")
+    parser.add_argument("--optimize-starts", type=int, default=0, metavar="R",
+                        help="also optimise the property in latent space from the first R reference crystals and "
+                             "report SR5/SR10/SR15 (CDVAE: 100; needs --reference, --property-model and a benchmark)")
+    parser.add_argument("--optimize-steps", type=int, default=5000, help="Adam steps per run (CDVAE: 5000)")
+    parser.add_argument("--optimize-lr", type=float, default=1e-3, help="Adam learning rate (CDVAE: 1e-3)")
+    parser.add_argument("--optimize-saved", type=int, default=10,
+                        help="points of each path decoded and scored (CDVAE: 10)")
     parser.add_argument("--no-html", action="store_true", help="write metrics.json only, no report.html")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a previous generation with other settings in --out")
@@ -87,20 +114,41 @@ def main(args: list[str]) -> dict[str, Any]:
                     "DIR/report.html.")
     add_arguments(parser)
     ns = parser.parse_args(args)
-    from pointgeo.generation.report import check_reference, write_report  # noqa: PLC0415
+    from pointgeo.generation.optimize import OptimizationSettings, run_optimization  # noqa: PLC0415
+    from pointgeo.generation.report import check_reference, load_reference, write_report  # noqa: PLC0415
     from pointgeo.generation.run import GenerationSettings, generate_crystals  # noqa: PLC0415
 
     try:
         sampler, identity = load_sampler(ns.checkpoint, ns.device)
         if ns.reference is not None:
             check_reference(ns.reference, identity.get("data"))
+        prop_model, prop_identity = None, None
+        if ns.property_model is not None:
+            prop_model, prop_identity = load_property_model(ns.property_model, ns.device)
+        if ns.optimize_starts and (ns.reference is None or prop_model is None):
+            raise ValueError("--optimize-starts needs --reference (the starting crystals) and --property-model "
+                             "(scores the decoded crystals)")
+        if ns.optimize_starts:
+            reference = load_reference(ns.reference, identity.get("data"))  # settings checked before generating
+            opt_settings = OptimizationSettings(
+                starts=ns.optimize_starts, steps=ns.optimize_steps, lr=ns.optimize_lr, saved=ns.optimize_saved,
+                seed=ns.seed, dataset=ns.dataset or reference.dataset, reference=ns.reference,
+                checkpoint_sha256=identity["sha256"], property_model_sha256=prop_identity["sha256"])
+            if len(reference.crystals) < ns.optimize_starts:
+                raise ValueError(f"--optimize-starts {ns.optimize_starts}: the reference holds only "
+                                 f"{len(reference.crystals)} crystals")
         settings = GenerationSettings(num=ns.num, batch_size=ns.batch_size, seed=ns.seed,
                                       checkpoint_sha256=identity["sha256"],
                                       num_noise_levels=sampler.num_noise_levels)
         manifest = generate_crystals(sampler, ns.out, settings, identity, overwrite=ns.overwrite, device=ns.device,
                                      progress=not ns.no_progress)
+        optimization = None
+        if ns.optimize_starts:
+            optimization = run_optimization(sampler, ns.out, reference.crystals, opt_settings, prop_model,
+                                            device=ns.device)
         metrics = write_report(ns.out, manifest, reference=ns.reference, dataset=ns.dataset,
-                               html_report=not ns.no_html, progress=not ns.no_progress)
+                               html_report=not ns.no_html, progress=not ns.no_progress, property_model=prop_model,
+                               property_model_identity=prop_identity, optimization=optimization)
     except EXPECTED_ERRORS as exc:
         raise SystemExit(f"pointgeo generate: {exc.args[0] if exc.args else exc}") from exc
     print(summary(metrics, ns.out))

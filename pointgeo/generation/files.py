@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 PARTIAL_SUFFIX = ".tmp"
 """Suffix of the temporary files; only files named ``.<name>.<random>.tmp`` are ever removed as partial."""
 
@@ -47,3 +49,14 @@ def remove_partial_files(folder: Path) -> int:
     for path in partial:
         path.unlink(missing_ok=True)
     return len(partial)
+
+
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None`` (strict JSON; an undefined figure stays visible)."""
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

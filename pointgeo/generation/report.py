@@ -4,7 +4,10 @@ The metrics are CDVAE's generation metrics with the benchmark's definitions (:mo
 structure and composition validity over all generated crystals; with a reference set (the test split), COV-R /
 COV-P with the dataset's cut-offs (:data:`~pointgeo.metrics.crystals.COV_CUTOFFS`) over all generated crystals, and
 the earth mover's distances of density and number of elements between ``property_samples`` (1 000) random valid
-generated crystals and all reference crystals (all valid ones when fewer, as the record says). The HTML holds the
+generated crystals and all reference crystals (all valid ones when fewer, as the record says), and with a property
+model (``--property-model``: a checkpoint with ``predict_property``, e.g. a CDVAE trained with a property head) the
+distance of the property it predicts for both sets; with ``--optimize-starts`` the optimisation success rates
+(:mod:`pointgeo.generation.optimize`). The HTML holds the
 metric table beside the CDVAE paper's figures for the dataset, pictures of a few structures with their unit cells
 (matplotlib, embedded as PNG) and the invalid crystals with their problems.
 """
@@ -25,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pointgeo.generation.files import write_json_atomic, write_text_atomic
+from pointgeo.generation.files import finite_or_none, write_json_atomic, write_text_atomic
 from pointgeo.generation.run import REPORT_FILES, read_generated
 from pointgeo.metrics.crystals import (
     COV_CUTOFFS,
@@ -35,9 +38,11 @@ from pointgeo.metrics.crystals import (
     crystals_from_batch,
     evaluate,
     fingerprints,
+    PropertyPredictor,
     property_statistics,
     validity,
 )
+from pointgeo.generation.optimize import PAPER_SR
 
 METRICS_FORMAT = "pointgeo-generation-metrics/1"
 PROPERTY_SAMPLES = 1000
@@ -134,8 +139,10 @@ def _counts(evaluated: Sequence[EvaluatedCrystal]) -> dict[str, int]:
 
 
 def compute_metrics(generated: list[Crystal], reference: Reference | None, *, dataset: str | None = None,
-                    property_samples: int = PROPERTY_SAMPLES, seed: int = 0,
-                    progress: bool = True) -> tuple[dict[str, Any], list[EvaluatedCrystal]]:
+                    property_samples: int = PROPERTY_SAMPLES, seed: int = 0, progress: bool = True,
+                    property_model: PropertyPredictor | None = None,
+                    property_model_identity: dict[str, Any] | None = None,
+                    ) -> tuple[dict[str, Any], list[EvaluatedCrystal]]:
     """The metrics of ``generated`` (module docstring) and the evaluated crystals.
 
     Args:
@@ -144,6 +151,8 @@ def compute_metrics(generated: list[Crystal], reference: Reference | None, *, da
         dataset: the benchmark whose COV cut-offs apply (default ``reference.dataset``).
         property_samples: valid generated crystals drawn (seeded by ``seed``) for the property statistics.
         progress: a progress bar over the crystals evaluated and fingerprinted.
+        property_model: scores both sets for ``wdist_prop`` (``metrics["property"]``, with
+            ``property_model_identity``, e.g. its spec and sha256).
     """
     dataset = dataset or (reference.dataset if reference is not None else None)
     if dataset is not None and dataset not in COV_CUTOFFS:
@@ -186,11 +195,18 @@ def compute_metrics(generated: list[Crystal], reference: Reference | None, *, da
             if n < property_samples:
                 notes.append(f"property statistics on all {n} valid generated crystals (the benchmark draws "
                              f"{property_samples})")
-            stats = {**property_statistics(gen_eval, ref_eval, n_samples=n, seed=seed), "n_samples": n}
+            stats = {**property_statistics(gen_eval, ref_eval, n_samples=n, seed=seed,
+                                           property_model=property_model), "n_samples": n}
     metrics["coverage"] = cov
+    prop = None if stats is None else stats.pop("wdist_prop", None)
     metrics["property_statistics"] = stats
     metrics["property"] = None
-    notes.append("property EMD (wdist_prop) needs a property model; this checkpoint provides none")
+    if property_model is None:
+        notes.append("property EMD (wdist_prop) needs a property model: pass --property-model CKPT (a checkpoint "
+                     "with a property head, e.g. a CDVAE trained on the benchmark's property)")
+    elif stats is not None:
+        metrics["property"] = {"wdist_prop": prop, "n_samples": stats["n_samples"],
+                               "model": property_model_identity}
     metrics["notes"] = notes
     return metrics, gen_eval
 
@@ -215,7 +231,11 @@ def metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str]]:
             ("EMD density (g/cm³)", stats.get("wdist_density"), "wdist_density", _number),
             ("EMD property", (metrics.get("property") or {}).get("wdist_prop"), "wdist_prop", _number),
             ("EMD number of elements", stats.get("wdist_num_elems"), "wdist_num_elems", _number)]
-    return [(name, fmt(value), fmt(paper.get(key))) for name, value, key, fmt in rows]
+    out = [(name, fmt(value), fmt(paper.get(key))) for name, value, key, fmt in rows]
+    rates = (metrics.get("optimization") or {}).get("success_rates") or {}
+    paper_sr = PAPER_SR.get(metrics.get("dataset") or "", {})
+    return out + [(f"optimisation {name}", _number(rates.get(name)), _number(paper_sr.get(name)))
+                  for name in ("SR5", "SR10", "SR15")]
 
 
 def _pictures(crystals: list[Crystal], records: list[dict[str, Any]], folder: Path) -> Path | None:
@@ -283,21 +303,12 @@ def render_html(metrics: dict[str, Any], records: list[dict[str, Any]], picture:
         f"<h2>Checkpoint and settings</h2><pre>{details}</pre></body></html>")
 
 
-def _finite_or_none(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by ``None`` (strict JSON; an undefined figure stays visible)."""
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
-def report_settings(reference: str | None, dataset: str | None, html_report: bool, seed: int) -> dict[str, Any]:
-    """What decides the report (a rerun with equal settings and both files present recomputes nothing)."""
+def report_settings(reference: str | None, dataset: str | None, html_report: bool, seed: int,
+                    property_model: str | None = None, optimization: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What decides the report (a rerun with equal settings and both files present recomputes nothing):
+    ``property_model`` the property checkpoint's sha256, ``optimization`` the optimisation's settings."""
     return {"reference": reference, "dataset": dataset, "property_samples": PROPERTY_SAMPLES, "seed": seed,
-            "html": html_report}
+            "html": html_report, "property_model": property_model, "optimization": optimization}
 
 
 def report_is_current(out: Path, settings: dict[str, Any]) -> bool:
@@ -310,22 +321,32 @@ def report_is_current(out: Path, settings: dict[str, Any]) -> bool:
 
 
 def write_report(out: str | Path, manifest: dict[str, Any], *, reference: str | None = None,
-                 dataset: str | None = None, html_report: bool = True, progress: bool = True) -> dict[str, Any]:
+                 dataset: str | None = None, html_report: bool = True, progress: bool = True,
+                 property_model: PropertyPredictor | None = None,
+                 property_model_identity: dict[str, Any] | None = None,
+                 optimization: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compute the metrics of the finished generation in ``out``, write ``metrics.json``, then ``report.html``
     (unless ``html_report`` is false); returns the metrics. A current report (:func:`report_is_current`) is
-    returned as it is."""
+    returned as it is. ``property_model`` (identified by ``property_model_identity["sha256"]``) gives
+    ``wdist_prop``; ``optimization`` (:func:`pointgeo.generation.optimize.run_optimization`'s result) goes into
+    ``metrics["optimization"]`` without its per-run records (those stay in ``optimization.json``)."""
     out = Path(out)
     seed = manifest["settings"]["seed"]
-    settings = report_settings(reference, dataset, html_report, seed)
+    settings = report_settings(reference, dataset, html_report, seed,
+                               (property_model_identity or {}).get("sha256") if property_model else None,
+                               None if optimization is None else optimization["settings"])
     if report_is_current(out, settings):
         return json.loads((out / REPORT_FILES[0]).read_text(encoding="utf-8"))
     data = (manifest.get("checkpoint") or {}).get("data")
     ref = load_reference(reference, data) if reference is not None else None
     crystals = read_generated(out, manifest)
-    metrics, _ = compute_metrics(crystals, ref, dataset=dataset, seed=seed, progress=progress)
+    metrics, _ = compute_metrics(crystals, ref, dataset=dataset, seed=seed, progress=progress,
+                                 property_model=property_model, property_model_identity=property_model_identity)
+    if optimization is not None:
+        metrics["optimization"] = {k: v for k, v in optimization.items() if k not in ("runs", "format")}
     metrics.update({"checkpoint": manifest["checkpoint"], "generation": manifest["settings"],
                     "report_settings": settings})
-    metrics = _finite_or_none(metrics)
+    metrics = finite_or_none(metrics)
     write_json_atomic(out / REPORT_FILES[0], metrics)
     if html_report:
         records = [r for k in range(manifest["num_batches"]) for r in manifest["batches"][str(k)]["crystals"]]

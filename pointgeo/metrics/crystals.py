@@ -21,8 +21,12 @@ The definitions are those of CDVAE's evaluation code (``scripts/compute_metrics.
   generated crystals (those whose fingerprint fails are dropped from the numerator only). Cut-offs
   :data:`COV_CUTOFFS`.
 * **property statistics**: 1-D earth mover's distance (scipy ``wasserstein_distance``) between ``n_samples`` (1 000)
-  random valid generated crystals and all reference crystals, of the density (g/cm³) and of the number of distinct
-  elements.
+  random valid generated crystals and all reference crystals, of the density (g/cm³), of the number of distinct
+  elements and, given a property model (:class:`PropertyPredictor`), of the property it predicts for both sides
+  (CDVAE scores generated and reference crystals with the same model, not with the reference's DFT values).
+* **optimisation success rates** SR5 / SR10 / SR15 (:func:`success_rates`): the fraction of the optimisation runs
+  whose best valid decoded crystal has a predicted property at most the 5th / 10th / 15th percentile of the training
+  property (:data:`SR_THRESHOLDS`).
 
 One deviation: CDVAE standardises the composition fingerprints with 132 means and deviations hard-coded in its
 repository (``cdvae/common/constants.py``), which pointgeo does not ship; :func:`coverage` standardises with the
@@ -43,7 +47,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -58,6 +62,22 @@ MIN_DISTANCE = 0.5
 """Å: the closest two atoms of a structurally valid crystal may be."""
 MIN_VOLUME = 0.1
 """Å³: the smallest volume of a constructible crystal."""
+SR_THRESHOLDS: dict[str, dict[str, float]] = {
+    "mp_20": {"SR5": -3.1756, "SR10": -2.8220, "SR15": -2.5281},
+    "carbon_24": {"SR5": -154.5271, "SR10": -154.4587, "SR15": -154.4421},
+    "perov_5": {"SR5": 0.4392, "SR10": 0.6120, "SR15": 0.7365},
+}
+"""The 5th / 10th / 15th percentiles of each benchmark's full training property (CDVAE's ``Percentiles``;
+``formation_energy_per_atom``, ``energy_per_atom``, ``heat_ref``)."""
+
+
+class PropertyPredictor(Protocol):
+    """A property model: ``predict_property(crystals) -> (n,)`` float64 predictions in the property's units, NaN
+    for a crystal it cannot take (``pointgeo.tasks.CDVAETask`` is one: its encoder's mean latent through its
+    property head)."""
+
+    def predict_property(self, crystals: Sequence[Crystal]) -> np.ndarray:
+        ...
 
 
 @dataclass(frozen=True)
@@ -94,6 +114,43 @@ def crystals_from_batch(frac_coords: Tensor, atom_types: Tensor, lengths: Tensor
     starts = ends - counts.numpy()
     ls, an = lengths.detach().cpu().double().numpy(), angles.detach().cpu().double().numpy()
     return [Crystal(frac[a:b], types[a:b], ls[k], an[k]) for k, (a, b) in enumerate(zip(starts, ends))]
+
+
+@dataclass
+class CrystalBatch:
+    """Crystals as one batch of tensors (the attribute names of ``pointgeo.datamodules.crystals`` batches):
+    ``frac_coords (ΣN, 3)``, ``z (ΣN,)`` long, ``lengths (B, 3)``, ``angles (B, 3)``, ``cell (B, 3, 3)`` (rows =
+    lattice vectors, pymatgen's orientation), ``natoms (B,)`` and ``batch (ΣN,)`` long."""
+
+    frac_coords: Tensor
+    z: Tensor
+    lengths: Tensor
+    angles: Tensor
+    cell: Tensor
+    natoms: Tensor
+    batch: Tensor
+
+    @property
+    def num_graphs(self) -> int:
+        return int(self.natoms.shape[0])
+
+
+def batch_from_crystals(crystals: Sequence[Crystal], *, dtype: torch.dtype = torch.float32,
+                        device: str | torch.device = "cpu") -> CrystalBatch:
+    """The inverse of :func:`crystals_from_batch`: ``crystals`` (at least one) as a :class:`CrystalBatch`."""
+    from pointgeo.geometry import lattice_params_to_matrix  # noqa: PLC0415
+
+    if not crystals:
+        raise ValueError("batch_from_crystals needs at least one crystal")
+    natoms = torch.tensor([len(c.atom_types) for c in crystals], dtype=torch.long)
+    frac = torch.from_numpy(np.concatenate([np.asarray(c.frac_coords, np.float64).reshape(-1, 3) for c in crystals]))
+    z = torch.from_numpy(np.concatenate([np.asarray(c.atom_types, np.int64).reshape(-1) for c in crystals]))
+    lengths = torch.from_numpy(np.stack([np.asarray(c.lengths, np.float64) for c in crystals]))
+    angles = torch.from_numpy(np.stack([np.asarray(c.angles, np.float64) for c in crystals]))
+    cell = lattice_params_to_matrix(lengths, angles)
+    batch = torch.repeat_interleave(torch.arange(len(crystals)), natoms)
+    return CrystalBatch(frac.to(device, dtype), z.to(device), lengths.to(device, dtype), angles.to(device, dtype),
+                        cell.to(device, dtype), natoms.to(device), batch.to(device))
 
 
 def crystal_from_structure(structure: Any) -> Crystal:
@@ -334,9 +391,14 @@ def coverage(generated: Sequence[EvaluatedCrystal], reference: Sequence[Evaluate
 
 
 def property_statistics(generated: Sequence[EvaluatedCrystal], reference: Sequence[EvaluatedCrystal], *,
-                        n_samples: int = 1000, seed: int = 0) -> dict[str, float]:
-    """Earth mover's distances of density (g/cm³) and number of distinct elements between ``n_samples`` random valid
-    generated crystals (drawn without replacement, seeded) and all constructible reference crystals.
+                        n_samples: int = 1000, seed: int = 0,
+                        property_model: PropertyPredictor | None = None) -> dict[str, float]:
+    """Earth mover's distances of density (g/cm³), number of distinct elements and (with ``property_model``) the
+    predicted property between ``n_samples`` random valid generated crystals (drawn without replacement, seeded)
+    and all constructible reference crystals.
+
+    Returns ``{"wdist_density", "wdist_num_elems"}`` and, with a property model, ``"wdist_prop"`` (over the
+    crystals whose prediction is finite; NaN when a side has none).
 
     Raises:
         ValueError: fewer than ``n_samples`` valid generated crystals (as the benchmark; lower ``n_samples``).
@@ -348,11 +410,40 @@ def property_statistics(generated: Sequence[EvaluatedCrystal], reference: Sequen
         raise ValueError(f"not enough valid generated crystals for the property statistics: {len(valid)} < "
                          f"n_samples={n_samples}")
     chosen = np.random.default_rng(seed).choice(len(valid), n_samples, replace=False)
-    sample = [valid[i].structure for i in chosen]
-    refs = [r.structure for r in reference if r.structure is not None]
-    return {"wdist_density": float(wasserstein_distance([s.density for s in sample], [s.density for s in refs])),
-            "wdist_num_elems": float(wasserstein_distance([len(set(s.species)) for s in sample],
-                                                          [len(set(s.species)) for s in refs]))}
+    sample = [valid[i] for i in chosen]
+    refs = [r for r in reference if r.structure is not None]
+    out = {"wdist_density": float(wasserstein_distance([s.structure.density for s in sample],
+                                                       [s.structure.density for s in refs])),
+           "wdist_num_elems": float(wasserstein_distance([len(set(s.structure.species)) for s in sample],
+                                                         [len(set(s.structure.species)) for s in refs]))}
+    if property_model is not None:
+        pred = np.asarray(property_model.predict_property([s.crystal for s in sample]), dtype=np.float64)
+        true = np.asarray(property_model.predict_property([r.crystal for r in refs]), dtype=np.float64)
+        pred, true = pred[np.isfinite(pred)], true[np.isfinite(true)]
+        out["wdist_prop"] = float(wasserstein_distance(pred, true)) if len(pred) and len(true) else math.nan
+    return out
+
+
+def success_rates(properties: np.ndarray, valid: np.ndarray, thresholds: dict[str, float]) -> dict[str, float]:
+    """CDVAE's optimisation success rates (``OptEval.get_success_rate``).
+
+    Args:
+        properties: ``(S, R)`` the predicted property of the crystal decoded at saved step ``s`` of run ``r``.
+        valid: ``(S, R)`` bool, whether that crystal is valid (an invalid one never counts, whatever its value).
+        thresholds: ``{name: t}``, e.g. a row of :data:`SR_THRESHOLDS`.
+
+    Returns:
+        ``{name: mean over runs of [min over the valid saved steps of the property ≤ t]}`` (a run without a valid
+        crystal fails every threshold), plus ``"best"``, the ``(R,)`` list of those minima (``inf`` for none).
+    """
+    props, ok = np.asarray(properties, dtype=np.float64), np.asarray(valid, dtype=bool)
+    if props.ndim != 2 or props.shape != ok.shape or props.shape[1] == 0:
+        raise ValueError(f"properties and valid must have the same shape (S, R) with R > 0; got {props.shape} and "
+                         f"{ok.shape}")
+    best = np.where(ok & np.isfinite(props), props, np.inf).min(axis=0)
+    out: dict[str, Any] = {name: float((best <= t).mean()) for name, t in thresholds.items()}
+    out["best"] = best.tolist()
+    return out
 
 
 class CrystalReconstruction(Metric):
@@ -392,6 +483,7 @@ class CrystalReconstruction(Metric):
                 "rms_dist": torch.tensor(result["rms_dist"], dtype=torch.float64)}
 
 
-__all__ = ["CrystalReconstruction", "COV_CUTOFFS", "MATCHER_TOLERANCES", "MIN_DISTANCE", "MIN_VOLUME", "Crystal", "EvaluatedCrystal",
-           "build_structure", "composition_validity", "coverage", "crystal_from_structure", "crystals_from_batch",
-           "evaluate", "fingerprints", "property_statistics", "reconstruction", "structure_validity", "validity"]
+__all__ = ["CrystalReconstruction", "COV_CUTOFFS", "MATCHER_TOLERANCES", "MIN_DISTANCE", "MIN_VOLUME", "SR_THRESHOLDS",
+           "Crystal", "CrystalBatch", "EvaluatedCrystal", "PropertyPredictor", "batch_from_crystals", "build_structure",
+           "composition_validity", "coverage", "crystal_from_structure", "crystals_from_batch", "evaluate",
+           "fingerprints", "property_statistics", "reconstruction", "structure_validity", "success_rates", "validity"]

@@ -19,13 +19,15 @@ resumed run follows the uninterrupted one exactly): the shipped configs decay wi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from pointgeo.metrics.crystals import Crystal, crystals_from_batch
+from pointgeo.metrics.crystals import Crystal, batch_from_crystals, crystals_from_batch
+from pointgeo.nn.cdvae.inputs import check_crystals
 from pointgeo.nn.cdvae.langevin import langevin_generate
 from pointgeo.nn.cdvae.losses import DEFAULT_WEIGHTS, VALIDATION_WEIGHTS, cdvae_losses, weighted_sum
 from pointgeo.registry import create_model, get_model_entry
@@ -177,19 +179,71 @@ class CDVAETask(PointGeoTask):
         """CDVAE's property optimisation: start from ``z ~ q(z | x)`` of each crystal of ``batch``, take ``steps``
         Adam steps (learning rate ``lr``; CDVAE: 5000 steps of 1e-3) that lower the property head's first output,
         then decode each final ``z``. Needs a network with a property head (``num_properties >= 1``)."""
+        return self.optimize_property_path(batch, steps=steps, lr=lr, generator=generator, num_saved=1)[-1]
+
+    def optimize_property_path(self, batch: Any, *, steps: int, lr: float, generator: torch.Generator,
+                               num_saved: int = 10) -> list[list[Crystal]]:
+        """:meth:`optimize_property`, decoding the latents at ``num_saved`` points of the path (CDVAE's
+        ``num_saved_crys``: 10): after the steps :func:`saved_steps` lists, the last being ``steps``. Returns
+        ``num_saved`` lists (fewer when ``steps < num_saved``), each the crystals of ``batch`` in order."""
         if not self.net.num_properties:
             raise ValueError("optimize_property needs a property head: train with network_kwargs.num_properties >= 1")
         if not isinstance(steps, int) or steps < 0 or not lr > 0:
             raise ValueError(f"steps must be an integer >= 0 and lr > 0; got {steps!r}, {lr!r}")
+        saved = saved_steps(steps, num_saved)
+        latents = []
         with torch.inference_mode(False):
             with torch.no_grad():
                 z = self._latent(batch, generator).clone()
             z.requires_grad_(True)
             opt = torch.optim.Adam([z], lr=lr)
+            if 0 in saved:
+                latents.append(z.detach().clone())
             with torch.enable_grad():
-                for _ in range(steps):
+                for step in range(1, steps + 1):
                     opt.zero_grad()
                     self.net.heads(z)["property"][:, 0].sum().backward()
                     opt.step()
+                    if step in saved:
+                        latents.append(z.detach().clone())
         self.net.zero_grad(set_to_none=True)
-        return self._decode(z.detach(), generator)
+        with torch.no_grad():
+            return [self._decode(latent, generator) for latent in latents]
+
+    # --- property model ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_property(self, crystals: Sequence[Crystal], *, batch_size: int = 256) -> np.ndarray:
+        """``(n,)`` float64: the property head's first property (in the property's units, unstandardised) at the
+        encoder's mean latent ``μ`` of each crystal, batched; NaN for a crystal the encoder cannot take (no atoms,
+        more than ``max_atoms``, an element outside ``1..max_z``, a singular cell, non-finite numbers). This makes a
+        trained checkpoint a :class:`~pointgeo.metrics.crystals.PropertyPredictor` (CDVAE's property models are a
+        DimeNet++ encoder with an MLP on it, trained on the same column; here it is the CDVAE's own encoder and
+        property head)."""
+        if not self.net.num_properties:
+            raise ValueError("predict_property needs a property head: train with network_kwargs.num_properties >= 1")
+        param = next(self.net.parameters())
+        out = np.full(len(crystals), np.nan)
+        usable = [i for i, c in enumerate(crystals) if self._encodable(c)]
+        for start in range(0, len(usable), batch_size):
+            chosen = usable[start:start + batch_size]
+            b = batch_from_crystals([crystals[i] for i in chosen], dtype=param.dtype, device=param.device)
+            mu, _ = self.net.encode(b.frac_coords, b.z, b.cell, b.batch)
+            pred = self.net.unscale_property(self.net.heads(mu)["property"])[:, 0]
+            out[chosen] = pred.double().cpu().numpy()
+        return out
+
+    def _encodable(self, crystal: Crystal) -> bool:
+        try:
+            b = batch_from_crystals([crystal], dtype=torch.float64)
+            check_crystals(b.frac_coords, b.z, b.cell, b.batch, max_atoms=self.net.max_atoms, max_z=self.net.max_z)
+        except ValueError:
+            return False
+        return True
+
+
+def saved_steps(steps: int, num_saved: int) -> list[int]:
+    """The optimisation steps after which :meth:`CDVAETask.optimize_property_path` decodes: ``round(k · steps /
+    num_saved)`` for ``k = 1 … num_saved``, duplicates dropped (``[0]`` for ``steps = 0``)."""
+    if not isinstance(num_saved, int) or num_saved < 1:
+        raise ValueError(f"num_saved must be a positive integer; got {num_saved!r}")
+    return sorted({round(k * steps / num_saved) for k in range(1, num_saved + 1)})

@@ -5,16 +5,21 @@ test split."""
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 from pymatgen.core import Structure
 
 from pointgeo.cli import main as pointgeo_main
 from pointgeo.datamodules import CrystalDataModule
+from pointgeo.generation.report import load_reference
+from pointgeo.generation.run import read_generated
 from pointgeo.hub import from_pretrained
+from pointgeo.metrics.crystals import SR_THRESHOLDS, evaluate, property_statistics, success_rates
 from pointgeo.registry import get_model_entry
 from pointgeo.tasks import CDVAETask
 from pointgeo.testing.fake_data import write_csv_heads
@@ -43,7 +48,8 @@ def test_generate_writes_cifs_pymatgen_reads_and_the_report(checkpoint: tuple[Pa
     path, root = checkpoint
     out = tmp_path / "gen"
     args = ["generate", str(path), "--num", "5", "--batch-size", "3", "--seed", "2", "--out", str(out),
-            "--reference", str(root / "test.csv"), "--dataset", "perov_5", "--no-progress"]
+            "--reference", str(root / "test.csv"), "--dataset", "perov_5", "--no-progress",
+            "--property-model", str(path), "--optimize-starts", "3", "--optimize-steps", "4", "--optimize-saved", "2"]
     pointgeo_main(args)
     assert "5 crystals in" in capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text())
@@ -61,6 +67,26 @@ def test_generate_writes_cifs_pymatgen_reads_and_the_report(checkpoint: tuple[Pa
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["counts"]["generated"] == 5 and metrics["counts"]["constructed"] == len(written)
     assert metrics["reference"]["crystals"] == 8 and (out / "report.html").is_file()
+    # the property EMD: the checkpoint's property head scores both sides
+    task = from_pretrained(str(path))
+    gen_eval = evaluate(read_generated(out, manifest))
+    ref_eval = evaluate(load_reference(str(root / "test.csv")).crystals)
+    n = sum(e.valid for e in gen_eval)
+    if n:
+        expected = property_statistics(gen_eval, ref_eval, n_samples=n, seed=2, property_model=task)["wdist_prop"]
+        assert math.isclose(metrics["property"]["wdist_prop"], expected, rel_tol=1e-9, abs_tol=1e-12)
+        assert metrics["property"]["model"]["spec"] == str(path)
+    else:
+        assert metrics["property"] is None
+    # the optimisation: 3 runs, 2 decoded points each, SR recomputed from the stored path
+    opt = json.loads((out / "optimization.json").read_text())
+    assert opt["saved_steps"] == [2, 4] and len(opt["runs"]) == 3 and all(len(r["path"]) == 2 for r in opt["runs"])
+    props = np.array([[np.inf if p["property"] is None else p["property"] for p in r["path"]] for r in opt["runs"]]).T
+    valid = np.array([[p["valid"] for p in r["path"]] for r in opt["runs"]]).T
+    rates = success_rates(props, valid, SR_THRESHOLDS["perov_5"])
+    assert metrics["optimization"]["success_rates"] == {k: rates[k] for k in ("SR5", "SR10", "SR15")}
     before = {p.name: p.read_bytes() for p in (out / "cif").iterdir()}
+    stored = (out / "optimization.json").read_bytes()
     pointgeo_main(args)  # the same command again: nothing regenerated, the same files
     assert {p.name: p.read_bytes() for p in (out / "cif").iterdir()} == before
+    assert (out / "optimization.json").read_bytes() == stored

@@ -20,6 +20,7 @@ from scipy.stats import wasserstein_distance
 
 from pointgeo.generation import command as gen_command
 from pointgeo.generation import report as gen_report
+from pointgeo.generation.files import finite_or_none
 from pointgeo.generation.report import PAPER_CDVAE, load_reference, write_report
 from pointgeo.generation.run import GenerationSettings, generate_crystals, read_generated
 from pointgeo.metrics.crystals import evaluate, validity
@@ -79,6 +80,43 @@ def test_a_perfect_model_replaying_the_reference_covers_it_fully(reference_csv: 
     image = embedded_png(page)
     assert image.shape[1] == 220 * 6 and image.shape[0] == 260  # six structures in a row
     assert "<script" not in page and "http" not in page  # self-contained
+
+
+class FirstLengthModel:
+    """A property model double: the property is the first lattice length."""
+
+    def predict_property(self, crystals) -> np.ndarray:
+        return np.array([c.lengths[0] for c in crystals], dtype=np.float64)
+
+
+def test_the_property_emd_and_the_success_rates_go_into_the_report(reference_csv: Path, tmp_path: Path) -> None:
+    reference = load_reference(str(reference_csv))
+    out = tmp_path / "gen"
+    manifest = generate_crystals(ReplaySampler(reference.crystals[::-1], num_noise_levels=4), out, settings(ROWS),
+                                 {"spec": "replay"}, progress=False)
+    optimization = {"format": "pointgeo-optimization/1", "settings": {"starts": 2, "steps": 3},
+                    "success_rates": {"SR5": 0.5, "SR10": 0.5, "SR15": 1.0}, "thresholds": {"SR5": 0.4392},
+                    "saved_steps": [3], "runs": [{"start_formula": "SrTiO3"}]}
+    metrics = write_report(out, manifest, reference=str(reference_csv), dataset="perov_5", progress=False,
+                           property_model=FirstLengthModel(), property_model_identity={"spec": "m", "sha256": "ab"},
+                           optimization=optimization)
+    refs = evaluate(reference.crystals)
+    valid = [e for e in evaluate(reference.crystals[::-1]) if e.valid]
+    expected = wasserstein_distance([e.crystal.lengths[0] for e in valid], [e.crystal.lengths[0] for e in refs])
+    assert metrics["property"]["wdist_prop"] == pytest.approx(expected, rel=0, abs=1e-12)
+    assert metrics["property"]["model"] == {"spec": "m", "sha256": "ab"}
+    assert metrics["property"]["n_samples"] == len(valid)
+    assert metrics["optimization"] == {k: optimization[k] for k in ("settings", "success_rates", "thresholds",
+                                                                     "saved_steps")}
+    assert metrics["report_settings"]["property_model"] == "ab"
+    assert metrics["report_settings"]["optimization"] == optimization["settings"]
+    page = (out / "report.html").read_text()
+    assert f"<td>EMD property</td><td>{expected:.4g}</td><td>0.0264</td>" in page
+    assert "<td>optimisation SR5</td><td>0.5</td><td>0.52</td>" in page
+    # another property model: the report is recomputed, without it the EMD is gone and a note says why
+    again = write_report(out, manifest, reference=str(reference_csv), dataset="perov_5", progress=False)
+    assert again["property"] is None and "optimization" not in again
+    assert any("--property-model" in n for n in again["notes"])
 
 
 def test_without_a_reference_validity_only_and_invalid_crystals_listed(tmp_path: Path) -> None:
@@ -177,5 +215,5 @@ def test_the_command_runs_resumes_and_refuses_non_generative_checkpoints(tmp_pat
 
 
 def test_undefined_figures_are_written_as_null() -> None:
-    assert gen_report._finite_or_none({"a": float("nan"), "b": [float("inf"), 1.5, {"c": -float("inf")}], "d": 2}) \
+    assert finite_or_none({"a": float("nan"), "b": [float("inf"), 1.5, {"c": -float("inf")}], "d": 2}) \
         == {"a": None, "b": [None, 1.5, {"c": None}], "d": 2}

@@ -25,8 +25,10 @@ from pointgeo.metrics.crystals import (
     crystals_from_batch,
     evaluate,
     property_statistics,
+    SR_THRESHOLDS,
     reconstruction,
     structure_validity,
+    success_rates,
     validity,
 )
 
@@ -133,6 +135,43 @@ def test_property_statistics_hand_worked() -> None:
     assert property_statistics(evaluate([iron]), evaluate([nacl]), n_samples=1)["wdist_num_elems"] == 1.0
     with pytest.raises(ValueError, match="not enough valid"):
         property_statistics(evaluate([nacl]), evaluate([nacl]), n_samples=2)
+
+
+class LatticeConstantModel:
+    """A property model whose property is the first lattice length (NaN for a cell longer than 4 Å)."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def predict_property(self, crystals) -> np.ndarray:
+        self.calls.append(len(crystals))
+        return np.array([c.lengths[0] if c.lengths[0] < 4 else np.nan for c in crystals])
+
+
+def test_property_emd_uses_the_model_on_both_sides_hand_worked() -> None:
+    nacl = cubic(["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]], 2.82)
+    kcl = cubic(["K", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]], 3.15)
+    cscl = cubic(["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]], 4.12)
+    model = LatticeConstantModel()
+    got = property_statistics(evaluate([nacl, nacl]), evaluate([nacl, kcl, cscl]), n_samples=2,
+                              property_model=model)
+    # generated {2.82, 2.82}; reference {2.82, 3.15} (CsCl's NaN dropped): EMD = (3.15 - 2.82) / 2
+    assert math.isclose(got["wdist_prop"], (3.15 - 2.82) / 2, rel_tol=1e-12, abs_tol=0)
+    assert model.calls == [2, 3]
+    assert "wdist_prop" not in property_statistics(evaluate([nacl]), evaluate([kcl]), n_samples=1)
+
+
+def test_success_rates_hand_worked() -> None:
+    # 3 runs (columns), 2 saved steps (rows); run 0's 0.2 is invalid, run 2 has no valid crystal
+    props = np.array([[0.5, 0.3, 0.9], [0.2, 0.8, 0.7]])
+    valid = np.array([[True, True, False], [False, True, False]])
+    got = success_rates(props, valid, {"SR5": 0.4, "SR10": 0.6, "SR15": 1.0})
+    assert got["best"] == [0.5, 0.3, math.inf]
+    assert (got["SR5"], got["SR10"], got["SR15"]) == (1 / 3, 2 / 3, 2 / 3)
+    perov = success_rates(np.array([[0.44, 0.4392, 0.7]]), np.ones((1, 3), bool), SR_THRESHOLDS["perov_5"])
+    assert (perov["SR5"], perov["SR10"], perov["SR15"]) == (1 / 3, 2 / 3, 1.0)  # ≤ the percentile counts
+    with pytest.raises(ValueError, match="same shape"):
+        success_rates(props, valid[:1], {"SR5": 0.4})
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,10 @@ import torch
 
 from pointgeo.datamodules import CrystalDataModule
 from pointgeo.hub import load_checkpoint, rebuild_task
-from pointgeo.metrics.crystals import Crystal
+from pointgeo.metrics.crystals import Crystal, crystals_from_batch
 from pointgeo.registry import get_model_entry
 from pointgeo.tasks import CDVAETask, task_class_for
+from pointgeo.tasks.crystal_generation import saved_steps
 from pointgeo.testing.fake_data import write_csv_heads
 
 LOSSES = ("natom", "lattice", "composition", "coord", "type", "kl", "property")
@@ -111,6 +112,43 @@ def test_reconstruct_and_optimize_property(trained) -> None:
         task.optimize_property(batch, steps=-1, lr=0.1, generator=g)
     with pytest.raises(ValueError, match="num must be a positive integer"):
         task.sample(0, generator=g)
+
+
+def test_predict_property_is_the_property_head_at_the_mean_latent(trained) -> None:
+    task, data, _, _ = trained
+    task.eval()
+    batch = next(iter(data.test_dataloader()))
+    crystals = crystals_from_batch(batch.frac_coords, batch.z, batch.lengths, batch.angles, batch.natoms)
+    with torch.no_grad():
+        mu, _ = task.net.encode(batch.frac_coords, batch.z, batch.cell, batch.batch)
+        expected = task.net.unscale_property(task.net.heads(mu)["property"])[:, 0].double().numpy()
+    got = task.predict_property(crystals, batch_size=5)  # several batches
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert np.std(got) > 0  # the prediction depends on the crystal
+    first = crystals[0]
+    foreign = Crystal(first.frac_coords, np.full_like(first.atom_types, 101), first.lengths, first.angles)
+    empty = Crystal(np.zeros((0, 3)), np.zeros(0, dtype=np.int64), first.lengths, first.angles)
+    flat = Crystal(first.frac_coords, first.atom_types, first.lengths, np.array([90.0, 90.0, 180.0]))
+    mixed = task.predict_property([foreign, crystals[1], empty, flat])
+    assert np.isnan(mixed[[0, 2, 3]]).all()
+    np.testing.assert_allclose(mixed[1], expected[1], rtol=1e-5, atol=1e-6)
+
+
+def test_the_optimisation_path_decodes_at_the_saved_steps(trained) -> None:
+    task, data, _, _ = trained
+    task.eval()
+    batch = next(iter(data.test_dataloader()))
+    assert saved_steps(5000, 10) == list(range(500, 5001, 500)) and saved_steps(0, 10) == [0]
+    path = task.optimize_property_path(batch, steps=6, lr=0.05, generator=torch.Generator().manual_seed(1),
+                                       num_saved=3)
+    assert len(path) == 3 and all(len(crystals) == batch.num_graphs for crystals in path)
+    # one saved point is optimize_property: the same draws, the same crystals
+    last = task.optimize_property_path(batch, steps=6, lr=0.05, generator=torch.Generator().manual_seed(1),
+                                       num_saved=1)[-1]
+    again = task.optimize_property(batch, steps=6, lr=0.05, generator=torch.Generator().manual_seed(1))
+    for a, b in zip(last, again):
+        np.testing.assert_array_equal(a.frac_coords, b.frac_coords)
+        np.testing.assert_array_equal(a.atom_types, b.atom_types)
 
 
 def test_wrong_network_kind_and_missing_scalers_are_refused() -> None:
