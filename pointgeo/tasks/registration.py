@@ -98,22 +98,25 @@ class RegistrationTask(PointGeoTask):
             raise ValueError(f"estimator must be 'lgr' or 'ransac'; got {estimator!r}")
         self.save_hyperparameters()
         self.net = create_model(network, **(network_kwargs or {}))
+        # compute_groups=False in every collection: IR and FMR (RR, RRE and RTE) share a base class and state names,
+        # and torchmetrics merges metrics whose states agree after the first update (a first pair without inliers)
+        # into one group, after which IR reported FMR's value
         self.metrics = torch.nn.ModuleDict({
             f"{stage}_metrics": MetricCollection({
                 "ir": InlierRatio(num_scenes, inlier_threshold),
                 "fmr": FeatureMatchingRecall(num_scenes, inlier_threshold),
-            }, prefix=f"{stage}/") for stage in ("val", "test")
+            }, prefix=f"{stage}/", compute_groups=False) for stage in ("val", "test")
         })
         self.pose_metrics = torch.nn.ModuleDict({
             f"{stage}_metrics": MetricCollection({
                 "rr": RegistrationRecall("mean_distance", num_scenes),
                 "rre": RelativeRotationError("mean_distance", num_scenes),
                 "rte": RelativeTranslationError("mean_distance", num_scenes),
-            }, prefix=f"{stage}/") for stage in ("val", "test")
+            }, prefix=f"{stage}/", compute_groups=False) for stage in ("val", "test")
         })
         self.information_metrics = torch.nn.ModuleDict({
             f"{stage}_metrics": MetricCollection({"rr_information": RegistrationRecall("information", num_scenes)},
-                                                 prefix=f"{stage}/") for stage in ("val", "test")
+                                                 prefix=f"{stage}/", compute_groups=False) for stage in ("val", "test")
         })
 
     @staticmethod

@@ -158,3 +158,32 @@ def test_register_pair_bad_input(task64: RegistrationTask) -> None:
         task64.register_pair(good[:100], good)
     with pytest.raises(TypeError, match="src_pos must be a floating-point tensor"):
         task64.register_pair(good.long(), good)
+
+
+def test_each_metric_keeps_its_own_state_when_the_first_pair_has_no_inlier() -> None:
+    """IR and FMR (RRE and RTE) share a base class and state names; torchmetrics' compute groups merged them when
+    their states happened to agree after the first update (a first pair without inliers, or a rejected one: all 0),
+    and IR then reported FMR's value (RTE RRE's). Two pairs: IR 0 then 3/10 (mean 0.15), FMR 0 then 1 (0.5)."""
+    task = small_task()
+    eye = torch.eye(4, dtype=D)[None]
+    src = torch.rand(1, 10, 3, generator=torch.Generator().manual_seed(0), dtype=D)
+    far = src + 10.0
+    near = torch.cat([src[:, :3], far[:, 3:]], 1)
+    metrics = task.metrics["test_metrics"]
+    metrics.update(src, far, eye)
+    metrics.update(src, near, eye)
+    values = metrics.compute()
+    assert abs(float(values["test/ir"]) - 0.15) < 1e-12 and abs(float(values["test/fmr"]) - 0.5) < 1e-12
+    pose = task.pose_metrics["test_metrics"]
+    wrong = eye.clone()
+    wrong[0, :3, 3] = 1.0
+    rotated = eye.clone()
+    rotated[0, :3, :3] = torch.tensor([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]], dtype=D)
+    near = eye.clone()
+    near[0, 0, 3] = 0.05
+    pose.update(wrong, eye, source_points=src)  # a rejected pair: RRE's and RTE's states both 0 after it
+    pose.update(near, eye, source_points=src)  # accepted: RRE 0, RTE 0.05
+    pose.update(rotated, eye, source_points=src)  # rejected (RRE and RTE average the accepted pairs only)
+    values = pose.compute()
+    assert abs(float(values["test/rr"]) - 1 / 3) < 1e-12
+    assert abs(float(values["test/rre"])) < 1e-9 and abs(float(values["test/rte"]) - 0.05) < 1e-12
