@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ class CloudArrays:
     instance: np.ndarray | None = None
     """Optional per-point ``(S, N)`` integer ids ``0 … P-1`` of the rigid pieces (the objects of a multi-object
     scene) when ``seg`` does not already tell them apart; the partition piecewise motions follow
-    (:func:`partition_of`)."""
+    (:func:`pointgeo.geometry.partition_of`)."""
 
     def __post_init__(self) -> None:
         if self.pos.ndim != 3 or self.pos.shape[-1] != 3:
@@ -72,25 +72,6 @@ class CloudArrays:
 
         return CloudArrays(self.pos[index], self.label[index], rows(self.normal), rows(self.seg), rows(self.category),
                            rows(self.mask), rows(self.instance))
-
-
-PARTITION_KEYS = ("instance", "seg")
-"""Batch keys that can define the rigid pieces of a cloud, in order of preference: a multi-object scene's
-``instance`` ids (its ``seg`` labels classes, shared by objects of one class), else the part labels ``seg`` (the
-articulated set's parts)."""
-
-
-def partition_of(batch: Mapping[str, Tensor]) -> Tensor:
-    """The ``(B, N)`` long labels of the rigid pieces of a batch: its first key of :data:`PARTITION_KEYS`.
-
-    Raises:
-        ValueError: the batch has none of them.
-    """
-    for key in PARTITION_KEYS:
-        if key in batch:
-            return batch[key].long()
-    raise ValueError(f"the batch has no partition: piecewise motions need one of the keys {PARTITION_KEYS} "
-                     f"(part-segmentation or multi-object data); got keys {sorted(batch)}")
 
 
 def normalize_unit_sphere(pos: np.ndarray, where: str = "pos") -> np.ndarray:

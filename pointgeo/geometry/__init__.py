@@ -53,6 +53,7 @@ from pointgeo.geometry.rigid import (
     voxel_downsample,
 )
 from pointgeo.geometry.parts import (
+    PARTITION_KEYS,
     PartFrames,
     check_parts,
     gather_parts,
@@ -61,6 +62,7 @@ from pointgeo.geometry.parts import (
     part_means,
     part_rank,
     part_sums,
+    partition_of,
 )
 from pointgeo.geometry.piecewise import apply_piecewise_motion, move_parts, piecewise_motion
 from pointgeo.geometry.rotations import (
@@ -111,6 +113,7 @@ __all__ = [
     "move_parts",
     "periodic_radius_graph",
     "piecewise_motion",
+    "PARTITION_KEYS",
     "PartFrames",
     "check_parts",
     "gather_parts",
@@ -119,6 +122,7 @@ __all__ = [
     "part_means",
     "part_rank",
     "part_sums",
+    "partition_of",
     "RotationMode",
     "angle_sweep",
     "attach_frame_gradient",

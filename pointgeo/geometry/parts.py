@@ -14,6 +14,7 @@ rigid motion ``x ↦ R_p (x − c_p) + c_p + t_p`` (:func:`pointgeo.geometry.pie
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,25 @@ from pointgeo.geometry.checks import check_points
 from pointgeo.geometry.frames import scatter_axes
 from pointgeo.geometry.neighbors import MAX_ELEMENTS
 from pointgeo.geometry.ties import lexicographic_rank, tie_break, tie_fraction
+
+
+PARTITION_KEYS = ("instance", "seg")
+"""Batch keys that can define the rigid pieces of a cloud, in order of preference: a multi-object scene's
+``instance`` ids (its ``seg`` labels classes, shared by objects of one class), else the part labels ``seg`` (the
+articulated set's parts)."""
+
+
+def partition_of(batch: Mapping[str, Tensor]) -> Tensor:
+    """The ``(B, N)`` long labels of the rigid pieces of a batch: its first key of :data:`PARTITION_KEYS`.
+
+    Raises:
+        ValueError: the batch has none of them.
+    """
+    for key in PARTITION_KEYS:
+        if key in batch:
+            return batch[key].long()
+    raise ValueError(f"the batch has no partition: piecewise motions need one of the keys {PARTITION_KEYS} "
+                     f"(part-segmentation or multi-object data); got keys {sorted(batch)}")
 
 
 def check_parts(parts: Tensor, pos: Tensor, num_parts: int | None = None, name: str = "partition") -> Tensor:

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from pointgeo.datamodules.base import partition_of
+from pointgeo.geometry import partition_of
 from pointgeo.metrics.part_iou import part_membership, shape_ious
 
 Batch = dict[str, Tensor]
@@ -67,7 +67,7 @@ class Evaluator(ABC):
         """For a network that predicts its own partition (one with ``segment``, APEN): the figures of
         :func:`pointgeo.testing.measure_apen_piecewise` on ``batch`` (measured piecewise error with the predicted
         partition, partition accuracy), the true parts being the batch's partition
-        (:func:`~pointgeo.datamodules.base.partition_of`: a scene's objects, not its classes); ``None`` for other
+        (:func:`~pointgeo.geometry.partition_of`: a scene's objects, not its classes); ``None`` for other
         networks."""
         net = getattr(self.task, "net", None)
         if not hasattr(net, "segment"):

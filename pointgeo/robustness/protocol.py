@@ -15,7 +15,7 @@ For every test shape, the runner evaluates each model on
   (:func:`pointgeo.testing.invariance.frame_equivariance_error`);
 * per-class scores under each protocol;
 * on data with a partition (part-segmentation or multi-object batches: ``instance``, else ``seg``,
-  :func:`pointgeo.datamodules.base.partition_of`), the ``piecewise`` protocol: ``n_rotations`` times per shape,
+  :func:`pointgeo.geometry.partition_of`), the ``piecewise`` protocol: ``n_rotations`` times per shape,
   every part moved by its own Haar rotation about its centroid and a translation (standard deviation
   ``piecewise_translation`` RMS radii of the shape), drawn by :func:`pointgeo.geometry.piecewise_motion` from a
   generator seeded by ``(seed, shape index, 3, repetition)``, applied to the fields the datamodule declares moving
@@ -39,13 +39,15 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from pointgeo.datamodules.base import PARTITION_KEYS, partition_of, sample_seed
+from pointgeo.datamodules.base import sample_seed
 from pointgeo.geometry import (
+    PARTITION_KEYS,
     POINT_CLOUD_FIELDS,
     FieldSpec,
     angle_sweep,
     apply_rigid_motion,
     move_parts,
+    partition_of,
     piecewise_motion,
     rotations_about_axis,
     sample_rotations,

@@ -6,7 +6,7 @@ The loss is the vote loss summed over the blocks plus ``0.1 ×`` the per-point c
 
 with ``s_i`` a block's seed ``w_i (x_i + Δ_i)`` and ``c_{y_i}`` the centroid of point ``i``'s ground-truth rigid
 piece (the released ``x_i + vote_i``; its npz stores the offset to the part centre). The pieces are the batch's
-partition (:func:`pointgeo.datamodules.base.partition_of`): a multi-object scene's ``instance`` ids when the batch
+partition (:func:`pointgeo.geometry.partition_of`): a multi-object scene's ``instance`` ids when the batch
 has them (its ``seg`` labels classes: two chairs share a label but are two pieces, and one centre between them is
 no part's), else the part labels ``seg``; ``partition_accuracy`` is measured against the same pieces. Logged per
 stage: ``loss`` (the cross-entropy, as in :class:`~pointgeo.tasks.segmentation.PartSegmentationTask`),
@@ -22,8 +22,7 @@ from typing import Any
 
 from torch import Tensor
 
-from pointgeo.datamodules.base import partition_of
-from pointgeo.geometry import gather_parts, part_means
+from pointgeo.geometry import gather_parts, part_means, partition_of
 from pointgeo.metrics.part_iou import PartSegmentationIoU, restrict_logits_to_category
 from pointgeo.metrics.partition import partition_accuracy
 from pointgeo.tasks.segmentation import PartSegmentationTask

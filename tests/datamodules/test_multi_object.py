@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from pointgeo.datamodules import MultiObjectScenesDataModule
-from pointgeo.datamodules.base import CloudArrays, ResumableLoader, normalize_unit_sphere, partition_of
+from pointgeo.datamodules.base import CloudArrays, ResumableLoader, normalize_unit_sphere
 from pointgeo.datamodules.modelnet import MODELNET40_CLASSES
 from pointgeo.datamodules.multi_object import compose_scenes, object_counts
+from pointgeo.geometry import partition_of
 from pointgeo.testing.fake_data import write_modelnet_txt
 
 
