@@ -1,5 +1,6 @@
 """RoITr's pieces: PPFs on hand-worked pairs, the Sinkhorn marginals, the mutual top-k, patches, the ground-truth
-overlaps, the losses (hand-checked limits), the network's outputs and its bad-input errors."""
+overlaps, the losses (hand-checked limits), the network's outputs and its bad-input errors; the gated and pre-norm
+transformer options (identity at a zero gate, invariance)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ from pointgeo.nn.roitr.matching import (
     superpoint_scores,
     top_pairs,
 )
-from pointgeo.nn.roitr.network import SMALL
+from pointgeo.nn.roitr.network import PAIR_OUTPUT_KINDS, SMALL
 from pointgeo.nn.roitr.ppf import point_pair_features
-from pointgeo.testing.shapes import pair_random
+from pointgeo.nn.roitr.transformer import GeometricTransformer
+from pointgeo.testing.pairs import measure_pair
+from pointgeo.testing.shapes import pair_corner, pair_random
 
 D = torch.float64
 
@@ -184,3 +187,58 @@ def test_bad_input_gives_one_clear_error_each(small: RoITr) -> None:
             small(*args)
     assert small.min_points == 144  # 9 superpoints (k = 8, itself) × 4 × 4
     small(good[:144], good[:144])  # the smallest accepted fragments run
+
+
+def test_gated_transformer_starts_at_the_identity_of_its_residual_branches() -> None:
+    """``layer_scale=0``: every layer reduces to its LayerNorms, so the transformer maps features through
+    ``out_proj ∘ LayerNorm ∘ … ∘ in_proj`` whatever the attention weights; the released layers do not."""
+    torch.manual_seed(0)
+    gated = GeometricTransformer(16, 16, 8, heads=2, blocks=("self", "cross", "self"), layer_scale=0.0).double()
+    released = GeometricTransformer(16, 16, 8, heads=2, blocks=("self", "cross", "self")).double()
+    released.load_state_dict({k: v for k, v in gated.state_dict().items() if "scale.gamma" not in k})
+    assert sum("scale.gamma" in k for k in gated.state_dict()) == 6  # attention + MLP branch of three layers
+    pos = [torch.randn(1, n, 3, dtype=D) for n in (12, 10)]
+    feats = [torch.randn(1, n, 16, dtype=D) for n in (12, 10)]
+    ranks = [torch.arange(n).unsqueeze(0) for n in (12, 10)]
+    with torch.no_grad():
+        x, y = gated(pos[0], pos[1], feats[0], feats[1], ranks[0], ranks[1])
+        rx, _ = released(pos[0], pos[1], feats[0], feats[1], ranks[0], ranks[1])
+        expected = []
+        for f in feats:
+            h = gated.in_proj(f)
+            for layer in gated.layers:
+                h = layer.ffn.norm(layer.norm(h))
+            expected.append(gated.out_proj(h))
+    assert torch.allclose(x, expected[0], rtol=0, atol=1e-12) and torch.allclose(y, expected[1], rtol=0, atol=1e-12)
+    assert (rx - expected[0]).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("options", [{"layer_scale": 0.5}, {"pre_norm": True},
+                                     {"pre_norm": True, "layer_scale": 0.5, "center_descriptors": True}],
+                         ids=["layer_scale", "pre_norm", "all"])
+def test_options_against_the_collapse_stay_invariant(options: dict) -> None:
+    """The variants against the descriptor collapse (gates at 0.5, so attention contributes; centred descriptors)
+    pass the pair protocol: float64, 1e-8 relative, each fragment under its own rigid motion and permutation."""
+    torch.manual_seed(0)
+    net = RoITr(**SMALL, **options).double().eval()
+    assert (net.transformer.final_norm is not None) == bool(options.get("pre_norm"))
+    for make in (pair_random, pair_corner):
+        src, tgt = make(256, 0)
+        report = measure_pair(lambda s, t: net(s, t).invariant_outputs(), src, tgt, PAIR_OUTPUT_KINDS, trials=2)
+        assert report.within(), f"{make.__name__}: {report}"
+
+
+def test_centred_descriptors_drop_any_component_shared_by_a_cloud() -> None:
+    """With ``center_descriptors`` a vector added to every superpoint feature of a cloud (here the coarse head's
+    bias) leaves the superpoint descriptors unchanged; without it, it moves them."""
+    src, tgt = pair_random(256, 0)
+    for center in (True, False):
+        torch.manual_seed(0)
+        net = RoITr(**SMALL, center_descriptors=center).double().eval()
+        with torch.no_grad():
+            before = net(src, tgt)
+            net.coarse_head.bias += 3.0 * torch.randn(net.coarse_head.bias.shape, dtype=D)
+            after = net(src, tgt)
+        change = max(float((after.src_superpoint_desc - before.src_superpoint_desc).abs().max()),
+                     float((after.tgt_superpoint_desc - before.tgt_superpoint_desc).abs().max()))
+        assert (change < 1e-12) if center else (change > 1e-2), (center, change)
