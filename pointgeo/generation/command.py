@@ -145,7 +145,7 @@ def main(args: list[str]) -> dict[str, Any]:
         optimization = None
         if ns.optimize_starts:
             optimization = run_optimization(sampler, ns.out, reference.crystals, opt_settings, prop_model,
-                                            device=ns.device)
+                                            device=ns.device, progress=not ns.no_progress)
         metrics = write_report(ns.out, manifest, reference=ns.reference, dataset=ns.dataset,
                                html_report=not ns.no_html, progress=not ns.no_progress, property_model=prop_model,
                                property_model_identity=prop_identity, optimization=optimization)

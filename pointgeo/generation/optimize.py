@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from pointgeo.datamodules.base import sample_seed
 from pointgeo.generation.files import finite_or_none, write_json_atomic
@@ -72,11 +73,13 @@ class OptimizationSettings:
 
 
 def optimize_and_score(task: Any, starts: list[Crystal], settings: OptimizationSettings,
-                       property_model: PropertyPredictor, *, device: str | torch.device = "cpu") -> dict[str, Any]:
+                       property_model: PropertyPredictor, *, device: str | torch.device = "cpu",
+                       progress: bool = True) -> dict[str, Any]:
     """Run the optimisation from ``starts`` (module docstring) and score it: ``{"success_rates", "thresholds",
     "saved_steps", "runs"}``, each run with the starting formula and, per saved step, the decoded crystal's
     formula, validity and predicted property. ``task`` has ``optimize_property_path`` (as
-    :class:`~pointgeo.tasks.CDVAETask`) and ``dtype`` / ``device`` (a LightningModule's)."""
+    :class:`~pointgeo.tasks.CDVAETask`) and ``dtype`` / ``device`` (a LightningModule's). ``progress``: a bar over
+    the Langevin levels of the decodes."""
     from pointgeo.tasks.crystal_generation import saved_steps  # noqa: PLC0415
 
     if not callable(getattr(task, "optimize_property_path", None)):
@@ -84,8 +87,14 @@ def optimize_and_score(task: Any, starts: list[Crystal], settings: OptimizationS
                          "optimize_property_path)")
     batch = batch_from_crystals(starts, dtype=task.dtype, device=task.device)
     generator = torch.Generator(device=device).manual_seed(sample_seed(settings.seed, 0, 1))
-    path = task.optimize_property_path(batch, steps=settings.steps, lr=settings.lr, generator=generator,
-                                       num_saved=settings.saved)
+    with tqdm(desc="optimisation: decoding the path", unit="level", disable=not progress) as bar:
+        def on_decode(decode: int, decodes: int, level: int, levels: int) -> None:
+            bar.total = decodes * levels
+            bar.n = decode * levels + level + 1
+            bar.refresh()
+
+        path = task.optimize_property_path(batch, steps=settings.steps, lr=settings.lr, generator=generator,
+                                           num_saved=settings.saved, on_decode=on_decode)
     flat = [c for crystals in path for c in crystals]
     checked = evaluate(flat)
     valid = np.array([e.valid for e in checked]).reshape(len(path), len(starts))
@@ -115,7 +124,8 @@ def checked_formula(crystal: Crystal) -> str | None:
 
 
 def run_optimization(task: Any, out: str | Path, starts: list[Crystal], settings: OptimizationSettings,
-                     property_model: PropertyPredictor, *, device: str | torch.device = "cpu") -> dict[str, Any]:
+                     property_model: PropertyPredictor, *, device: str | torch.device = "cpu",
+                     progress: bool = True) -> dict[str, Any]:
     """:func:`optimize_and_score` into ``out/optimization.json``, or the stored result of equal settings."""
     path = Path(out) / OPTIMIZATION_FILE
     wanted = asdict(settings)
@@ -129,7 +139,8 @@ def run_optimization(task: Any, out: str | Path, starts: list[Crystal], settings
         raise ValueError(f"the optimisation starts from {settings.starts} reference crystals; the reference has "
                          f"{len(starts)}")
     result = {"format": OPTIMIZATION_FORMAT, "settings": wanted,
-              **optimize_and_score(task, starts[:settings.starts], settings, property_model, device=device)}
+              **optimize_and_score(task, starts[:settings.starts], settings, property_model, device=device,
+                                  progress=progress)}
     result = finite_or_none(result)
     write_json_atomic(path, result)
     return result

@@ -182,10 +182,12 @@ class CDVAETask(PointGeoTask):
         return self.optimize_property_path(batch, steps=steps, lr=lr, generator=generator, num_saved=1)[-1]
 
     def optimize_property_path(self, batch: Any, *, steps: int, lr: float, generator: torch.Generator,
-                               num_saved: int = 10) -> list[list[Crystal]]:
+                               num_saved: int = 10, on_decode: Callable[[int, int, int, int], None] | None = None
+                               ) -> list[list[Crystal]]:
         """:meth:`optimize_property`, decoding the latents at ``num_saved`` points of the path (CDVAE's
         ``num_saved_crys``: 10): after the steps :func:`saved_steps` lists, the last being ``steps``. Returns
-        ``num_saved`` lists (fewer when ``steps < num_saved``), each the crystals of ``batch`` in order."""
+        ``num_saved`` lists (fewer when ``steps < num_saved``), each the crystals of ``batch`` in order.
+        ``on_decode(d, D, k, K)`` is called after Langevin level ``k`` of ``K`` of decode ``d`` of ``D``."""
         if not self.net.num_properties:
             raise ValueError("optimize_property needs a property head: train with network_kwargs.num_properties >= 1")
         if not isinstance(steps, int) or steps < 0 or not lr > 0:
@@ -207,8 +209,11 @@ class CDVAETask(PointGeoTask):
                     if step in saved:
                         latents.append(z.detach().clone())
         self.net.zero_grad(set_to_none=True)
+        def level_of(d: int) -> Callable[[int, int], None] | None:
+            return None if on_decode is None else lambda k, n: on_decode(d, len(latents), k, n)
+
         with torch.no_grad():
-            return [self._decode(latent, generator) for latent in latents]
+            return [self._decode(latent, generator, level_of(d)) for d, latent in enumerate(latents)]
 
     # --- property model ----------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -19,7 +19,7 @@ from pointgeo.datamodules import CrystalDataModule
 from pointgeo.generation.report import load_reference
 from pointgeo.generation.run import read_generated
 from pointgeo.hub import from_pretrained
-from pointgeo.metrics.crystals import SR_THRESHOLDS, evaluate, property_statistics, success_rates
+from pointgeo.metrics.crystals import SR_THRESHOLDS, evaluate, fingerprints, property_statistics, success_rates
 from pointgeo.registry import get_model_entry
 from pointgeo.tasks import CDVAETask
 from pointgeo.testing.fake_data import write_csv_heads
@@ -71,6 +71,7 @@ def test_generate_writes_cifs_pymatgen_reads_and_the_report(checkpoint: tuple[Pa
     task = from_pretrained(str(path))
     gen_eval = evaluate(read_generated(out, manifest))
     ref_eval = evaluate(load_reference(str(root / "test.csv")).crystals)
+    fingerprints([*gen_eval, *ref_eval])  # as the report: a crystal whose fingerprint fails is invalid
     n = sum(e.valid for e in gen_eval)
     if n:
         expected = property_statistics(gen_eval, ref_eval, n_samples=n, seed=2, property_model=task)["wdist_prop"]

@@ -139,9 +139,12 @@ def test_the_optimisation_path_decodes_at_the_saved_steps(trained) -> None:
     task.eval()
     batch = next(iter(data.test_dataloader()))
     assert saved_steps(5000, 10) == list(range(500, 5001, 500)) and saved_steps(0, 10) == [0]
+    calls = []
     path = task.optimize_property_path(batch, steps=6, lr=0.05, generator=torch.Generator().manual_seed(1),
-                                       num_saved=3)
+                                       num_saved=3, on_decode=lambda *call: calls.append(call))
     assert len(path) == 3 and all(len(crystals) == batch.num_graphs for crystals in path)
+    levels = task.num_noise_levels  # the progress callback sees every level of every decode, in order
+    assert calls == [(d, 3, k, levels) for d in range(3) for k in range(levels)]
     # one saved point is optimize_property: the same draws, the same crystals
     last = task.optimize_property_path(batch, steps=6, lr=0.05, generator=torch.Generator().manual_seed(1),
                                        num_saved=1)[-1]
