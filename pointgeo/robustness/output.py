@@ -109,10 +109,31 @@ def _plots(report: dict[str, Any], folder: Path) -> list[Path]:
     return paths
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def html_table(header: list[str], rows: list[list[str]]) -> str:
+    """A table of the (escaped here) ``header`` and the rows' cells (HTML already)."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def embedded_image(path: Path) -> str:
+    """An ``<img>`` holding the PNG at ``path`` (base64), so the page needs no other file."""
+    return (f'<img alt="{html.escape(path.stem)}" '
+            f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode("ascii")}">')
+
+
+def report_details(report: dict[str, Any]) -> str:
+    """The report's settings, data and versions as escaped, indented JSON (for a ``<pre>``)."""
+    return html.escape(json.dumps({"settings": report["settings"], "data": report["data"],
+                                   "versions": report["versions"]}, indent=2))
+
+
+def html_page(title: str, body: str) -> str:
+    """A self-contained report page: ``title`` in the head, the shared style, ``body`` (HTML)."""
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+            "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1em}"
+            "td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}img{max-width:100%}"
+            f"pre{{background:#f4f4f4;padding:1em}}</style></head><body>{body}</body></html>")
 
 
 def _comparison(report: dict[str, Any]) -> str:
@@ -125,7 +146,7 @@ def _comparison(report: dict[str, Any]) -> str:
             return _percent(value)
         return f"{value:.2e}" if isinstance(value, float) else html.escape(str(value))
 
-    return _table(columns, [[cell(c, row.get(c)) for c in columns] for row in report["table"]])
+    return html_table(columns, [[cell(c, row.get(c)) for c in columns] for row in report["table"]])
 
 
 def _invariance(report: dict[str, Any]) -> str:
@@ -137,7 +158,7 @@ def _invariance(report: dict[str, Any]) -> str:
                          f"{p['mean_logit_change']:.2e}", f"{p['max_relative_logit_change']:.2e}",
                          _percent(p["flip_rate"]), "yes" if p["invariant_within_tolerance"] else "no",
                          "—" if p["mean_orientation_error"] is None else f"{p['mean_orientation_error']:.2e}"])
-    return _table(["model", "test rotation", "max |Δ logit|", "mean |Δ logit|", "max |Δ| / max |logit|",
+    return html_table(["model", "test rotation", "max |Δ logit|", "mean |Δ logit|", "max |Δ| / max |logit|",
                    "prediction flip rate", f"invariant within {report['settings']['dtype']} tolerance",
                    "mean orientation error ‖O(Rx) − O(x)Rᵀ‖"], rows)
 
@@ -148,7 +169,7 @@ def _per_class(report: dict[str, Any]) -> str:
     header = ["class"] + [f"{r['model']['spec']} / {PROTOCOL_NAMES[m]}" for r, m in pairs]
     rows = [[html.escape(c)] + [_percent(r["protocols"][m][key][c]) for r, m in pairs]
             for c in report["data"]["class_names"]]
-    return _table(header, rows)
+    return html_table(header, rows)
 
 
 def _piecewise(report: dict[str, Any]) -> str:
@@ -167,28 +188,19 @@ def _piecewise(report: dict[str, Any]) -> str:
     rows = [[html.escape(spec)] + [f"{m['mean_over_batches'][k]:.3e}" if k in m["mean_over_batches"] else "–"
                                    for k in keys] + [str(m["shapes"])] for spec, m in measured]
     return text + ("<p>Measured with the network's own predicted partition (means over the test batches; maxima in "
-                   "<code>report.json</code>):</p>" + _table(["model", *keys, "shapes"], rows))
+                   "<code>report.json</code>):</p>" + html_table(["model", *keys, "shapes"], rows))
 
 
 def _identity(report: dict[str, Any]) -> str:
     rows = [[html.escape(str(r["model"][k])) for k in ("spec", "network", "task", "train_rotation", "sha256",
                                                          "checkpoint")] for r in report["models"]]
-    return _table(["model", "network", "task", "train rotation", "sha256", "checkpoint"], rows)
+    return html_table(["model", "network", "task", "train rotation", "sha256", "checkpoint"], rows)
 
 
 def _html(report: dict[str, Any], images: list[Path]) -> str:
     metric = html.escape(report["metric"].replace("_", " "))
-    figures = "".join(
-        f'<h2>{html.escape(p.stem.replace("_", " "))}</h2><img alt="{html.escape(p.stem)}" '
-        f'src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode("ascii")}">' for p in images
-    )
-    details = html.escape(json.dumps({"settings": report["settings"], "data": report["data"],
-                                      "versions": report["versions"]}, indent=2))
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>pointgeo robustness report</title><style>"
-        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1em}"
-        "td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}img{max-width:100%}"
-        "pre{background:#f4f4f4;padding:1em}</style></head><body>"
+    figures = "".join(f'<h2>{html.escape(p.stem.replace("_", " "))}</h2>{embedded_image(p)}' for p in images)
+    return html_page("pointgeo robustness report", (
         f"<h1>Rotation robustness ({metric})</h1>{_comparison(report)}"
         f"<p>Columns <code>train/test</code>: {metric} on {report['data']['evaluated_shapes']} test shapes of "
         f"{html.escape(report['data']['class_path'])} under each test rotation protocol "
@@ -197,9 +209,9 @@ def _html(report: dict[str, Any], images: list[Path]) -> str:
         "<code>report.json</code>.</p>"
         f"<h2>Measured invariance</h2>{_invariance(report)}{_piecewise(report)}{figures}"
         f"<h2>Per class</h2>{_per_class(report)}<h2>Models</h2>{_identity(report)}"
-        f"<h2>Settings, data and versions</h2><pre>{details}</pre>"
-        f"<p>pointgeo {html.escape(report['versions']['pointgeo'])}</p></body></html>"
-    )
+        f"<h2>Settings, data and versions</h2><pre>{report_details(report)}</pre>"
+        f"<p>pointgeo {html.escape(report['versions']['pointgeo'])}</p>"
+    ))
 
 
 def write_report(report: dict[str, Any], out: Path, *, overwrite: bool,

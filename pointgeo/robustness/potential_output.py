@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import json
 from pathlib import Path
 from typing import Any
+
+from pointgeo.robustness.output import embedded_image, html_page, html_table, report_details
 
 
 def potential_plots(report: dict[str, Any], folder: Path) -> list[Path]:
@@ -41,17 +41,11 @@ def potential_html(report: dict[str, Any], images: list[Path]) -> str:
     def cell(value: Any) -> str:
         return f"{value:.3g}" if isinstance(value, float) else html.escape(str(value))
 
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    rows = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in columns) + "</tr>" for r in report["table"])
-    figures = "".join(f'<img alt="{html.escape(p.stem)}" src="data:image/png;base64,'
-                      f'{base64.b64encode(p.read_bytes()).decode("ascii")}">' for p in images)
-    details = html.escape(json.dumps({"settings": report["settings"], "data": report["data"],
-                                      "versions": report["versions"]}, indent=2))
-    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>pointgeo potential robustness</title><style>"
-            "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #bbb;"
-            "padding:4px 8px;text-align:right}pre{background:#f4f4f4;padding:1em}</style></head><body>"
-            f"<h1>Potential robustness</h1><table><tr>{head}</tr>{rows}</table>"
-            "<p>MAEs in meV and meV/Å on the test molecules, unrotated and under seeded SO(3) rotations; energy "
-            "invariance and force equivariance errors are norm-wise relative (max |ΔE| / max |E|, max |ΔF| / max "
-            "|F|); NVE drift in eV/atom/ps. Every figure is in <code>report.json</code>.</p>"
-            f"<h2>NVE total energy</h2>{figures}<h2>Settings, data and versions</h2><pre>{details}</pre></body></html>")
+    figures = "".join(embedded_image(p) for p in images)
+    return html_page("pointgeo potential robustness", (
+        "<h1>Potential robustness</h1>"
+        + html_table(columns, [[cell(r.get(c)) for c in columns] for r in report["table"]])
+        + "<p>MAEs in meV and meV/Å on the test molecules, unrotated and under seeded SO(3) rotations; energy "
+        "invariance and force equivariance errors are norm-wise relative (max |ΔE| / max |E|, max |ΔF| / max "
+        "|F|); NVE drift in eV/atom/ps. Every figure is in <code>report.json</code>.</p>"
+        f"<h2>NVE total energy</h2>{figures}<h2>Settings, data and versions</h2><pre>{report_details(report)}</pre>"))

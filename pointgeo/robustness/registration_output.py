@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import json
 import math
 from pathlib import Path
 from typing import Any
+
+from pointgeo.robustness.output import embedded_image, html_page, html_table, report_details
 
 PANELS = (("registration_recall", "RR (%)", 100.0), ("inlier_ratio", "IR (%)", 100.0),
           ("rre_degrees", "RRE on accepted pairs (deg)", 1.0))
@@ -52,34 +52,23 @@ def _cell(key: str, value: Any) -> str:
 def registration_html(report: dict[str, Any], images: list[Path]) -> str:
     """A self-contained page: the comparison table, the per-bin figures, the plot, settings and versions."""
     columns = list(report["table"][0])
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    rows = "".join("<tr>" + "".join(f"<td>{_cell(c, r.get(c))}</td>" for c in columns) + "</tr>"
-                   for r in report["table"])
+    table = html_table(columns, [[_cell(c, r.get(c)) for c in columns] for r in report["table"]])
     edges = report["settings"]["bin_edges_degrees"]
-    per_bin = ""
-    for result in report["models"]:
-        lines = "".join(
-            f"<tr><td>{a:g}–{b:g}</td><td>{f['pairs']}</td><td>{_cell('RR', f['registration_recall'])}</td>"
-            f"<td>{_cell('IR', f['inlier_ratio'])}</td><td>{_cell('', f['rre_degrees'])}</td>"
-            f"<td>{_cell('', f['rte'])}</td><td>{f['failures']}</td><td>{f['seconds_per_pair']:.3g}</td></tr>"
-            for a, b, f in zip(edges, edges[1:], result["bins"]))
-        per_bin += (f"<h3>{html.escape(result['model']['spec'])}</h3><table><tr><th>angle (deg)</th><th>pairs</th>"
-                    "<th>RR</th><th>IR</th><th>RRE (deg)</th><th>RTE</th><th>failures</th><th>s / pair</th></tr>"
-                    f"{lines}</table>")
-    figures = "".join(f'<img alt="{html.escape(p.stem)}" src="data:image/png;base64,'
-                      f'{base64.b64encode(p.read_bytes()).decode("ascii")}">' for p in images)
-    details = html.escape(json.dumps({"settings": report["settings"], "data": report["data"],
-                                      "versions": report["versions"]}, indent=2))
-    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>pointgeo registration robustness</title><style>"
-            "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1em}td,th{border:"
-            "1px solid #bbb;padding:4px 8px;text-align:right}img{max-width:100%}pre{background:#f4f4f4;padding:1em}"
-            "</style></head><body>"
-            f"<h1>Registration robustness</h1><table><tr>{head}</tr>{rows}</table>"
-            f"<p>{report['data']['evaluated_pairs']} test pairs of {html.escape(report['data']['class_path'])}, "
-            f"each with {report['settings']['n_rotations']} rotation(s) per angle bin applied to the "
-            f"{html.escape(report['settings']['rotated_cloud'])} (axis uniform on the sphere, angle uniform in the "
-            "bin, seeded per pair). RR: mean distance below 0.2 m (failed registrations never count); IR: "
-            "correspondences within 0.1 m under the truth; RRE, RTE on accepted pairs; all averaged per scene, then "
-            "over scenes. Every figure is in <code>report.json</code>.</p>"
-            f"<h2>Per angle bin</h2>{per_bin}<h2>Against the angle</h2>{figures}"
-            f"<h2>Settings, data and versions</h2><pre>{details}</pre></body></html>")
+    per_bin = "".join(
+        f"<h3>{html.escape(result['model']['spec'])}</h3>" + html_table(
+            ["angle (deg)", "pairs", "RR", "IR", "RRE (deg)", "RTE", "failures", "s / pair"],
+            [[f"{a:g}–{b:g}", str(f["pairs"]), _cell("RR", f["registration_recall"]), _cell("IR", f["inlier_ratio"]),
+              _cell("", f["rre_degrees"]), _cell("", f["rte"]), str(f["failures"]), f"{f['seconds_per_pair']:.3g}"]
+             for a, b, f in zip(edges, edges[1:], result["bins"])])
+        for result in report["models"])
+    figures = "".join(embedded_image(p) for p in images)
+    return html_page("pointgeo registration robustness", (
+        f"<h1>Registration robustness</h1>{table}"
+        f"<p>{report['data']['evaluated_pairs']} test pairs of {html.escape(report['data']['class_path'])}, "
+        f"each with {report['settings']['n_rotations']} rotation(s) per angle bin applied to the "
+        f"{html.escape(report['settings']['rotated_cloud'])} (axis uniform on the sphere, angle uniform in the "
+        "bin, seeded per pair). RR: mean distance below 0.2 m (failed registrations never count); IR: "
+        "correspondences within 0.1 m under the truth; RRE, RTE on accepted pairs; all averaged per scene, then "
+        "over scenes. Every figure is in <code>report.json</code>.</p>"
+        f"<h2>Per angle bin</h2>{per_bin}<h2>Against the angle</h2>{figures}"
+        f"<h2>Settings, data and versions</h2><pre>{report_details(report)}</pre>"))
