@@ -210,17 +210,3 @@ def run_pair_window(scene: dict[str, np.ndarray], up: str) -> None:
 def is_pair_command(args: list[str]) -> bool:
     """Whether ``pointgeo view`` arguments ask for a pair (``--target`` given)."""
     return any(a == "--target" or a.startswith("--target=") for a in args)
-
-
-def pair_cli(args: list[str]) -> None:
-    """``pointgeo view SRC --target TGT ...``: parse, run, and turn bad input into one message."""
-    parser = argparse.ArgumentParser(prog="pointgeo view", description=__doc__.split("\n\n")[0])
-    add_pair_arguments(parser)
-    ns = parser.parse_args(args)
-    from pointgeo.datamodules.readers import DatasetFileError
-
-    try:
-        pair_main(ns)
-    except (KeyError, ValueError, FileNotFoundError, DatasetFileError) as exc:
-        raise SystemExit(f"pointgeo view: {exc.args[0] if exc.args else exc}") from exc
-

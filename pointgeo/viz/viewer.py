@@ -309,17 +309,17 @@ def run_window(state: ViewerState | MoleculeState) -> None:
 def cli(args: list[str]) -> None:
     """``pointgeo view`` entry point: parse, run, and turn bad input into one message (a registration pair when
     ``--target`` is given: :mod:`pointgeo.viz.pairs`)."""
-    from pointgeo.viz.pairs import is_pair_command, pair_cli
+    from pointgeo.viz import pairs
 
-    if is_pair_command(args):
-        return pair_cli(args)
-    parser = argparse.ArgumentParser(prog="pointgeo view", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
+    pair = pairs.is_pair_command(args)
+    description = (pairs.__doc__ if pair else __doc__).split("\n\n")[0]
+    parser = argparse.ArgumentParser(prog="pointgeo view", description=description)
+    (pairs.add_pair_arguments if pair else add_arguments)(parser)
     ns = parser.parse_args(args)
     from pointgeo.datamodules.readers import DatasetFileError
 
     try:
-        main(ns)
+        (pairs.pair_main if pair else main)(ns)
     except (KeyError, ValueError, FileNotFoundError, DatasetFileError) as exc:
         raise SystemExit(f"pointgeo view: {exc.args[0] if exc.args else exc}") from exc
 
