@@ -24,7 +24,7 @@ from pointgeo.nn.roitr.matching import (
     superpoint_scores,
     top_pairs,
 )
-from pointgeo.nn.roitr.network import PAIR_OUTPUT_KINDS, SMALL
+from pointgeo.nn.roitr.network import PAIR_OUTPUT_KINDS, SMALL, STANDARDIZE_FLOOR, standardize_over_cloud
 from pointgeo.nn.roitr.ppf import point_pair_features
 from pointgeo.nn.roitr.transformer import GeometricTransformer
 from pointgeo.testing.pairs import measure_pair
@@ -214,11 +214,14 @@ def test_gated_transformer_starts_at_the_identity_of_its_residual_branches() -> 
 
 
 @pytest.mark.parametrize("options", [{"layer_scale": 0.5}, {"pre_norm": True},
-                                     {"pre_norm": True, "layer_scale": 0.5, "center_descriptors": True}],
-                         ids=["layer_scale", "pre_norm", "all"])
+                                     {"standardize_point_descriptors": True},
+                                     {"pre_norm": True, "layer_scale": 0.5, "center_descriptors": True,
+                                      "standardize_point_descriptors": True}],
+                         ids=["layer_scale", "pre_norm", "standardize", "all"])
 def test_options_against_the_collapse_stay_invariant(options: dict) -> None:
-    """The variants against the descriptor collapse (gates at 0.5, so attention contributes; centred descriptors)
-    pass the pair protocol: float64, 1e-8 relative, each fragment under its own rigid motion and permutation."""
+    """The variants against the descriptor collapse (gates at 0.5, so attention contributes; centred superpoint
+    descriptors; standardised point descriptors) pass the pair protocol: float64, 1e-8 relative, each fragment under
+    its own rigid motion and permutation."""
     torch.manual_seed(0)
     net = RoITr(**SMALL, **options).double().eval()
     assert (net.transformer.final_norm is not None) == bool(options.get("pre_norm"))
@@ -242,3 +245,47 @@ def test_centred_descriptors_drop_any_component_shared_by_a_cloud() -> None:
         change = max(float((after.src_superpoint_desc - before.src_superpoint_desc).abs().max()),
                      float((after.tgt_superpoint_desc - before.tgt_superpoint_desc).abs().max()))
         assert (change < 1e-12) if center else (change > 1e-2), (center, change)
+
+
+def test_standardized_point_descriptors_keep_only_what_differs_between_points() -> None:
+    """``standardize_over_cloud``: mean 0 over the cloud, root mean square ``1 / (1 + floor · rms(desc) /
+    rms(centred))``; a common scale leaves it unchanged and a component shared by every point changes only that one
+    scale (through the floor); a cloud whose points share one descriptor maps to 0 (up to rounding); rounding-level
+    differences stay rounding-level."""
+    torch.manual_seed(0)
+    desc = torch.randn(50, 8, dtype=D) * 0.02 + 5.0
+    out = standardize_over_cloud(desc)
+    centred = desc - desc.mean(0)
+    expected_rms = 1 / (1 + STANDARDIZE_FLOOR * float(desc.pow(2).mean().sqrt() / centred.pow(2).mean().sqrt()))
+    assert float(out.mean(0).abs().max()) < 1e-12
+    assert abs(float(out.pow(2).mean().sqrt()) - expected_rms) < 1e-12
+    assert 0.75 < expected_rms < 1  # at a 250:1 ratio of shared to varying parts the floor takes a fifth
+    assert torch.allclose(standardize_over_cloud(7.0 * desc), out, rtol=0, atol=1e-12)
+    shifted = standardize_over_cloud(desc + 3 * torch.randn(8, dtype=D))
+    ratio = shifted / out
+    assert float(ratio.min()) > 0 and float(ratio.max() - ratio.min()) < 1e-9  # one positive factor
+    shared = torch.randn(8, dtype=D) * 3
+    assert float(standardize_over_cloud(shared.expand(20, 8)).abs().max()) < 1e-11  # the mean's rounding, ×1000
+    noisy = shared + 1e-15 * torch.randn(20, 8, dtype=D)
+    assert float(standardize_over_cloud(noisy).abs().max()) < 1e-10
+
+
+def test_standardized_point_descriptors_drop_the_fine_heads_bias() -> None:
+    """With ``standardize_point_descriptors`` a vector added to every point of a cloud (the fine head's bias) only
+    rescales the point descriptors (the optimal-transport inputs), which keep mean 0 per cloud; without it the
+    vector moves them."""
+    src, tgt = pair_random(256, 0)
+    for standardize in (True, False):
+        torch.manual_seed(0)
+        net = RoITr(**SMALL, standardize_point_descriptors=standardize).double().eval()
+        with torch.no_grad():
+            before = net(src, tgt)
+            net.fine_head.bias += 3.0 * torch.randn(net.fine_head.bias.shape, dtype=D)
+            after = net(src, tgt)
+        for a, b in ((after.src_point_desc, before.src_point_desc), (after.tgt_point_desc, before.tgt_point_desc)):
+            factor = float((a * b).sum() / (b * b).sum())
+            residual = float((a - factor * b).abs().max() / b.abs().max())
+            if standardize:
+                assert factor > 0 and residual < 1e-9 and float(a.mean(0).abs().max()) < 1e-12, (factor, residual)
+            else:
+                assert residual > 1e-2, residual

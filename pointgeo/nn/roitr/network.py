@@ -19,15 +19,20 @@ points). Normals: :mod:`pointgeo.nn.roitr.backbone` (away from each fragment's c
 Differences from the released code: normals oriented away from the centroid (the released code flips them towards
 the sensor origin, which breaks translation invariance); FPS starts at pointgeo's invariant start point (not index
 0); ties of kNN/FPS are decided by invariant ranks; patches and overlaps from :mod:`pointgeo.geometry` searches.
-Two options, off by default (the released architecture), against a collapse of the coarse descriptors when training
-from scratch on a CPU budget (``configs/threedmatch/roitr-cpu.yaml`` turns both on): ``layer_scale`` gates the global
+Three options, off by default (the released architecture), against a collapse of the descriptors when training
+from scratch on a CPU budget (``configs/threedmatch/roitr-cpu.yaml`` turns all on): ``layer_scale`` gates the global
 transformer's residual branches (:mod:`~pointgeo.nn.roitr.transformer`), ``center_descriptors`` subtracts each
 cloud's mean superpoint descriptor before normalising. With the released layers, and with the gates alone, the CPU
 config's superpoint descriptors end up nearly one vector per cloud, the two clouds' vectors apart (on the demo
 pair after ~2000 steps with gates: spread about the cloud mean 0.05, positive and negative pair distances 0.876 and
 0.878, no source superpoint's nearest target a positive; the circle loss sits near 0.83 because equal distances near
 its optimum are cheap). Centring makes a shared component impossible: after 430 steps the spread is 1.0, positive
-pairs 1.15 apart against 1.39 for negatives.
+pairs 1.15 apart against 1.39 for negatives. A third option, ``standardize_point_descriptors``
+(:func:`standardize_over_cloud`), does the same for the point descriptors that feed optimal transport: without it
+they share one large component (norm 6.3, spread over the points 0.018), the patch scores differ by ~0.02, Sinkhorn
+stays near uniform and the OT loss does not fall (on one pair over 100 steps, the true matches' negative
+log-likelihood 3.08 -> 3.51); standardized, the same run takes it from 4.99 to 2.64 and the inlier ratio from 0.10
+to 0.32.
 """
 
 from __future__ import annotations
@@ -119,6 +124,22 @@ def check_fragment(pos: object, name: str) -> Tensor:
     return pos
 
 
+STANDARDIZE_FLOOR = 1e-3
+"""Relative floor of :func:`standardize_over_cloud`'s divisor: at most this factor of amplification."""
+
+
+def standardize_over_cloud(desc: Tensor) -> Tensor:
+    """Point descriptors ``desc (N, C)`` of one cloud minus their mean over the cloud, divided by the root mean
+    square of the result (over points and channels) plus ``STANDARDIZE_FLOOR`` times that of ``desc``.
+
+    Means over the cloud's points, so invariant to its motions and permutations (an input whose points all share one
+    descriptor maps to 0). One scale per cloud, not per channel, and the floor bounds the amplification, so a channel
+    that varies only by rounding stays at rounding.
+    """
+    centred = desc - desc.mean(0)
+    return centred / (centred.pow(2).mean().sqrt() + STANDARDIZE_FLOOR * desc.pow(2).mean().sqrt())
+
+
 class RoITr(nn.Module):
     """RoITr (module docstring). Defaults: the paper-sized 3DMatch model.
 
@@ -142,6 +163,9 @@ class RoITr(nn.Module):
         center_descriptors: not in the released RoITr (default off): subtract each cloud's mean superpoint
             descriptor before normalising (a mean over the cloud's superpoints, so still invariant), so that no
             component shared by all superpoints of a cloud can separate the two clouds wholesale.
+        standardize_point_descriptors: not in the released RoITr (default off): point descriptors through
+            :func:`standardize_over_cloud`, so that their differences between points, not a component they all
+            share, set the scale of the optimal-transport scores.
     """
 
     def __init__(self, channels: tuple[int, ...] = (64, 128, 256, 256), neighbours: tuple[int, ...] = (8, 16, 16, 16),
@@ -152,7 +176,8 @@ class RoITr(nn.Module):
                  num_coarse: int = 256, num_gt_coarse: int = 128, coarse_overlap: float = 0.1,
                  matching_radius: float = 0.05, sinkhorn_iterations: int = 100, topk: int = 3,
                  confidence_threshold: float = 0.05, layer_scale: float | None = None,
-                 pre_norm: bool = False, center_descriptors: bool = False) -> None:
+                 pre_norm: bool = False, center_descriptors: bool = False,
+                 standardize_point_descriptors: bool = False) -> None:
         super().__init__()
         self.backbone = PPFBackbone(channels, neighbours, strides, blocks, num_heads, max_hidden, normal_k)
         self.transformer = GeometricTransformer(channels[-1], transformer_dim, transformer_dim, num_heads,
@@ -166,6 +191,7 @@ class RoITr(nn.Module):
         self.coarse_overlap, self.matching_radius = coarse_overlap, matching_radius
         self.topk, self.confidence_threshold = topk, confidence_threshold
         self.center_descriptors = center_descriptors
+        self.standardize_point_descriptors = standardize_point_descriptors
 
     @property
     def min_points(self) -> int:
@@ -209,6 +235,8 @@ class RoITr(nn.Module):
             src_sp_desc, tgt_sp_desc = src_sp_desc - src_sp_desc.mean(0), tgt_sp_desc - tgt_sp_desc.mean(0)
         src_sp_desc, tgt_sp_desc = F.normalize(src_sp_desc, dim=-1), F.normalize(tgt_sp_desc, dim=-1)
         src_desc, tgt_desc = self.fine_head(src_fine[0]), self.fine_head(tgt_fine[0])
+        if self.standardize_point_descriptors:
+            src_desc, tgt_desc = standardize_over_cloud(src_desc), standardize_over_cloud(tgt_desc)
         src_patches = build_patches(src_pos, src_top.pos[0], src_levels[0].rank[0], src_top.rank[0], self.patch_size)
         tgt_patches = build_patches(tgt_pos, tgt_top.pos[0], tgt_levels[0].rank[0], tgt_top.rank[0], self.patch_size)
         coarse = superpoint_scores(src_sp_desc, tgt_sp_desc, src_patches.mask.any(1), tgt_patches.mask.any(1))
