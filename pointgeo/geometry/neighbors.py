@@ -21,7 +21,7 @@ from torch import Tensor
 
 from pointgeo.geometry.backends import Backend, choose, open3d_ops
 from pointgeo.geometry.checks import check_points
-from pointgeo.geometry.ties import check_rank, invariant_rank, tie_break, tie_scale
+from pointgeo.geometry.ties import check_rank, invariant_rank, smallest_with_ties, tie_break, tie_scale
 
 MAX_ELEMENTS = 1 << 25
 """Largest number of entries of one chunk of the query-by-point distance matrix (128 MiB in float32)."""
@@ -73,6 +73,32 @@ def _knn_open3d(query: Tensor, points: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return result.neighbors_index.long().view(b, m, k) - offsets, result.neighbors_distance.view(b, m, k)
 
 
+def distance_rows(query: Tensor, points: Tensor, batch: Tensor, index: Tensor,
+                  max_elements: int = MAX_ELEMENTS) -> Tensor:
+    """Exact float64 distances ``(R, N)`` from ``query[batch[r], index[r]]`` (``query (B, M, D)``) to every point of
+    its cloud ``points[batch[r]]`` (``points (B, N, D)``): from coordinate differences (``torch.cdist`` without the
+    matrix-product formula), never copying a cloud per row; the rows of each cloud are padded into one ``(B, w, D)``
+    query batch, ``w`` at most ``max_elements / (B N)`` per call."""
+    bsz, n, dim = points.shape
+    r = batch.shape[0]
+    out = torch.empty(r, n, dtype=torch.float64, device=points.device)
+    if r == 0:
+        return out
+    counts = torch.bincount(batch, minlength=bsz)
+    by_cloud = batch.argsort(stable=True)
+    slot = torch.empty_like(batch)
+    slot[by_cloud] = torch.arange(r, device=batch.device) - (counts.cumsum(0) - counts)[batch[by_cloud]]
+    width = max(1, max_elements // max(1, bsz * n))
+    pos = points.double()
+    for start in range(0, int(counts.max()), width):
+        sel = ((slot >= start) & (slot < start + width)).nonzero().flatten()
+        col = slot[sel] - start
+        pad = pos.new_zeros(bsz, int(col.max()) + 1, dim)
+        pad[batch[sel], col] = query[batch[sel], index[sel]].double()
+        out[sel] = torch.cdist(pad, pos, compute_mode="donot_use_mm_for_euclid_dist")[batch[sel], col]
+    return out
+
+
 def _maybe_tied(query: Tensor, points: Tensor, sqdist: Tensor, k: int, tau: Tensor) -> Tensor:
     """``(B, M)``: queries whose first ``k + 1`` fast-search distances ``sqdist (B, M, C)`` (ascending, in the
     input dtype) hold two values that may lie within the tie tolerance ``tau (B, 1, 1)`` of each other once
@@ -116,14 +142,14 @@ def _resolve_ties(query: Tensor, points: Tensor, candidates: Tensor, sqdist: Ten
         clouds = b.unique()
         rank = torch.zeros(points.shape[:2], dtype=torch.long, device=points.device)
         rank[clouds] = invariant_rank(points[clouds])
-    order, tie = tie_break(dist, tol, torch.gather(rank[b], 1, cand))
+    order, tie = tie_break(dist, tol, rank[b[:, None], cand])
     chosen = torch.gather(cand, 1, order[:, :k])
     if cand.shape[-1] < n:
         unsure = (tie[:, k - 1] == tie[:, -1]).nonzero().flatten()  # the k-th's tie reaches the last candidate
         rows = max(1, max_elements // n)
         for u in unsure.split(rows) if unsure.numel() else ():
-            d = (p[b[u]] - query[b[u], m[u]].double().unsqueeze(1)).norm(dim=-1)  # (rows, N)
-            chosen[u] = tie_break(d, tol[u], rank[b[u]])[0][:, :k]
+            d = distance_rows(query, points, b[u], m[u], max_elements)  # (rows, N)
+            chosen[u] = smallest_with_ties(d, tol[u], rank, b[u], k)
     idx[b, m] = chosen
     return idx
 

@@ -22,8 +22,8 @@ from torch import Tensor
 
 from pointgeo.geometry.checks import check_points
 from pointgeo.geometry.frames import scatter_axes
-from pointgeo.geometry.neighbors import MAX_ELEMENTS
-from pointgeo.geometry.ties import lexicographic_rank, tie_break, tie_fraction
+from pointgeo.geometry.neighbors import MAX_ELEMENTS, distance_rows
+from pointgeo.geometry.ties import lexicographic_rank, smallest_with_ties, tie_break, tie_fraction
 
 
 PARTITION_KEYS = ("instance", "seg")
@@ -218,15 +218,15 @@ def knn_in_parts(pos: Tensor, parts: Tensor, k: int, *, num_parts: int | None = 
     order, tie = tie_break(dist, tol, rank[batch, cand])
     idx = torch.gather(cand, 2, order)[..., :k]
     sorted_dist = torch.gather(dist, 2, order)
+    nearest_dist = sorted_dist[..., :k].clone()
     if c < n:
         long_tie = (tie[..., k - 1] == tie[..., -1]) & torch.isfinite(sorted_dist[..., -1])
         rows = long_tie.nonzero(as_tuple=True)
         if rows[0].numel():
-            full = (x64[rows[0]] - x64[rows].unsqueeze(1)).norm(dim=-1)  # (R, N)
+            full = distance_rows(x64, x64, rows[0], rows[1], max_elements)  # (R, N)
             full = full.masked_fill(parts[rows[0]] != parts[rows].unsqueeze(-1), torch.inf)
-            again, _ = tie_break(full, tol[rows], rank[rows[0]])
-            idx[rows] = again[:, :k]
-            sorted_dist = sorted_dist.clone()
-            sorted_dist[rows] = torch.gather(full, 1, again[:, :c])
-    inside = torch.isfinite(sorted_dist[..., :k])
+            again = smallest_with_ties(full, tol[rows], rank, rows[0], k)
+            idx[rows] = again
+            nearest_dist[rows] = torch.gather(full, 1, again)
+    inside = torch.isfinite(nearest_dist)
     return torch.where(inside, idx, idx[..., :1].expand_as(idx))

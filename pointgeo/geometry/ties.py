@@ -21,7 +21,8 @@ scale** and breaks what is tied by an invariant per-point key, so that it turns 
   their centred coordinates, which does not depend on the input order (and is invariant where the coordinates
   already are: canonical frames, TinvNN), but does turn with the orientation. Exact duplicates keep index order.
 * :func:`tie_break`: the order of values ``(..., K)`` ascending, values within a tolerance of their predecessor
-  ordered by a secondary integer key (chained: a run of near-equal values is one tie).
+  ordered by a secondary integer key (chained: a run of near-equal values is one tie); :func:`smallest_with_ties`
+  the first ``k`` of that order from a partial selection.
 """
 
 from __future__ import annotations
@@ -214,3 +215,30 @@ def tie_break(values: Tensor, tol: Tensor, secondary: Tensor) -> tuple[Tensor, T
     combined = tie * (int(secondary.amax()) + 1) + secondary.gather(-1, order)
     resort = combined.argsort(dim=-1)
     return order.gather(-1, resort), tie.gather(-1, resort)
+
+
+def smallest_with_ties(values: Tensor, tol: Tensor, rank: Tensor, batch: Tensor, k: int) -> Tensor:
+    """The first ``k`` of :func:`tie_break`'s order of ``values (R, N)`` (``tol (R, 1)``; entry ``j`` of row ``r``
+    has the secondary key ``rank[batch[r], j]``, ``rank (B, N)``, ``batch (R,)``), without sorting whole rows: the
+    ``4k`` smallest by ``topk``, tie-broken, and only rows whose ``k``-th tie reaches the last of them selected again
+    from twice as many (up to ``N``). The ``c`` smallest hold the same values as the first ``c`` of the full order,
+    so their runs are the same; a run that ends before the ``c``-th is whole. An infinite ``k``-th value (an
+    excluded entry) stops the widening: the order of the infinite entries is then left undecided.
+
+    Returns:
+        ``(R, k)`` long indices into ``N``.
+    """
+    r, n = values.shape
+    out = torch.empty(r, k, dtype=torch.long, device=values.device)
+    rows = torch.arange(r, device=values.device)
+    c = min(n, 4 * k)
+    while rows.numel():
+        vals, cand = values[rows].topk(c, dim=-1, largest=False, sorted=False)
+        order, tie = tie_break(vals, tol[rows], rank[batch[rows, None], cand])
+        out[rows] = cand.gather(-1, order[:, :k])
+        if c == n:
+            break
+        kth = vals.gather(-1, order[:, k - 1 : k]).squeeze(-1)
+        rows = rows[(tie[:, k - 1] == tie[:, -1]) & torch.isfinite(kth)]
+        c = min(n, 2 * c)
+    return out

@@ -9,7 +9,8 @@ import torch
 from pointgeo.geometry import ball_query, farthest_point_sampling, index_points, knn, random_rotations, rotate
 from pointgeo.geometry.frames import signed_least_axis
 from pointgeo.geometry.risp import angular_order
-from pointgeo.geometry.ties import invariant_rank, lexicographic_rank, tie_break, tie_scale
+from pointgeo.geometry.neighbors import distance_rows
+from pointgeo.geometry.ties import invariant_rank, lexicographic_rank, smallest_with_ties, tie_break, tie_scale
 from pointgeo.testing.shapes import box_1_1001_2, grid_cylinder, mirror_composite
 
 
@@ -54,6 +55,39 @@ def test_knn_ties_past_the_candidates_are_searched_over_all_points() -> None:
     ring_ranks = rank[1:41]
     assert idx[0, 0, 0] == 0 and torch.allclose(d[0, 0, 1:], torch.ones(2, dtype=torch.float64), rtol=0, atol=1e-12)
     assert rank[idx[0, 0, 1:]].tolist() == ring_ranks.sort().values[:2].tolist()  # the lowest ranks of the ring
+
+
+@pytest.mark.parametrize("k", [1, 3, 8, 30])
+def test_the_partial_selection_equals_the_first_k_of_the_full_tie_break(k: int) -> None:
+    # Integer values: runs of equal values of every length, some longer than 4k and 8k (widened twice, or to N)
+    g = torch.Generator().manual_seed(3)
+    values = torch.randint(0, 6, (40, 300), generator=g).double()
+    values[:10] = torch.randint(0, 300, (10, 300), generator=g).double()  # short runs: decided from 4k candidates
+    tol = torch.full((40, 1), 0.5, dtype=torch.float64)
+    rank = torch.stack([torch.randperm(300, generator=g) for _ in range(3)])
+    batch = torch.randint(0, 3, (40,), generator=g)
+    expected = tie_break(values, tol, rank[batch])[0][:, :k]
+    assert torch.equal(smallest_with_ties(values, tol, rank, batch, k), expected)
+
+
+def test_the_partial_selection_leaves_only_excluded_entries_undecided() -> None:
+    # Two finite entries and 98 infinite ones (excluded): the finite ones come first, in order, and nothing widens
+    values = torch.full((1, 100), torch.inf, dtype=torch.float64)
+    values[0, 7], values[0, 70] = 2.0, 1.0
+    chosen = smallest_with_ties(values, torch.full((1, 1), 1e-9, dtype=torch.float64),
+                                torch.arange(100)[None], torch.zeros(1, dtype=torch.long), 5)
+    assert chosen[0, :2].tolist() == [70, 7] and torch.isinf(values[0, chosen[0, 2:]]).all()
+
+
+@pytest.mark.parametrize("max_elements", [1, 700, 1 << 25])
+def test_distance_rows_are_the_exact_distances_of_any_rows_of_any_clouds(max_elements: int) -> None:
+    g = torch.Generator().manual_seed(4)
+    query, points = torch.randn(3, 20, 3, generator=g), torch.randn(3, 50, 3, generator=g)
+    batch, index = torch.tensor([2, 0, 2, 2, 1, 0, 2]), torch.tensor([5, 1, 5, 19, 0, 7, 3])  # uneven, repeated
+    expected = (points.double()[batch] - query.double()[batch, index][:, None]).norm(dim=-1)
+    got = distance_rows(query, points, batch, index, max_elements)
+    assert got.dtype == torch.float64 and torch.allclose(got, expected, rtol=0, atol=1e-14)
+    assert distance_rows(query, points, batch[:0], index[:0]).shape == (0, 50)
 
 
 def test_invariant_rank_turns_with_mirror_composites_and_ties_where_a_symmetry_exchanges_points() -> None:
