@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ class LastCheckpoint(Callback):
         """Write ``last.ckpt`` now (every rank calls it; the global-zero rank writes the file)."""
         path = self.path(trainer)
         tmp = path.with_name(f".{path.name}.tmp")
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # the full state; saying so keeps Lightning quiet
         if trainer.is_global_zero:
             os.replace(tmp, path)
         trainer.strategy.barrier("LastCheckpoint.save")
@@ -196,8 +197,12 @@ class PointGeoCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse, fetch an ``http(s)`` ``--ckpt_path`` (verified download, ``weights_only`` check), then refuse a
         ``fit --ckpt_path`` of a checkpoint written by another config before Lightning merges the checkpoint's
-        hyper-parameters into the model's (which swaps the network silently, or fails with a parser error)."""
-        super().parse_arguments(parser, args)
+        hyper-parameters into the model's (which swaps the network silently, or fails with a parser error).
+        ``pointgeo`` hands its own command line over as ``args``, so Lightning's warning against giving both is
+        silenced here."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+            super().parse_arguments(parser, args)
         from pointgeo.hub import resolve_ckpt_path
 
         section = self.config.get(self.config.get("subcommand") or "")
