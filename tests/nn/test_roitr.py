@@ -231,17 +231,24 @@ def test_options_against_the_collapse_stay_invariant(options: dict) -> None:
         assert report.within(), f"{make.__name__}: {report}"
 
 
+def outputs_before_and_after_a_bias_shift(head: str, **options: bool) -> tuple:
+    """Outputs of the seeded float64 ``SMALL`` RoITr (with ``options``) on a random pair, before and after adding a
+    random vector (norm ~3 per entry) to the bias of its ``head``: a component shared by every feature of a cloud."""
+    src, tgt = pair_random(256, 0)
+    torch.manual_seed(0)
+    net = RoITr(**SMALL, **options).double().eval()
+    with torch.no_grad():
+        before = net(src, tgt)
+        bias = getattr(net, head).bias
+        bias += 3.0 * torch.randn(bias.shape, dtype=D)
+        return before, net(src, tgt)
+
+
 def test_centred_descriptors_drop_any_component_shared_by_a_cloud() -> None:
     """With ``center_descriptors`` a vector added to every superpoint feature of a cloud (here the coarse head's
     bias) leaves the superpoint descriptors unchanged; without it, it moves them."""
-    src, tgt = pair_random(256, 0)
     for center in (True, False):
-        torch.manual_seed(0)
-        net = RoITr(**SMALL, center_descriptors=center).double().eval()
-        with torch.no_grad():
-            before = net(src, tgt)
-            net.coarse_head.bias += 3.0 * torch.randn(net.coarse_head.bias.shape, dtype=D)
-            after = net(src, tgt)
+        before, after = outputs_before_and_after_a_bias_shift("coarse_head", center_descriptors=center)
         change = max(float((after.src_superpoint_desc - before.src_superpoint_desc).abs().max()),
                      float((after.tgt_superpoint_desc - before.tgt_superpoint_desc).abs().max()))
         assert (change < 1e-12) if center else (change > 1e-2), (center, change)
@@ -274,14 +281,8 @@ def test_standardized_point_descriptors_drop_the_fine_heads_bias() -> None:
     """With ``standardize_point_descriptors`` a vector added to every point of a cloud (the fine head's bias) only
     rescales the point descriptors (the optimal-transport inputs), which keep mean 0 per cloud; without it the
     vector moves them."""
-    src, tgt = pair_random(256, 0)
     for standardize in (True, False):
-        torch.manual_seed(0)
-        net = RoITr(**SMALL, standardize_point_descriptors=standardize).double().eval()
-        with torch.no_grad():
-            before = net(src, tgt)
-            net.fine_head.bias += 3.0 * torch.randn(net.fine_head.bias.shape, dtype=D)
-            after = net(src, tgt)
+        before, after = outputs_before_and_after_a_bias_shift("fine_head", standardize_point_descriptors=standardize)
         for a, b in ((after.src_point_desc, before.src_point_desc), (after.tgt_point_desc, before.tgt_point_desc)):
             factor = float((a * b).sum() / (b * b).sum())
             residual = float((a - factor * b).abs().max() / b.abs().max())
