@@ -253,48 +253,6 @@ def write_cloud_atomic(path: Path, points) -> None:
             os.unlink(tmp)
 
 
-DEFAULT_REGISTER_VOXEL = 0.025
-"""``pointgeo register``'s voxel edge (m) for FPFH, and for checkpoints that do not store their own."""
-
-
-def _checkpoint_cloud_settings(data: dict, voxel_size: float | None, max_points: int | None):
-    """``(voxel_size, max_points)`` for ``pointgeo register --model``: the options where given (``max_points`` 0:
-    no cap), else what the checkpoint's datamodule used (``voxel_size``; ``num_points`` or ``max_points``)."""
-    voxel = voxel_size if voxel_size is not None else (data.get("voxel_size") or DEFAULT_REGISTER_VOXEL)
-    cap = max_points if max_points is not None else data.get("num_points", data.get("max_points"))
-    return float(voxel), (int(cap) if cap else None)
-
-
-def _register_with_checkpoint(ns: argparse.Namespace, source, target):
-    """``(result, source, target, description)`` of ``pointgeo register --model CKPT``: both clouds averaged into
-    voxels and capped at a seeded (``--seed``) random subset as the checkpoint's datamodule prepared its data
-    (:func:`_checkpoint_cloud_settings`), then the checkpoint's ``register_pair`` (with ``--estimator`` if given)."""
-    import torch
-
-    from pointgeo.geometry import voxel_downsample
-    from pointgeo.hub import fetch, load_checkpoint, rebuild_task
-
-    ckpt = load_checkpoint(fetch(ns.model, progress=False))
-    task = rebuild_task(ckpt, ns.model)
-    if not callable(getattr(task, "register_pair", None)):
-        raise ValueError(f"{ns.model} is a {type(task).__name__} checkpoint, which cannot register pairs; give a "
-                         f"registration checkpoint or --model fpfh_ransac")
-    if ns.estimator is not None:
-        task.hparams.estimator = ns.estimator
-    ns.voxel_size, ns.max_points = _checkpoint_cloud_settings(ckpt.get("datamodule_hyper_parameters", {}),
-                                                              ns.voxel_size, ns.max_points)
-    cap = ns.max_points
-    generator = torch.Generator().manual_seed(ns.seed)
-    clouds = []
-    for cloud in (source, target):
-        cloud = voxel_downsample(cloud, ns.voxel_size)
-        if cap is not None and len(cloud) > cap:
-            cloud = cloud[torch.randperm(len(cloud), generator=generator)[:cap].sort().values]
-        clouds.append(cloud)
-    result = task.register_pair(*clouds)
-    return result, *clouds, f"{task.hparams.network} matches, {task.hparams.estimator} estimate"
-
-
 def register_command(args: list[str]) -> None:
     """``pointgeo register SRC TGT [--model NAME_OR_CKPT] [--estimator lgr|ransac] [--out ALIGNED] ...``: registration
     of the source onto the target, by default FPFH + RANSAC (+ ICP), or a registration checkpoint (a RoITr
@@ -312,8 +270,8 @@ def register_command(args: list[str]) -> None:
     parser.add_argument("source", help="the cloud to move")
     parser.add_argument("target", help="the cloud to align it to")
     parser.add_argument("--out", type=Path, help=f"write the aligned source here ({' '.join(ALIGNED_SUFFIXES)})")
-    parser.add_argument("--voxel-size", type=float, help=f"voxel edge for downsampling (default {DEFAULT_REGISTER_VOXEL}; "
-                        "with a checkpoint, the voxel size of its training data)")
+    parser.add_argument("--voxel-size", type=float, help="voxel edge for downsampling (default 0.025; with a "
+                        "checkpoint, the voxel size of its training data)")
     parser.add_argument("--max-points", type=int, help="with a checkpoint: most points per cloud after the voxels, "
                         "a random subset drawn with --seed (default: its training data's cap; 0: no cap)")
     parser.add_argument("--feature-radius", type=float, help="FPFH radius (default 5 x voxel size)")
@@ -333,6 +291,7 @@ def register_command(args: list[str]) -> None:
     from pointgeo.geometry.registration import register_fpfh_ransac
     from pointgeo.metrics.registration import RMSE_THRESHOLD, mean_distance_error
     from pointgeo.viz.io import read_cloud, read_transform
+    from pointgeo.viz.pairs import DEFAULT_VOXEL_SIZE, estimate
 
     if ns.voxel_size is not None and not ns.voxel_size > 0:
         raise SystemExit(f"pointgeo register: --voxel-size must be positive; got {ns.voxel_size}")
@@ -342,17 +301,17 @@ def register_command(args: list[str]) -> None:
         source, target = read_cloud(ns.source, ns.mesh_points), read_cloud(ns.target, ns.mesh_points)
         truth = read_transform(ns.truth) if ns.truth else None
         start = time.perf_counter()
-        if ns.model == "fpfh_ransac":
-            if ns.estimator is not None or ns.max_points is not None:
-                raise ValueError("--estimator and --max-points apply to a checkpoint given with --model, not to "
-                                 "fpfh_ransac")
-            ns.voxel_size = ns.voxel_size or DEFAULT_REGISTER_VOXEL
+        if ns.model == "fpfh_ransac" and ns.estimator is None and ns.max_points is None:  # FPFH with its options
+            ns.voxel_size = ns.voxel_size or DEFAULT_VOXEL_SIZE
             result, small_src, small_tgt = register_fpfh_ransac(
                 source, target, voxel_size=ns.voxel_size, seed=ns.seed, feature_radius=ns.feature_radius,
                 distance=ns.distance, max_iterations=ns.max_iterations, refine=not ns.no_refine)
             matches = "mutual FPFH matches"
-        else:
-            result, small_src, small_tgt, matches = _register_with_checkpoint(ns, source, target)
+        else:  # a checkpoint (estimate also refuses --estimator and --max-points with FPFH)
+            found = estimate(ns.model, source, target, voxel_size=ns.voxel_size, max_points=ns.max_points,
+                             seed=ns.seed, estimator=ns.estimator)
+            result, small_src, small_tgt, matches = found.result, found.source, found.target, found.method
+            ns.voxel_size, ns.max_points = found.voxel_size, found.max_points
         seconds = time.perf_counter() - start
     except (DatasetFileError, ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"pointgeo register: {exc}") from exc

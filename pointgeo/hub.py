@@ -100,6 +100,18 @@ CHECKPOINTS: dict[str, PretrainedCheckpoint] = {
             data_license="perov_5 as redistributed by CDVAE (txie-93/cdvae, MIT; 1024/512/256 rows of its official "
                          "splits); Castelli et al., Energy Environ. Sci. 2012 (CMR, DTU); cite both",
         ),
+        _shipped(
+            "roitr.pairs_cpu_dev", "5a8fedbb9aae4a113cf16db489069e58abc4dc8aa60ac65da6afbc4a7fd589ef", 1994164,
+            config="threedmatch/roitr-cpu", dataset="registration pairs (3DMatch fragments, ModelNet40 views)",
+            train_rotation="haar",
+            metrics={"test/ir/none": 0.04232, "test/fmr/none": 0.40476, "test/rr/none": 0.04762,
+                     "test/ir/haar": 0.04232, "test/fmr/haar": 0.40476, "test/rr/haar": 0.04762},
+            license="MIT (pointgeo)",
+            data_license="crops of two 3DMatch fragments as preprocessed by Predator (prs-eth/OverlapPredator) and "
+                         "views of ModelNet40 shapes (modelnet40_normal_resampled); academic research use; cite "
+                         "3DMatch (Zeng et al., CVPR 2017), Predator (Huang et al., CVPR 2021), ModelNet (Wu et al., "
+                         "CVPR 2015) and PointNet++ (Qi et al., NeurIPS 2017)",
+        ),
     )
 }
 """The published checkpoints; ``metrics`` are the test figures measured when they were trained: accuracies of the
@@ -109,7 +121,10 @@ protocol), of the potential its test energy MAE (meV, meV/atom; energies relativ
 fitted on its training split) and force MAE (meV/Å per component); of the crystal model (CDVAE, best validation
 epoch 374 of 400 on the shared perov_5 subset) the reconstruction match rate and RMSE of the first 32 test crystals,
 the structure and composition validity of 32 generated crystals (both seeded 0) and the MAE (eV) of its property head
-(``heat_ref``) over the 256 test crystals."""
+(``heat_ref``) over the 256 test crystals; of the registration model (RoITr, CPU-sized, best validation IR at epoch
+24 of a 2700 CPU-second run) the inlier ratio, feature-matching recall and registration recall on its 42 held-out
+test pairs (the GeoTransformer demo pair and ModelNet40 test views), unrotated and with the source under a Haar
+rotation (``_dev``: a demonstration of the pipeline, not yet a usable registration model of real scans)."""
 
 
 def get_checkpoint(name: str) -> PretrainedCheckpoint:

@@ -44,25 +44,68 @@ class PairView:
     captions: tuple[str, str]
 
 
-def estimate(model: str, source: Tensor, target: Tensor, *, voxel_size: float | None,
-             seed: int = 0) -> tuple[RegistrationResult, Tensor, Tensor]:
-    """Register ``source`` onto ``target`` with ``model`` (``fpfh_ransac`` or a checkpoint whose task has
-    ``register_pair``); returns the result and the two clouds its correspondences index (voxel-downsampled).
+DEFAULT_VOXEL_SIZE = 0.025
+"""Voxel edge (m) before FPFH, and before a checkpoint whose datamodule stored none."""
+
+
+def checkpoint_cloud_settings(data: dict, voxel_size: float | None, max_points: int | None
+                              ) -> tuple[float, int | None]:
+    """``(voxel_size, max_points)`` for registering with a checkpoint: the given values where not ``None``
+    (``max_points`` 0: no cap), else what its datamodule ``data`` (stored hyper-parameters) prepared its clouds with
+    (``voxel_size``; ``num_points`` or ``max_points``)."""
+    voxel = voxel_size if voxel_size is not None else (data.get("voxel_size") or DEFAULT_VOXEL_SIZE)
+    cap = max_points if max_points is not None else data.get("num_points", data.get("max_points"))
+    return float(voxel), (int(cap) if cap else None)
+
+
+@dataclass
+class Estimate:
+    """What :func:`estimate` returns: the result, the two clouds its correspondences index (prepared), the voxel
+    edge and point cap they were prepared with, and a description of the method."""
+
+    result: RegistrationResult
+    source: Tensor
+    target: Tensor
+    voxel_size: float
+    max_points: int | None
+    method: str
+
+
+def estimate(model: str, source: Tensor, target: Tensor, *, voxel_size: float | None = None,
+             max_points: int | None = None, seed: int = 0, estimator: str | None = None) -> Estimate:
+    """Register ``source`` onto ``target`` with ``model``: ``fpfh_ransac`` (FPFH + RANSAC + ICP at ``voxel_size``,
+    default :data:`DEFAULT_VOXEL_SIZE`) or a checkpoint whose task has ``register_pair``, on clouds prepared as its
+    training data were (:func:`checkpoint_cloud_settings`: averaged into voxels, then a random subset drawn with
+    ``seed`` above the cap), with ``estimator`` (``lgr``, ``ransac``) instead of the checkpoint's own if given.
 
     Raises:
-        ValueError: the checkpoint's task cannot register pairs.
+        ValueError: the checkpoint's task cannot register pairs, or ``max_points``/``estimator`` for FPFH.
     """
     if model == BUILT_IN:
-        return register_fpfh_ransac(source, target, voxel_size=voxel_size or 0.025, seed=seed)
-    from pointgeo.hub import from_pretrained
+        if max_points is not None or estimator is not None:
+            raise ValueError(f"--estimator and --max-points apply to a checkpoint given with --model, not to {BUILT_IN}")
+        voxel = voxel_size or DEFAULT_VOXEL_SIZE
+        result, source, target = register_fpfh_ransac(source, target, voxel_size=voxel, seed=seed)
+        return Estimate(result, source, target, voxel, None, "mutual FPFH matches")
+    from pointgeo.hub import fetch, load_checkpoint, rebuild_task
 
-    task = from_pretrained(model, progress=False).eval()
+    ckpt = load_checkpoint(fetch(model, progress=False))
+    task = rebuild_task(ckpt, model)
     if not callable(getattr(task, "register_pair", None)):
-        raise ValueError(f"{model} is a {type(task).__name__} checkpoint, which has no register_pair; give a "
+        raise ValueError(f"{model} is a {type(task).__name__} checkpoint, which cannot register pairs; give a "
                          f"registration checkpoint or --model {BUILT_IN}")
-    if voxel_size is not None:
-        source, target = voxel_downsample(source, voxel_size), voxel_downsample(target, voxel_size)
-    return task.register_pair(source.float(), target.float()), source, target
+    if estimator is not None:
+        task.hparams.estimator = estimator
+    voxel, cap = checkpoint_cloud_settings(ckpt.get("datamodule_hyper_parameters", {}), voxel_size, max_points)
+    generator = torch.Generator().manual_seed(seed)
+    clouds = []
+    for cloud in (source, target):
+        cloud = voxel_downsample(cloud, voxel)
+        if cap is not None and len(cloud) > cap:
+            cloud = cloud[torch.randperm(len(cloud), generator=generator)[:cap].sort().values]
+        clouds.append(cloud.float())
+    result = task.register_pair(*clouds)
+    return Estimate(result, *clouds, voxel, cap, f"{task.hparams.network} matches, {task.hparams.estimator} estimate")
 
 
 def build_pair_view(source: Tensor, target: Tensor, *, transform: Tensor | None = None,
@@ -149,8 +192,8 @@ def add_pair_arguments(parser: argparse.ArgumentParser) -> None:
                         "the truth the estimate is compared with")
     parser.add_argument("--model", help=f"{BUILT_IN} (FPFH + RANSAC) or a registration checkpoint (default: "
                         f"{BUILT_IN} when no --transform is given)")
-    parser.add_argument("--voxel-size", type=float, default=0.025, help="voxel edge of the downsampling before "
-                        "registration (default 0.025, metres)")
+    parser.add_argument("--voxel-size", type=float, help="voxel edge of the downsampling before registration "
+                        f"(metres; default {DEFAULT_VOXEL_SIZE}, with a checkpoint that of its training data)")
     parser.add_argument("--inlier-distance", type=float, default=INLIER_THRESHOLD,
                         help=f"correspondences closer than this are inliers (default {INLIER_THRESHOLD})")
     parser.add_argument("--max-lines", type=int, default=150, help="correspondences drawn (default 150)")
@@ -166,7 +209,7 @@ def load_pair_view(ns: argparse.Namespace) -> PairView:
     """Read the clouds (and transform), register them if asked, and build the scene the options name."""
     from pointgeo.viz.io import read_cloud, read_transform
 
-    if not ns.max_lines >= 0 or not ns.voxel_size > 0 or not ns.inlier_distance > 0:
+    if not ns.max_lines >= 0 or not (ns.voxel_size is None or ns.voxel_size > 0) or not ns.inlier_distance > 0:
         raise ValueError(f"--max-lines must be >= 0 and --voxel-size, --inlier-distance positive; got "
                          f"{ns.max_lines}, {ns.voxel_size}, {ns.inlier_distance}")
     source, target = read_cloud(ns.source, ns.mesh_points), read_cloud(ns.target, ns.mesh_points)
@@ -174,8 +217,9 @@ def load_pair_view(ns: argparse.Namespace) -> PairView:
     model = ns.model if ns.model is not None else (None if transform is not None else BUILT_IN)
     if model is None:
         return build_pair_view(source, target, transform=transform, inlier_distance=ns.inlier_distance)
-    result, source, target = estimate(model, source, target, voxel_size=ns.voxel_size, seed=ns.seed)
-    return build_pair_view(source, target, transform=transform, result=result, inlier_distance=ns.inlier_distance)
+    found = estimate(model, source, target, voxel_size=ns.voxel_size, seed=ns.seed)
+    return build_pair_view(found.source, found.target, transform=transform, result=found.result,
+                           inlier_distance=ns.inlier_distance)
 
 
 def pair_main(ns: argparse.Namespace) -> None:

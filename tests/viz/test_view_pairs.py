@@ -113,7 +113,7 @@ def test_bad_input_gets_one_message(pair_files: dict, tmp_path: Path) -> None:
     bad.write_text("1 2 3\n")
     with pytest.raises(SystemExit, match="is not a 4x4 transform"):
         main(["view", src, "--target", tgt, "--transform", str(bad), "--snapshot", str(tmp_path / "x.png")])
-    with pytest.raises(SystemExit, match="has no register_pair"):
+    with pytest.raises(SystemExit, match="which cannot register pairs"):
         main(["view", src, "--target", tgt, "--model", "pointnet.synthetic_z", "--snapshot", str(tmp_path / "x.png")])
     far = tmp_path / "far.npy"  # clouds that cannot be registered, and no pose to show instead
     np.save(far, np.random.default_rng(0).normal(size=(400, 3)) * 0.4)
