@@ -17,9 +17,11 @@ from pointgeo.datamodules import RegistrationPairsDataModule
 from pointgeo.tasks import RegistrationTask
 
 NAME = "roitr.pairs_cpu_dev"
-ABS_TOL = 0.005
-"""The same pairs and weights: only float32 summation order may differ, which can move a correspondence across the
-0.1 m inlier radius (one of a pair's ~250 moves its IR by 0.004, the mean over 42 pairs by 1e-4)."""
+ABS_TOL = {"test/ir": 0.005, "test/fmr": 1 / 42 + 1e-12, "test/rr": 1 / 42 + 1e-12}
+"""The same pairs and weights: only float32 rounding may differ (measured: the same figures under AVX-512 and forced
+AVX2 kernels), which can move a correspondence across the 0.1 m inlier radius (one of a pair's ~250 moves the mean IR
+by 1e-4) or, at worst, one borderline pair across a recall threshold (its scene of two pairs by 1/2, the mean over 21
+scenes by 1/42)."""
 
 
 def measure(samples: Callable[..., Path]) -> dict[str, float]:
@@ -48,7 +50,8 @@ def test_the_shipped_roitr_checkpoint_reproduces_its_recorded_test_figures(share
     measured = measure(shared_sample)
     assert set(measured) == set(entry.metrics)
     for key, value in entry.metrics.items():
-        assert measured[key] == pytest.approx(value, rel=0, abs=ABS_TOL), key
-    assert measured["test/ir/none"] == measured["test/ir/haar"]  # invariant: the same correspondences
+        assert measured[key] == pytest.approx(value, rel=0, abs=ABS_TOL[key.rsplit("/", 1)[0]]), key
+    # invariant: the same correspondences, up to float32 rounding flipping a few (each moves the mean IR by ~1e-4)
+    assert measured["test/ir/none"] == pytest.approx(measured["test/ir/haar"], rel=0, abs=1e-3)
     # it learned: the untrained network of the same config scores an inlier ratio of 1.2 % on these pairs
     assert entry.metrics["test/ir/none"] > 0.025
