@@ -83,7 +83,8 @@ def estimate(model: str, source: Tensor, target: Tensor, *, voxel_size: float | 
     """
     if model == BUILT_IN:
         if max_points is not None or estimator is not None:
-            raise ValueError(f"--estimator and --max-points apply to a checkpoint given with --model, not to {BUILT_IN}")
+            raise ValueError(f"--estimator and --max-points apply to a checkpoint given with --model, not to "
+                             f"{BUILT_IN}")
         voxel = voxel_size or DEFAULT_VOXEL_SIZE
         result, source, target = register_fpfh_ransac(source, target, voxel_size=voxel, seed=seed)
         return Estimate(result, source, target, voxel, None, "mutual FPFH matches")
