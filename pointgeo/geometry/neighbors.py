@@ -146,7 +146,7 @@ def _resolve_ties(query: Tensor, points: Tensor, candidates: Tensor, sqdist: Ten
     chosen = torch.gather(cand, 1, order[:, :k])
     if cand.shape[-1] < n:
         unsure = (tie[:, k - 1] == tie[:, -1]).nonzero().flatten()  # the k-th's tie reaches the last candidate
-        rows = max(1, max_elements // n)
+        rows = max(1, max_elements // (4 * n))  # float64 rows, and as many again inside distance_rows
         for u in unsure.split(rows) if unsure.numel() else ():
             d = distance_rows(query, points, b[u], m[u], max_elements)  # (rows, N)
             chosen[u] = smallest_with_ties(d, tol[u], rank, b[u], k)
