@@ -288,10 +288,9 @@ def register_command(args: list[str]) -> None:
 
     from pointgeo.datamodules import DatasetFileError
     from pointgeo.geometry import rotation_error_degrees, transform_points, translation_error
-    from pointgeo.geometry.registration import register_fpfh_ransac
     from pointgeo.metrics.registration import RMSE_THRESHOLD, mean_distance_error
     from pointgeo.viz.io import read_cloud, read_transform
-    from pointgeo.viz.pairs import DEFAULT_VOXEL_SIZE, estimate
+    from pointgeo.viz.pairs import estimate
 
     if ns.voxel_size is not None and not ns.voxel_size > 0:
         raise SystemExit(f"pointgeo register: --voxel-size must be positive; got {ns.voxel_size}")
@@ -301,26 +300,19 @@ def register_command(args: list[str]) -> None:
         source, target = read_cloud(ns.source, ns.mesh_points), read_cloud(ns.target, ns.mesh_points)
         truth = read_transform(ns.truth) if ns.truth else None
         start = time.perf_counter()
-        if ns.model == "fpfh_ransac" and ns.estimator is None and ns.max_points is None:  # FPFH with its options
-            ns.voxel_size = ns.voxel_size or DEFAULT_VOXEL_SIZE
-            result, small_src, small_tgt = register_fpfh_ransac(
-                source, target, voxel_size=ns.voxel_size, seed=ns.seed, feature_radius=ns.feature_radius,
-                distance=ns.distance, max_iterations=ns.max_iterations, refine=not ns.no_refine)
-            matches = "mutual FPFH matches"
-        else:  # a checkpoint (estimate also refuses --estimator and --max-points with FPFH)
-            found = estimate(ns.model, source, target, voxel_size=ns.voxel_size, max_points=ns.max_points,
-                             seed=ns.seed, estimator=ns.estimator)
-            result, small_src, small_tgt, matches = found.result, found.source, found.target, found.method
-            ns.voxel_size, ns.max_points = found.voxel_size, found.max_points
+        found = estimate(ns.model, source, target, voxel_size=ns.voxel_size, max_points=ns.max_points,
+                         seed=ns.seed, estimator=ns.estimator, feature_radius=ns.feature_radius,
+                         distance=ns.distance, max_iterations=ns.max_iterations, refine=not ns.no_refine)
         seconds = time.perf_counter() - start
     except (DatasetFileError, ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"pointgeo register: {exc}") from exc
     except KeyError as exc:  # an unknown pretrained name
         raise SystemExit(f"pointgeo register: --model {ns.model}: {exc.args[0]}") from exc
-    capped = f", at most {ns.max_points}" if ns.max_points else ""
-    print(f"source {ns.source}: {len(source)} points ({len(small_src)} after {ns.voxel_size:g} voxels{capped}); "
-          f"target {ns.target}: {len(target)} points ({len(small_tgt)})")
-    print(f"correspondences: {len(result.correspondences)} ({matches})")
+    result = found.result
+    capped = f", at most {found.max_points}" if found.max_points else ""
+    print(f"source {ns.source}: {len(source)} points ({len(found.source)} after {found.voxel_size:g} voxels"
+          f"{capped}); target {ns.target}: {len(target)} points ({len(found.target)})")
+    print(f"correspondences: {len(result.correspondences)} ({found.method})")
     print(f"inliers: {result.inliers} (inlier ratio {result.inlier_ratio:.4f}, within {result.distance:g})")
     print(f"time: {seconds:.2f} s")
     if not result.success:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,11 +73,14 @@ class Estimate:
 
 
 def estimate(model: str, source: Tensor, target: Tensor, *, voxel_size: float | None = None,
-             max_points: int | None = None, seed: int = 0, estimator: str | None = None) -> Estimate:
+             max_points: int | None = None, seed: int = 0, estimator: str | None = None,
+             **fpfh_options: Any) -> Estimate:
     """Register ``source`` onto ``target`` with ``model``: ``fpfh_ransac`` (FPFH + RANSAC + ICP at ``voxel_size``,
-    default :data:`DEFAULT_VOXEL_SIZE`) or a checkpoint whose task has ``register_pair``, on clouds prepared as its
-    training data were (:func:`checkpoint_cloud_settings`: averaged into voxels, then a random subset drawn with
-    ``seed`` above the cap), with ``estimator`` (``lgr``, ``ransac``) instead of the checkpoint's own if given.
+    default :data:`DEFAULT_VOXEL_SIZE`, with ``fpfh_options`` passed on to
+    :func:`~pointgeo.geometry.registration.register_fpfh_ransac`) or a checkpoint whose task has ``register_pair``,
+    on clouds prepared as its training data were (:func:`checkpoint_cloud_settings`: averaged into voxels, then a
+    random subset drawn with ``seed`` above the cap), with ``estimator`` (``lgr``, ``ransac``) instead of the
+    checkpoint's own if given.
 
     Raises:
         ValueError: the checkpoint's task cannot register pairs, or ``max_points``/``estimator`` for FPFH.
@@ -86,7 +90,7 @@ def estimate(model: str, source: Tensor, target: Tensor, *, voxel_size: float | 
             raise ValueError(f"--estimator and --max-points apply to a checkpoint given with --model, not to "
                              f"{BUILT_IN}")
         voxel = voxel_size or DEFAULT_VOXEL_SIZE
-        result, source, target = register_fpfh_ransac(source, target, voxel_size=voxel, seed=seed)
+        result, source, target = register_fpfh_ransac(source, target, voxel_size=voxel, seed=seed, **fpfh_options)
         return Estimate(result, source, target, voxel, None, "mutual FPFH matches")
     from pointgeo.hub import fetch, load_checkpoint, rebuild_task
 
